@@ -1,0 +1,3 @@
+from openeas.cli.main import main
+
+main()

@@ -1,0 +1,244 @@
+"""The EAS-compatible service spec (the JSON given to `eascmd create` / `openeas create`).
+
+Field names and defaults follow eas-reference section 5. Unknown fields are refused with an
+error that names them; fields EAS has but that mean nothing on a local machine (`cloud`,
+`metadata.resource`, `containers[].image`) are accepted and reported back as warnings.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from openeas.spec.errors import SpecError, from_validation_error
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
+RESERVED_PORTS = (8080, 9090)  # reserved for the EAS engine inside a container
+MAX_KEEPALIVE_MS = 600_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RpcSpec(_Strict):
+    keepalive: Annotated[int, Field(ge=1, le=MAX_KEEPALIVE_MS)] = 5000
+    io_threads: Annotated[int, Field(ge=1, le=256)] = 4
+    worker_threads: Annotated[int, Field(ge=1, le=1024)] = 5
+    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 64
+    rate_limit: Annotated[int, Field(ge=0)] = 0
+    batching: bool = False
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    max_batch_timeout: Annotated[int, Field(ge=1, le=60_000)] = 50
+    enable_sigterm: bool = False
+
+
+class MetadataSpec(_Strict):
+    name: str
+    instance: Annotated[int, Field(ge=0, le=1000)] = 1
+    cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory: Annotated[int, Field(gt=0)] | None = None  # MB
+    gpu: Annotated[int, Field(ge=0)] | None = None
+    gpu_memory: Annotated[int, Field(ge=0)] | None = None
+    resource: str | None = None
+    group: str | None = None
+    type: str | None = None
+    enable_grpc: bool = False
+    enable_webservice: bool = False
+    rpc: RpcSpec = Field(default_factory=RpcSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must start with a lowercase letter and contain only lowercase letters, digits "
+                "and underscores, at most 63 characters"
+            )
+        return v
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError("a group name follows the same rules as a service name")
+        return v
+
+
+class EnvVar(_Strict):
+    name: str
+    value: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError("an environment variable name has letters, digits and underscores")
+        if v == "PORT":
+            raise ValueError("PORT is set by openeas to the port the instance must listen on")
+        return v
+
+
+class HttpGetProbe(_Strict):
+    path: str = "/"
+    port: int | None = None
+
+
+class TcpSocketProbe(_Strict):
+    port: int | None = None
+
+
+class ProbeSpec(_Strict):
+    http_get: HttpGetProbe | None = None
+    tcp_socket: TcpSocketProbe | None = None
+    initial_delay_seconds: Annotated[float, Field(ge=0)] = 0
+    period_seconds: Annotated[float, Field(gt=0)] = 1
+    timeout_seconds: Annotated[float, Field(gt=0)] = 1
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    success_threshold: Annotated[int, Field(ge=1)] = 1
+
+
+class ContainerSpec(_Strict):
+    image: str | None = None
+    command: str | None = None
+    script: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    startup_check: ProbeSpec | None = None
+    health_check: ProbeSpec | None = None  # readiness
+    liveness_check: ProbeSpec | None = None
+    prepare: dict[str, Any] | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int | None) -> int | None:
+        if v in RESERVED_PORTS:
+            raise ValueError(f"ports {RESERVED_PORTS} are reserved for the EAS engine; pick another")
+        return v
+
+    @model_validator(mode="after")
+    def _one_entry(self) -> ContainerSpec:
+        if not (self.command or self.script):
+            raise ValueError("a container needs `command` (or `script`): the command line that starts it")
+        if self.command and self.script:
+            raise ValueError("give either `command` or `script`, not both")
+        return self
+
+    @property
+    def entry(self) -> str:
+        return self.command or self.script or ""
+
+
+class RateLimitPolicy(_Strict):
+    enable: bool = False
+    limit: Annotated[int, Field(ge=1)] = 1000
+
+
+class GatewayPolicy(_Strict):
+    rate_limit: RateLimitPolicy | None = None
+    concurrency_limit: RateLimitPolicy | None = None
+
+
+class NetworkingSpec(_Strict):
+    gateway: str | None = None  # None or "shared" -> the shared gateway
+    gateway_policy: GatewayPolicy | None = None
+
+
+class ServiceSpec(_Strict):
+    metadata: MetadataSpec
+    containers: list[ContainerSpec] = Field(default_factory=list)
+    networking: NetworkingSpec = Field(default_factory=NetworkingSpec)
+    token: str | None = None
+    processor: str | None = None
+    processor_path: str | None = None
+    processor_entry: str | None = None
+    processor_mainclass: str | None = None
+    processor_type: str | None = None
+    model_path: str | None = None
+    model_entry: str | None = None
+    model_config_: dict[str, Any] | str | None = Field(default=None, alias="model_config")
+    labels: dict[str, str] = Field(default_factory=dict)
+    cloud: dict[str, Any] | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and not TOKEN_RE.match(v):
+            raise ValueError(
+                "a token is 16-256 characters of letters, digits and ._~+/=- ; "
+                "leave it out to have one generated"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _runnable(self) -> ServiceSpec:
+        if not self.containers and not self.processor:
+            raise ValueError(
+                "nothing to run: give `containers` with a `command`, or a built-in `processor` "
+                "with `model_path`"
+            )
+        if self.containers and self.processor:
+            raise ValueError("give either `containers` or `processor`, not both")
+        if len(self.containers) > 1:
+            raise ValueError("openeas runs one container per instance; sidecars are not supported")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def gateway_name(self) -> str:
+        return self.networking.gateway or "shared"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.cloud is not None:
+            out.append("cloud: accepted and ignored; instances run on this machine's runtime")
+        if self.metadata.resource:
+            out.append("metadata.resource: accepted and ignored; there are no resource groups locally")
+        for i, c in enumerate(self.containers):
+            if c.image:
+                out.append(
+                    f"containers[{i}].image: the local runtime runs `command` on the host, not in the image"
+                )
+        return out
+
+
+def new_token() -> str:
+    """A fresh service token: 240 random bits, URL-safe, like EAS's 40-character tokens."""
+    return secrets.token_urlsafe(30)
+
+
+def parse_service_spec(data: Any) -> ServiceSpec:
+    """Validate JSON data into a ServiceSpec, raising SpecError that names each bad field."""
+    if not isinstance(data, dict):
+        raise SpecError.one("(top level)", "a service spec is a JSON object")
+    try:
+        spec = ServiceSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    _check_processor(spec)
+    return spec
+
+
+def _check_processor(spec: ServiceSpec) -> None:
+    if spec.processor is None:
+        return
+    from openeas.processors import known_processors
+
+    known = known_processors()
+    if spec.processor not in known:
+        names = ", ".join(sorted(known)) or "none yet"
+        raise SpecError.one(
+            "processor", f"unknown processor {spec.processor!r}; known processors: {names}"
+        )
+    if not spec.model_path:
+        raise SpecError.one("model_path", f"processor {spec.processor!r} needs `model_path`")

@@ -1,0 +1,44 @@
+"""Plain records returned by the registry (read-only views of rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    name: str
+    spec: dict[str, Any]
+    token: str
+    gateway: str
+    desired: str
+    status: str
+    message: str
+    revision: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    id: str
+    service: str
+    revision: int
+    host: str
+    port: int
+    pid: int | None
+    state: str
+    restarts: int
+    message: str
+    started_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    name: str
+    spec: dict[str, Any]
+    status: str
+    created_at: float
+    updated_at: float

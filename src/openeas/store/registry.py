@@ -1,0 +1,249 @@
+"""The registry: services, instances and gateways, with a change feed.
+
+Every write that a gateway must see bumps `meta.version` in the same transaction, so a gateway
+polls one integer and rebuilds its routing snapshot only when it moved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.exc import IntegrityError
+
+from openeas.store import schema
+from openeas.store.records import GatewayRecord, InstanceRecord, ServiceRecord
+
+VERSION_KEY = "version"
+
+
+class NotFound(KeyError):
+    pass
+
+
+class AlreadyExists(ValueError):
+    pass
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'registry.db').resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Registry:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        schema.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == VERSION_KEY)).first()
+            if row is None:
+                conn.execute(schema.meta.insert().values(key=VERSION_KEY, value=1))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+            conn.execute(
+                update(schema.meta)
+                .where(schema.meta.c.key == VERSION_KEY)
+                .values(value=schema.meta.c.value + 1)
+            )
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == VERSION_KEY)
+            ).scalar_one()
+            return int(value)
+
+    # -- services --------------------------------------------------------------------------
+    def create_service(self, name: str, spec: dict[str, Any], token: str, gateway: str) -> ServiceRecord:
+        now = time.time()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    schema.services.insert().values(
+                        name=name,
+                        spec=json.dumps(spec),
+                        token=token,
+                        gateway=gateway,
+                        desired="running",
+                        status="Waiting",
+                        message="",
+                        revision=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise AlreadyExists(name) from None
+        return self.get_service(name)
+
+    def get_service(self, name: str) -> ServiceRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.services).where(schema.services.c.name == name)).first()
+        if row is None:
+            raise NotFound(name)
+        return _service(row._mapping)
+
+    def list_services(self) -> list[ServiceRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.services).order_by(schema.services.c.name)).all()
+        return [_service(r._mapping) for r in rows]
+
+    def update_service(self, name: str, **values: Any) -> ServiceRecord:
+        """Update columns of a service. Passing `spec` bumps the revision."""
+        values["updated_at"] = time.time()
+        stmt = update(schema.services).where(schema.services.c.name == name)
+        if "spec" in values:
+            values["spec"] = json.dumps(values["spec"])
+            stmt = stmt.values(revision=schema.services.c.revision + 1)
+        with self._write() as conn:
+            if conn.execute(stmt.values(**values)).rowcount == 0:
+                raise NotFound(name)
+        return self.get_service(name)
+
+    def set_status(self, name: str, status: str, message: str = "") -> None:
+        """Status changes do not bump the change feed: gateways do not route on them."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.services)
+                .where(schema.services.c.name == name)
+                .values(status=status, message=message, updated_at=time.time())
+            )
+
+    def delete_service(self, name: str) -> None:
+        with self._write() as conn:
+            if conn.execute(schema.services.delete().where(schema.services.c.name == name)).rowcount == 0:
+                raise NotFound(name)
+            conn.execute(schema.instances.delete().where(schema.instances.c.service == name))
+
+    # -- instances -------------------------------------------------------------------------
+    def put_instance(self, inst: InstanceRecord) -> None:
+        values = {
+            "id": inst.id,
+            "service": inst.service,
+            "revision": inst.revision,
+            "host": inst.host,
+            "port": inst.port,
+            "pid": inst.pid,
+            "state": inst.state,
+            "restarts": inst.restarts,
+            "message": inst.message,
+            "started_at": inst.started_at,
+            "updated_at": time.time(),
+        }
+        with self._write() as conn:
+            changed = conn.execute(
+                update(schema.instances).where(schema.instances.c.id == inst.id).values(**values)
+            ).rowcount
+            if changed == 0:
+                conn.execute(schema.instances.insert().values(**values))
+
+    def delete_instance(self, instance_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(schema.instances.delete().where(schema.instances.c.id == instance_id))
+
+    def list_instances(self, service: str | None = None) -> list[InstanceRecord]:
+        stmt = select(schema.instances).order_by(schema.instances.c.service, schema.instances.c.id)
+        if service is not None:
+            stmt = stmt.where(schema.instances.c.service == service)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_instance(r._mapping) for r in rows]
+
+    # -- gateways --------------------------------------------------------------------------
+    def put_gateway(self, name: str, spec: dict[str, Any], status: str = "Running") -> GatewayRecord:
+        now = time.time()
+        with self._write() as conn:
+            changed = conn.execute(
+                update(schema.gateways)
+                .where(schema.gateways.c.name == name)
+                .values(spec=json.dumps(spec), status=status, updated_at=now)
+            ).rowcount
+            if changed == 0:
+                conn.execute(
+                    schema.gateways.insert().values(
+                        name=name, spec=json.dumps(spec), status=status, created_at=now, updated_at=now
+                    )
+                )
+        return self.get_gateway(name)
+
+    def get_gateway(self, name: str) -> GatewayRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.gateways).where(schema.gateways.c.name == name)).first()
+        if row is None:
+            raise NotFound(name)
+        return _gateway(row._mapping)
+
+    def list_gateways(self) -> list[GatewayRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.gateways).order_by(schema.gateways.c.name)).all()
+        return [_gateway(r._mapping) for r in rows]
+
+    def delete_gateway(self, name: str) -> None:
+        with self._write() as conn:
+            if conn.execute(schema.gateways.delete().where(schema.gateways.c.name == name)).rowcount == 0:
+                raise NotFound(name)
+
+
+def _service(m: Any) -> ServiceRecord:
+    return ServiceRecord(
+        name=m["name"],
+        spec=json.loads(m["spec"]),
+        token=m["token"],
+        gateway=m["gateway"],
+        desired=m["desired"],
+        status=m["status"],
+        message=m["message"] or "",
+        revision=m["revision"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _instance(m: Any) -> InstanceRecord:
+    return InstanceRecord(
+        id=m["id"],
+        service=m["service"],
+        revision=m["revision"],
+        host=m["host"],
+        port=m["port"],
+        pid=m["pid"],
+        state=m["state"],
+        restarts=m["restarts"],
+        message=m["message"] or "",
+        started_at=m["started_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _gateway(m: Any) -> GatewayRecord:
+    return GatewayRecord(
+        name=m["name"],
+        spec=json.loads(m["spec"]),
+        status=m["status"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )

@@ -1,0 +1,60 @@
+"""Registry tables. Plain SQLAlchemy Core types so PostgreSQL runs the same schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# One row per service. `spec` is the validated EAS JSON; `token` is kept beside it because the
+# gateway needs the secret itself to check the SDK's HMAC signature.
+services = Table(
+    "services",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("token", String(256), nullable=False),
+    Column("gateway", String(64), nullable=False),
+    Column("desired", String(16), nullable=False),  # running | stopped
+    Column("status", String(16), nullable=False),  # Running | Waiting | Scaling | Stopped | Failed
+    Column("message", Text, nullable=False, default=""),
+    Column("revision", Integer, nullable=False),  # bumps on every spec change
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per instance the reconciler started. Gateways route only to rows with state "ready".
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(96), primary_key=True),
+    Column("service", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("pid", Integer, nullable=True),
+    Column("state", String(16), nullable=False),  # starting | ready | unready | failed | stopping
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("message", Text, nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Gateways (the shared one and dedicated ones). `spec` holds listeners and policies as JSON.
+gateways = Table(
+    "gateways",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Change feed: `version` increases with every committed write that a gateway cares about.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
