@@ -1,0 +1,1 @@
+"""Example services that ship with openeas."""
