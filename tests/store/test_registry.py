@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from openeas.gateway.snapshot import build_snapshot, gateway_settings
+from openeas.store import AlreadyExists, InstanceRecord, NotFound, Registry, sqlite_url
+
+
+@pytest.fixture()
+def reg(tmp_path: Path) -> Registry:
+    r = Registry(sqlite_url(tmp_path))
+    r.create_schema()
+    return r
+
+
+def _inst(service: str, n: int, state: str = "ready") -> InstanceRecord:
+    now = time.time()
+    return InstanceRecord(f"{service}-{n}", service, 1, "127.0.0.1", 9000 + n, None, state, 0, "", now, now)
+
+
+def test_writes_move_the_change_feed(reg: Registry) -> None:
+    v0 = reg.version()
+    reg.create_service("a", {"metadata": {"name": "a"}}, "t" * 20, "shared")
+    v1 = reg.version()
+    assert v1 > v0
+    reg.set_status("a", "Running")  # gateways do not route on status: no bump
+    assert reg.version() == v1
+    reg.put_instance(_inst("a", 1))
+    assert reg.version() > v1
+
+
+def test_service_crud(reg: Registry) -> None:
+    rec = reg.create_service("a", {"metadata": {"name": "a"}}, "t" * 20, "shared")
+    assert rec.status == "Waiting" and rec.revision == 1 and rec.desired == "running"
+    with pytest.raises(AlreadyExists):
+        reg.create_service("a", {}, "t" * 20, "shared")
+    rec = reg.update_service("a", spec={"metadata": {"name": "a", "instance": 2}})
+    assert rec.revision == 2 and rec.spec["metadata"]["instance"] == 2
+    assert [s.name for s in reg.list_services()] == ["a"]
+    reg.put_instance(_inst("a", 1))
+    reg.delete_service("a")
+    assert reg.list_services() == [] and reg.list_instances() == []
+    with pytest.raises(NotFound):
+        reg.get_service("a")
+    with pytest.raises(NotFound):
+        reg.delete_service("a")
+
+
+def test_snapshot_has_only_ready_instances_of_its_gateway(reg: Registry) -> None:
+    reg.put_gateway("shared", {"listen": {"internet": "127.0.0.1:1", "intranet": "127.0.0.1:2"}})
+    spec = {"metadata": {"name": "a", "rpc": {"keepalive": 1500}}}
+    reg.create_service("a", spec, "tok-a" * 4, "shared")
+    reg.create_service("b", {"metadata": {"name": "b"}}, "tok-b" * 4, "gw_other")
+    reg.put_instance(_inst("a", 1))
+    reg.put_instance(_inst("a", 2, state="starting"))
+    snap = build_snapshot(reg, "shared")
+    assert set(snap.services) == {"a"}
+    route = snap.services["a"]
+    assert [u.port for u in route.upstreams] == [9001]
+    assert route.timeout_s == 1.5 and route.token == b"tok-a" * 4
+    reg.update_service("a", desired="stopped")
+    assert build_snapshot(reg, "shared").services["a"].upstreams == ()
+    settings = gateway_settings(reg.get_gateway("shared"))
+    assert [(x.kind, x.port) for x in settings.listeners] == [("internet", 1), ("intranet", 2)]
+    assert settings.max_body_bytes == 1024 * 1024
+
+
+def test_two_handles_see_each_others_writes(reg: Registry) -> None:
+    """The gateway process opens its own handle on the same file (WAL)."""
+    other = Registry(reg.url)
+    v = other.version()
+    reg.create_service("a", {"metadata": {"name": "a"}}, "t" * 20, "shared")
+    assert other.version() > v
+    assert other.get_service("a").token == "t" * 20
