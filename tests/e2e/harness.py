@@ -95,11 +95,18 @@ def start_server(data_dir: Path, extra_args: tuple[str, ...] = ()) -> RunningSer
     log = open(log_path, "wb")  # noqa: SIM115 - owned by the server process for its lifetime
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "openeas", "server",
-            "--data-dir", str(data_dir),
-            "--api-port", str(api_port),
-            "--gateway-port", str(gw_port),
-            "--vpc-port", str(vpc_port),
+            sys.executable,
+            "-m",
+            "openeas",
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--api-port",
+            str(api_port),
+            "--gateway-port",
+            str(gw_port),
+            "--vpc-port",
+            str(vpc_port),
             *extra_args,
         ],
         env=env,

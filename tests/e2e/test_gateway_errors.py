@@ -58,7 +58,9 @@ def test_404_unknown_service_and_wrong_prefix(server: RunningServer, svc: dict[s
     base = f"http://127.0.0.1:{server.gateway_port}"
     _assert_error(
         requests.post(base + "/api/predict/no_such_service/v1/chat/completions", timeout=10),
-        404, "no_such_service", "path",
+        404,
+        "no_such_service",
+        "path",
     )
     _assert_error(requests.get(base + "/v1/chat/completions", timeout=10), 404, "/api/predict/")
 
@@ -104,7 +106,9 @@ def test_408_over_keepalive(svc: dict[str, Any]) -> None:
     elapsed = time.monotonic() - started
     _assert_error(resp, 408)
     assert 0.9 <= elapsed < 2.5, elapsed  # keepalive is 1000 ms
-    fast = requests.get(svc["endpoints"]["internet"] + "/sleep?ms=100", headers={"Authorization": svc["token"]})
+    fast = requests.get(
+        svc["endpoints"]["internet"] + "/sleep?ms=100", headers={"Authorization": svc["token"]}
+    )
     assert fast.status_code == 200
 
 

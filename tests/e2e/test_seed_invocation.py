@@ -3,6 +3,7 @@ the official eas-prediction SDK / the OpenAI SDK, over the Internet and the VPC 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -55,14 +56,24 @@ def test_seed_curl_request(demo: dict[str, Any], which: str) -> None:
     endpoint = demo["endpoints"][which]
     out = subprocess.run(
         [
-            curl, "-sS", f"{endpoint}/v1/chat/completions",
-            "-H", "Content-Type: application/json",
-            "-H", f"Authorization: {demo['token']}",
-            "-X", "POST",
-            "-d", json.dumps(SEED_BODY, indent=4),
-            "-w", "\n%{http_code}",
+            curl,
+            "-sS",
+            f"{endpoint}/v1/chat/completions",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"Authorization: {demo['token']}",
+            "-X",
+            "POST",
+            "-d",
+            json.dumps(SEED_BODY, indent=4),
+            "-w",
+            "\n%{http_code}",
         ],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     body, _, code = out.rpartition("\n")
     assert code == "200", out
@@ -106,7 +117,7 @@ def test_openai_sdk_plain_and_streaming(demo: dict[str, Any]) -> None:
     # The demo sleeps 50 ms between events: events arrive one by one, not all at the end.
     assert len(stamps) >= 8
     assert stamps[-1] - stamps[0] >= 0.3
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert sum(1 for g in gaps if g > 0.02) >= 5, gaps
 
 
@@ -133,7 +144,9 @@ def test_official_eas_prediction_sdk(
     payload = '{"query": "hello from the SDK"}'
     result = subprocess.run(
         [str(eas_python), str(script), base, "demo_chat", demo["token"], payload],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == payload  # the demo echoes POST / bodies
@@ -145,7 +158,9 @@ def test_sdk_with_wrong_token_gets_401(demo: dict[str, Any], eas_python: Path, t
     script.write_text(SDK_SCRIPT)
     result = subprocess.run(
         [str(eas_python), str(script), base, "demo_chat", "x" * 40, "{}"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "401" in result.stderr

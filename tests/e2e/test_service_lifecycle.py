@@ -58,7 +58,9 @@ def test_modify_scale_token_delete(server: RunningServer, work: Path) -> None:
     server.wait_for(
         lambda: server.cli_json("desc", "life")["running_instances"] == 2, timeout=60, what="2 instances"
     )
-    pids = {requests.get(url, headers={"Authorization": old_token}, timeout=10).json()["pid"] for _ in range(20)}
+    pids = {
+        requests.get(url, headers={"Authorization": old_token}, timeout=10).json()["pid"] for _ in range(20)
+    }
     assert len(pids) == 2
 
     # scale back down.

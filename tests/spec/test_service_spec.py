@@ -41,7 +41,10 @@ def test_unknown_fields_are_named() -> None:
         ({"metadata": {"rpc": {"keepalive": 0}}}, "metadata.rpc.keepalive"),
         ({"metadata": {"rpc": {"max_queue_size": "lots"}}}, "metadata.rpc.max_queue_size"),
         ({"containers": [{"command": "x", "port": 9090}]}, "containers[0].port"),
-        ({"containers": [{"command": "x", "env": [{"name": "PORT", "value": "1"}]}]}, "containers[0].env[0].name"),
+        (
+            {"containers": [{"command": "x", "env": [{"name": "PORT", "value": "1"}]}]},
+            "containers[0].env[0].name",
+        ),
         ({"token": "short"}, "token"),
     ],
 )

@@ -237,8 +237,6 @@ def _check_processor(spec: ServiceSpec) -> None:
     known = known_processors()
     if spec.processor not in known:
         names = ", ".join(sorted(known)) or "none yet"
-        raise SpecError.one(
-            "processor", f"unknown processor {spec.processor!r}; known processors: {names}"
-        )
+        raise SpecError.one("processor", f"unknown processor {spec.processor!r}; known processors: {names}")
     if not spec.model_path:
         raise SpecError.one("model_path", f"processor {spec.processor!r} needs `model_path`")

@@ -11,6 +11,7 @@ Run: python3 -m openeas.examples.chat_service.app --port 8000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -67,7 +68,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             self._send(200, {"status": "ok"})
         elif self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "openeas"}]})
+            self._send(
+                200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "openeas"}]}
+            )
         else:
             self._error(404, f"no route GET {self.path}; try POST /v1/chat/completions")
 
@@ -152,10 +155,8 @@ def main() -> None:
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"demo chat service listening on {args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
