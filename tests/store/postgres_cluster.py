@@ -1,0 +1,70 @@
+"""A throwaway PostgreSQL cluster for tests: initdb in a temp dir, loopback port, trust auth."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.e2e.harness import free_port
+
+
+def find_pg_bin() -> Path | None:
+    # Debian keeps the server tools out of PATH, under /usr/lib/postgresql/<version>/bin.
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+def _as_db_user(cmd: list[str]) -> list[str]:
+    # initdb refuses to run as root; Debian's package creates the `postgres` user for this.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    bindir = find_pg_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed; scripts/test.sh installs it (apt-get install postgresql)")
+    # Its own temp dir: pytest's are private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="openeas-pg-"))
+    data = root / "pgdata"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+    port = free_port()
+    subprocess.run(
+        _as_db_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
+    subprocess.run(
+        _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)])
+            if ready.returncode == 0:
+                break
+            time.sleep(0.2)
+        yield url
+    finally:
+        subprocess.run(
+            _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
