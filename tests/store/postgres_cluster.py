@@ -33,7 +33,9 @@ def _as_db_user(cmd: list[str]) -> list[str]:
 def postgres_cluster() -> Iterator[str]:
     bindir = find_pg_bin()
     if bindir is None:
-        raise RuntimeError("PostgreSQL is not installed; scripts/test.sh installs it (apt-get install postgresql)")
+        raise RuntimeError(
+            "PostgreSQL is not installed; scripts/test.sh installs it (apt-get install postgresql)"
+        )
     # Its own temp dir: pytest's are private to root, and the server runs as `postgres`.
     root = Path(tempfile.mkdtemp(prefix="openeas-pg-"))
     data = root / "pgdata"
@@ -43,13 +45,14 @@ def postgres_cluster() -> Iterator[str]:
         shutil.chown(data, "postgres")
     port = free_port()
     subprocess.run(
-        _as_db_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        _as_db_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
         check=True,
         capture_output=True,
     )
+    log = str(root / "log")
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
     subprocess.run(
-        _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start"]),
+        _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", log, "-w", "start"]),
         check=True,
         capture_output=True,
     )
