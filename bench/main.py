@@ -1,0 +1,636 @@
+"""The openeas data-plane benchmark: one command, one run, ratios against nginx.
+
+    python3 -m bench            # from the repository root (or: bash bench/run.sh)
+
+Starts `openeas server` in a temp data dir, deploys a static-JSON nginx and an SSE server as
+openeas services, puts a reference nginx reverse proxy in front of the same upstream, measures
+with wrk (direct / nginx / gateway, 1 and 64 connections, GET and POST 6 KB / 900 KB), profiles
+the gateway with py-spy, holds N SSE streams through the gateway, grows the routing table to
+10,000 services, and writes bench/out/results.json, docs/benchmarks.md and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import deps, nginx, report, sse_client
+from bench.checks import call, run_checks
+from bench.cluster import BenchError, Cluster, add_routes, remove_routes, start_cluster
+from bench.procs import ProcessSet, cmdline, descendants, free_port, raise_nofile, rss_kib, wait_port
+from bench.profile import run_during, summarise
+from bench.wrk import Cell, run_wrk
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+PATHS = ("direct", "nginx", "gateway")
+CONNS = (1, 64)
+UPSTREAM_SERVICE = "bench_nginx"
+SSE_SERVICE = "bench_sse"
+ROUTE_PREFIX = "bench_r"
+BODY_SIZES = {"POST 6KB": 6 * 1024, "POST 900KB": 900 * 1024}
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class Context:
+    work: Path
+    out: Path
+    procs: ProcessSet
+    cluster: Cluster
+    token: str
+    sse_token: str
+    upstream_port: int
+    sse_port: int
+    proxy_port: int
+    urls: dict[str, dict[str, str]]
+    body_files: dict[str, Path]
+    cpu_pids: dict[str, list[int]] = field(default_factory=dict)
+
+    def auth(self, path: str) -> str:
+        # The same header goes to every path, so requests are byte-for-byte the same size;
+        # only the gateway checks it.
+        return self.token
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def body_file(work: Path, size: int) -> Path:
+    """A JSON document of exactly `size` bytes."""
+    head, tail = b'{"inputs":"', b'"}'
+    path = work / f"body-{size}.json"
+    path.write_bytes(head + b"x" * (size - len(head) - len(tail)) + tail)
+    return path
+
+
+def run_cell(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
+    pids = ctx.cpu_pids.get(cell.path.split("+")[0], [])
+    up_pids = ctx.cpu_pids.get("upstream", [])
+    c0, u0 = cpu_seconds(pids), cpu_seconds(up_pids)
+    res = run_wrk(cell, duration)
+    c1, u1 = cpu_seconds(pids), cpu_seconds(up_pids)
+    n = max(1, res["requests"])
+    res["proxy_cpu_s"] = c1 - c0
+    res["proxy_cpu_us_per_req"] = (c1 - c0) * 1e6 / n if pids else 0.0
+    res["upstream_cpu_us_per_req"] = (u1 - u0) * 1e6 / n
+    return res
+
+
+def fmt_cell(res: dict[str, Any]) -> str:
+    lat = res["latency_us"]
+    return (
+        f"{res['path']:>8} {res['case']:<10} c{res['conns']:<3} {res['rps']:>9.0f} req/s  "
+        f"p50 {lat['p50']:>7.0f} us  p99 {lat['p99']:>7.0f} us  errors {res['error_count']}"
+    )
+
+
+def measure_matrix(ctx: Context, rounds: int, duration: float) -> list[dict[str, Any]]:
+    cases = [("GET", "GET", None, "get")] + [
+        (name, "POST", ctx.body_files[name], "post") for name in BODY_SIZES
+    ]
+    for path in PATHS:  # warm-up, not recorded: pools, caches, page faults
+        run_wrk(Cell(path, "GET", 64, ctx.urls[path]["get"], "GET", None, ctx.auth(path)), 2)
+    cells: list[dict[str, Any]] = []
+    total = len(cases) * len(CONNS) * rounds * len(PATHS)
+    for case, method, bfile, key in cases:
+        for conns in CONNS:
+            for r in range(rounds):
+                # Alternate the order so drift (thermal, noisy neighbours) does not favour one path.
+                for path in PATHS if r % 2 == 0 else PATHS[::-1]:
+                    cell = Cell(path, case, conns, ctx.urls[path][key], method, bfile, ctx.auth(path))
+                    res = run_cell(ctx, cell, duration)
+                    res["round"] = r
+                    cells.append(res)
+                    log(f"[{len(cells)}/{total}] {fmt_cell(res)}")
+    return cells
+
+
+def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Median over rounds for each (path, case, conns)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault(f"{c['path']}|{c['case']}|{c['conns']}", []).append(c)
+    out: dict[str, dict[str, Any]] = {}
+    for key, runs in groups.items():
+        out[key] = {
+            "path": runs[0]["path"],
+            "case": runs[0]["case"],
+            "conns": runs[0]["conns"],
+            "runs": len(runs),
+            "rps": statistics.median(r["rps"] for r in runs),
+            "rps_min": min(r["rps"] for r in runs),
+            "rps_max": max(r["rps"] for r in runs),
+            "p50_us": statistics.median(r["latency_us"]["p50"] for r in runs),
+            "p99_us": statistics.median(r["latency_us"]["p99"] for r in runs),
+            "errors": sum(r["error_count"] for r in runs),
+            "proxy_cpu_us_per_req": statistics.median(r["proxy_cpu_us_per_req"] for r in runs),
+        }
+    return out
+
+
+def measure_profile(ctx: Context, duration: float) -> dict[str, Any]:
+    py_spy = deps.py_spy()
+    if py_spy is None:
+        return {"ok": False, "message": "py-spy is not installed (pip install py-spy)"}
+    pid = ctx.cluster.gateway_pid()
+    secs = max(3, round(duration))
+    cell = Cell("gateway", "GET", 64, ctx.urls["gateway"]["get"], "GET", None, ctx.token)
+    raw = ctx.out / "profile.txt"
+    svg = ctx.out / "profile.svg"
+    ok, msg = run_during(lambda: run_wrk(cell, secs + 3), py_spy, pid, secs, raw, "raw")
+    result: dict[str, Any] = {"ok": ok, "pid": pid, "cmdline": cmdline(pid), "seconds": secs, "message": msg}
+    if not ok:
+        if "ptrace" in msg.lower() or "permission" in msg.lower():
+            result["message"] = "ptrace is not permitted here: " + msg
+        return result
+    result.update(summarise(raw))
+    ok_svg, msg_svg = run_during(lambda: run_wrk(cell, secs + 3), py_spy, pid, secs, svg, "flamegraph")
+    result["svg"] = str(svg) if ok_svg else f"flamegraph failed: {msg_svg}"
+    return result
+
+
+def wait_status(url: str, want_404: bool, timeout: float) -> float | None:
+    """Seconds until the gateway's answer for url becomes (or stops being) 404; None on timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if (call(url).status == 404) == want_404:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
+def measure_routing(ctx: Context, rounds: int, duration: float, count: int) -> dict[str, Any]:
+    gw_url = ctx.urls["gateway"]["get"]
+    probe = f"http://127.0.0.1:{ctx.cluster.gateway_port}/api/predict/{ROUTE_PREFIX}{count - 1:05d}/get"
+    server_pids = [ctx.cluster.pid]
+
+    def phase(label: str) -> dict[str, Any]:
+        runs = []
+        s0 = cpu_seconds(server_pids)
+        for r in range(rounds):
+            res = run_cell(ctx, Cell("gateway", "GET", 64, gw_url, "GET", None, ctx.token), duration)
+            res["round"] = r
+            runs.append(res)
+            log(f"routing {label}: {fmt_cell(res)}")
+        return {
+            "rps": statistics.median(x["rps"] for x in runs),
+            "rps_all": [x["rps"] for x in runs],
+            "p99_us": statistics.median(x["latency_us"]["p99"] for x in runs),
+            "errors": sum(x["error_count"] for x in runs),
+            "gateway_rss_kib": rss_kib(ctx.cluster.gateway_pid()),
+            "control_cpu_s": cpu_seconds(server_pids) - s0,
+        }
+
+    base_routes = len(ctx.cluster.api_get("/api/v2/services") or []) if _list_ok(ctx) else None
+    before = phase("before")
+    insert_s = add_routes(ctx.cluster.store_url, count, ROUTE_PREFIX)
+    seen = wait_status(probe, want_404=False, timeout=60)
+    if seen is None:
+        time.sleep(3)
+    time.sleep(1.0)
+    big = phase(f"{count} extra")
+    remove_routes(ctx.cluster.store_url, ROUTE_PREFIX)
+    gone = wait_status(probe, want_404=True, timeout=60)
+    time.sleep(1.0)
+    after = phase("after removal")
+    small = statistics.median(before["rps_all"] + after["rps_all"])
+    return {
+        "extra_routes": count,
+        "base_services": base_routes,
+        "insert_s": insert_s,
+        "snapshot_visible_after_s": seen,
+        "snapshot_shrunk_after_s": gone,
+        "before": before,
+        "with_extra": big,
+        "after": after,
+        "ratio": big["rps"] / small if small else float("nan"),
+        "ratio_vs_before": big["rps"] / before["rps"] if before["rps"] else float("nan"),
+    }
+
+
+def _list_ok(ctx: Context) -> bool:
+    try:
+        return isinstance(ctx.cluster.api_get("/api/v2/services"), list)
+    except Exception:
+        return False
+
+
+def gateway_help() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "openeas.gateway", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout + done.stderr
+
+
+def measure_workers(ctx: Context, rounds: int, duration: float) -> dict[str, Any]:
+    """Gateway vs nginx at 1 and 2 workers, when the gateway has --workers."""
+    text = gateway_help()
+    if "--workers" not in text:
+        return {"available": False, "reason": "`python -m openeas.gateway --help` has no --workers option"}
+    out: dict[str, Any] = {"available": True, "results": {}}
+    for workers in (1, 2):
+        out["results"][str(workers)] = _workers_pair(ctx, workers, rounds, duration)
+    return out
+
+
+def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> dict[str, Any]:
+    """nginx with `workers` workers, and a gateway started with --workers, on the same upstream."""
+    from openeas.store import Registry
+
+    name = f"bench_w{workers}"
+    gw_port, vpc_port, np_port = free_port(), free_port(), free_port()
+    registry = Registry(ctx.cluster.store_url)
+    try:
+        registry.put_gateway(
+            name,
+            {
+                "listen": {"internet": f"127.0.0.1:{gw_port}", "intranet": f"127.0.0.1:{vpc_port}"},
+                "enable_internet": True,
+                "enable_intranet": True,
+                "advertise": {
+                    "internet": f"http://127.0.0.1:{gw_port}",
+                    "intranet": f"http://127.0.0.1:{vpc_port}",
+                },
+                "max_body_bytes": MAX_BODY,
+            },
+        )
+        # The bench's upstream service is bound to "shared"; bind it to this gateway for the
+        # duration of the pair, then back.
+        registry.update_service(UPSTREAM_SERVICE, gateway=name)
+    finally:
+        registry.close()
+    conf = ctx.work / "nginx" / f"proxy-w{workers}.conf"
+    conf.write_text(
+        nginx.proxy_config(ctx.work / "nginx", np_port, ctx.upstream_port, UPSTREAM_SERVICE, workers)
+    )
+    proxy = ctx.procs.spawn(
+        f"nginx-proxy-w{workers}",
+        nginx.proxy_argv(ctx.work / "nginx", conf),
+        ctx.work / f"nginx-w{workers}.log",
+    )
+    gw = ctx.procs.spawn(
+        f"gateway-w{workers}",
+        [
+            sys.executable,
+            "-m",
+            "openeas.gateway",
+            "--store-url",
+            ctx.cluster.store_url,
+            "--name",
+            name,
+            "--workers",
+            str(workers),
+        ],
+        ctx.work / f"gateway-w{workers}.log",
+        env=ctx.cluster.env,
+    )
+    try:
+        if not (wait_port(np_port, 20, proxy) and wait_port(gw_port, 60, gw)):
+            return {"error": f"gateway or nginx with {workers} workers did not start"}
+        gurl = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
+        nurl = f"http://127.0.0.1:{np_port}/api/predict/{UPSTREAM_SERVICE}/get"
+        if wait_status(gurl, want_404=True, timeout=0.01) is not None:
+            wait_status(gurl, want_404=False, timeout=30)
+        ctx.cpu_pids["nginx+w"] = [proxy.pid, *descendants(proxy.pid)]
+        ctx.cpu_pids["gateway+w"] = [gw.pid, *descendants(gw.pid)]
+        status = call(gurl, auth=ctx.token).status
+        rows: dict[str, list[dict[str, Any]]] = {"nginx": [], "gateway": []}
+        for path, url in (("nginx", nurl), ("gateway", gurl)):
+            run_wrk(Cell(path, "GET", 64, url, "GET", None, ctx.token), 1)
+        for r in range(rounds):
+            for path, url in (
+                (("nginx", nurl), ("gateway", gurl)) if r % 2 == 0 else (("gateway", gurl), ("nginx", nurl))
+            ):
+                res = run_cell(ctx, Cell(f"{path}+w", "GET", 64, url, "GET", None, ctx.token), duration)
+                rows[path].append(res)
+                log(f"workers={workers}: {fmt_cell(res)}")
+        n = statistics.median(x["rps"] for x in rows["nginx"])
+        g = statistics.median(x["rps"] for x in rows["gateway"])
+        return {
+            "gateway_check_status": status,
+            "nginx_rps": n,
+            "gateway_rps": g,
+            "ratio": g / n if n else 0.0,
+            "errors": sum(x["error_count"] for v in rows.values() for x in v),
+        }
+    finally:
+        for proc in (gw, proxy):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        registry = Registry(ctx.cluster.store_url)
+        try:
+            registry.update_service(UPSTREAM_SERVICE, gateway="shared")
+            registry.delete_gateway(name)
+        finally:
+            registry.close()
+        wait_status(ctx.urls["gateway"]["get"], want_404=False, timeout=30)
+
+
+def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]:
+    gw_pid = ctx.cluster.gateway_pid()
+    gw_path = f"/api/predict/{SSE_SERVICE}/stream"
+
+    def gw_rss() -> int:
+        return sum(rss_kib(p) for p in ctx.cluster.gateway_pids())
+
+    async def go() -> dict[str, Any]:
+        direct: list[float] = []
+        via: list[float] = []
+        for _ in range(max(1, ttfe_samples // 10)):  # interleaved batches of 10
+            direct += await sse_client.first_event_times("127.0.0.1", ctx.sse_port, "/stream", "", 10)
+            via += await sse_client.first_event_times(
+                "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, 10
+            )
+        hold = await sse_client.hold_streams(
+            "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, streams, gw_rss
+        )
+        return {
+            "ttfe_direct_us": sse_client.median_us(direct),
+            "ttfe_gateway_us": sse_client.median_us(via),
+            "ttfe_added_us": sse_client.median_us(via) - sse_client.median_us(direct),
+            "ttfe_samples": len(via),
+            "hold": hold.as_dict(),
+        }
+
+    result = asyncio.run(go())
+    result["gateway_pid"] = gw_pid
+    result["gateway_nofile"] = _nofile(gw_pid)
+    return result
+
+
+def _nofile(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return " ".join(line.split()[3:5])
+    except OSError:
+        pass
+    return "unknown"
+
+
+def setup(work: Path, out: Path, procs: ProcessSet) -> Context:
+    log(f"starting openeas server in {work}")
+    cluster = start_cluster(procs, work)
+    ndir = work / "nginx"
+    tmpl = nginx.prepare_upstream(ndir)
+    os.chmod(work, 0o755)
+    specs = work / "specs"
+    specs.mkdir()
+    up_spec = {
+        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}},
+        "containers": [
+            {
+                "command": nginx.upstream_command(ndir, tmpl),
+                "port": 8000,
+                "health_check": {"http_get": {"path": "/get"}},
+            }
+        ],
+    }
+    sse_spec = {
+        "metadata": {"name": SSE_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}},
+        "containers": [
+            {
+                "command": f"{sys.executable} {BENCH / 'sse_upstream.py'} --port $PORT",
+                "port": 8000,
+                "health_check": {"http_get": {"path": "/health"}},
+            }
+        ],
+    }
+    log("openeas create bench_nginx (nginx static JSON upstream) and bench_sse")
+    up = cluster.create(up_spec, specs)
+    sse = cluster.create(sse_spec, specs)
+    upstream_port = cluster.ready_port(UPSTREAM_SERVICE)
+    sse_port = cluster.ready_port(SSE_SERVICE)
+    procs.remember_tree()
+    proxy_port = free_port()
+    conf = ndir / "proxy.conf"
+    conf.write_text(nginx.proxy_config(ndir, proxy_port, upstream_port, UPSTREAM_SERVICE, 1))
+    proxy = procs.spawn("nginx-proxy", nginx.proxy_argv(ndir, conf), work / "nginx-proxy.log")
+    if not wait_port(proxy_port, 20, proxy):
+        raise BenchError(f"nginx proxy did not start: {(work / 'nginx-proxy.log').read_text()[-2000:]}")
+    endpoint = str(up["endpoints"]["internet"]).rstrip("/")
+    urls = {
+        "direct": {
+            "get": f"http://127.0.0.1:{upstream_port}/get",
+            "post": f"http://127.0.0.1:{upstream_port}/post",
+        },
+        "nginx": {
+            "get": f"http://127.0.0.1:{proxy_port}/api/predict/{UPSTREAM_SERVICE}/get",
+            "post": f"http://127.0.0.1:{proxy_port}/api/predict/{UPSTREAM_SERVICE}/post",
+        },
+        "gateway": {"get": f"{endpoint}/get", "post": f"{endpoint}/post"},
+    }
+    body_files = {name: body_file(work, size) for name, size in BODY_SIZES.items()}
+    ctx = Context(
+        work,
+        out,
+        procs,
+        cluster,
+        str(up["token"]),
+        str(sse["token"]),
+        upstream_port,
+        sse_port,
+        proxy_port,
+        urls,
+        body_files,
+    )
+    upstream_pids = [p for p in descendants(cluster.pid) if "nginx" in cmdline(p) and str(ndir) in cmdline(p)]
+    upstream_pids += [c for p in upstream_pids for c in descendants(p)]
+    ctx.cpu_pids = {
+        "direct": [],
+        "nginx": [proxy.pid, *descendants(proxy.pid)],
+        "gateway": [p2 for p in cluster.gateway_pids() for p2 in (p, *descendants(p))],
+        "upstream": sorted(set(upstream_pids)),
+    }
+    return ctx
+
+
+def run_all(
+    args: argparse.Namespace, work: Path, out: Path, procs: ProcessSet, results: dict[str, Any]
+) -> None:
+    ctx = setup(work, out, procs)
+    gw_pid = ctx.cluster.gateway_pid()
+    results["setup"] = {
+        "upstream_port": ctx.upstream_port,
+        "sse_port": ctx.sse_port,
+        "proxy_port": ctx.proxy_port,
+        "gateway_port": ctx.cluster.gateway_port,
+        "gateway_pid": gw_pid,
+        "gateway_cmdline": cmdline(gw_pid),
+        "gateway_processes": len(ctx.cluster.gateway_pids()),
+        "gateway_nofile": _nofile(gw_pid),
+        "urls": ctx.urls,
+        "response_bytes": len(nginx.RESPONSE_JSON),
+        "proxy_request_buffering": "off",
+        "body_sizes": BODY_SIZES,
+    }
+    expected = nginx.RESPONSE_JSON.encode()
+    bodies = {name: ctx.body_files[name].read_bytes() for name in BODY_SIZES}
+    results["checks"] = run_checks(ctx.urls, ctx.token, expected, bodies, b"x" * (MAX_BODY + 1))
+    for row in results["checks"]:
+        log(f"check {'ok  ' if row['ok'] else 'FAIL'} {row['check']} ({row['detail']})")
+    if not all(r["ok"] for r in results["checks"] if "GET answers" in r["check"]):
+        raise BenchError("a path does not answer GET with 200; see the checks above")
+
+    log(f"wrk matrix: {args.rounds} round(s) x {args.duration:g}s per cell")
+    results["cells"] = measure_matrix(ctx, args.rounds, args.duration)
+    results["summary"] = aggregate(results["cells"])
+    _save(out, results)
+
+    if args.skip_profile:
+        results["profile"] = {"ok": False, "message": "skipped (--skip-profile)"}
+    else:
+        log("profiling the gateway under GET c64 with py-spy")
+        results["profile"] = measure_profile(ctx, args.duration)
+    _save(out, results)
+
+    log(f"routing table: +{args.routes} services")
+    results["routing"] = measure_routing(ctx, args.rounds, args.duration, args.routes)
+    _save(out, results)
+
+    log("worker scaling")
+    try:
+        results["workers"] = measure_workers(ctx, args.rounds, args.duration)
+    except (BenchError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        results["workers"] = {"available": False, "reason": f"failed: {exc}"}
+    _save(out, results)
+
+    if args.sse_streams > 0:
+        log(f"SSE: {args.sse_streams} streams through the gateway")
+        results["sse"] = measure_sse(ctx, args.sse_streams, args.ttfe_samples)
+        log(f"SSE: {json.dumps(results['sse'])}")
+    _save(out, results)
+
+
+def _save(out: Path, results: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python3 -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk cell (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per cell; medians are reported (default 3)")
+    p.add_argument(
+        "--sse-streams", type=int, default=1000, help="SSE streams held (default 1000, up to 10000)"
+    )
+    p.add_argument(
+        "--ttfe-samples", type=int, default=100, help="streams for time-to-first-event (default 100)"
+    )
+    p.add_argument("--routes", type=int, default=10_000, help="services added to the routing table (10000)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s, 200 streams, 1000 routes")
+    p.add_argument("--skip-profile", action="store_true")
+    p.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and .png")
+    p.add_argument("--keep-work", action="store_true", help="keep the temp dir (logs, data) for inspection")
+    p.add_argument("--out", type=Path, default=BENCH / "out")
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only render docs/benchmarks.md and .png from an earlier results.json",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds = 2.0, 1
+        args.sse_streams = min(args.sse_streams, 200)
+        args.ttfe_samples = min(args.ttfe_samples, 20)
+        args.routes = min(args.routes, 1000)
+    args.sse_streams = max(0, min(args.sse_streams, 10_000))
+    args.rounds = max(1, min(args.rounds, 20))
+    args.duration = max(1.0, min(args.duration, 60.0))
+    args.routes = max(1, min(args.routes, 100_000))
+    return args
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    docs = REPO / "docs"
+    if args.report_only:
+        results = json.loads(args.report_only.read_text())
+        print(report.render(results, docs / "benchmarks.md", docs / "benchmarks.png"))
+        return 0
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    installed = deps.ensure(install=not args.no_install)
+    # The gateway holds two sockets per SSE stream (client + upstream); children inherit this.
+    nofile = raise_nofile(2 * args.sse_streams + 4096)
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": deps.machine(),
+        "installed": installed,
+        "bench_nofile": list(nofile),
+    }
+    work = Path(tempfile.mkdtemp(prefix="openeas-bench-"))
+    procs = ProcessSet()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    t0 = time.monotonic()
+    try:
+        run_all(args, work, out, procs, results)
+    except KeyboardInterrupt:
+        log("interrupted: stopping everything")
+        return 130
+    except BenchError as exc:
+        log(f"failed: {exc}")
+        return 1
+    finally:
+        procs.close()
+        signal.signal(signal.SIGTERM, previous)
+        results["elapsed_s"] = time.monotonic() - t0
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        _save(out, results)
+        if args.keep_work:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    table = report.render(
+        results,
+        None if args.no_docs else docs / "benchmarks.md",
+        None if args.no_docs else docs / "benchmarks.png",
+    )
+    print(table)
+    log(f"done in {results['elapsed_s']:.0f}s; raw results in {out / 'results.json'}")
+    return 0

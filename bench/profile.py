@@ -1,0 +1,100 @@
+"""Sample the gateway with py-spy while wrk loads it, and summarise where the time goes."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# Frames that mean "waiting for work": the event loop's poll, not request handling.
+IDLE_MARKERS = ("select (selectors.py", "_run_once (asyncio/base_events.py", "poll (", "epoll")
+
+
+def record(py_spy: str, pid: int, seconds: int, out: Path, fmt: str, rate: int = 250) -> tuple[bool, str]:
+    """py-spy record for `seconds`; returns (ok, message)."""
+    argv = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "-d",
+        str(seconds),
+        "-r",
+        str(rate),
+        "-o",
+        str(out),
+        "--format",
+        fmt,
+        "--nonblocking",
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    except subprocess.TimeoutExpired:
+        return False, "py-spy timed out"
+    text = (done.stdout + done.stderr).strip()
+    return done.returncode == 0 and out.exists(), text[-1500:]
+
+
+def run_during(load: Any, py_spy: str, pid: int, seconds: int, out: Path, fmt: str) -> tuple[bool, str]:
+    """Start `load()` (a wrk run) in a thread, sample the gateway meanwhile, wait for both."""
+    holder: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            holder["result"] = load()
+        except Exception as exc:  # reported with the profile, never fatal
+            holder["error"] = repr(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    threading.Event().wait(1.0)  # let the load reach steady state
+    ok, msg = record(py_spy, pid, seconds, out, fmt)
+    thread.join(timeout=seconds + 120)
+    if "error" in holder:
+        msg += f"\nload failed: {holder['error']}"
+    return ok, msg
+
+
+def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's raw (collapsed) output."""
+    self_counts: Counter[str] = Counter()
+    incl_counts: Counter[str] = Counter()
+    total = 0
+    idle = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        leaf = frames[-1]
+        if any(m in leaf for m in IDLE_MARKERS):
+            idle += count
+        self_counts[leaf] += count
+        for frame in set(frames):
+            incl_counts[frame] += count
+    busy = max(1, total - idle)
+
+    def rows(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "frame": f,
+                "samples": c,
+                "pct_of_samples": 100.0 * c / max(1, total),
+                "pct_of_busy": 100.0 * c / busy,
+            }
+            for f, c in counter.most_common(top + 10)
+            if not any(m in f for m in IDLE_MARKERS)
+        ][:top]
+
+    return {
+        "samples": total,
+        "idle_samples": idle,
+        "top_self": rows(self_counts),
+        "top_inclusive": rows(incl_counts),
+    }

@@ -1,0 +1,494 @@
+"""Turn results.json into the console table, docs/benchmarks.md and docs/benchmarks.png."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+CASES = ("GET", "POST 6KB", "POST 900KB")
+PATHS = ("direct", "nginx", "gateway")
+NOTES_BEGIN = "<!-- notes:begin (kept across runs) -->"
+NOTES_END = "<!-- notes:end -->"
+TARGET_THROUGHPUT = 0.5
+TARGET_P50_US = 60.0
+TARGET_P99_US = 300.0
+TARGET_KIB_PER_STREAM = 16.0
+TARGET_ROUTING = 0.95
+
+
+def _cell(results: dict[str, Any], path: str, case: str, conns: int) -> dict[str, Any] | None:
+    cell: dict[str, Any] | None = results.get("summary", {}).get(f"{path}|{case}|{conns}")
+    return cell
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    return a / b if a is not None and b else math.nan
+
+
+def _f(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def ratio_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for case in CASES:
+        for conns in (1, 64):
+            d, n, g = (_cell(results, p, case, conns) for p in PATHS)
+            if not (d and n and g):
+                continue
+            rows.append(
+                [
+                    case,
+                    str(conns),
+                    _f(d["rps"]),
+                    _f(n["rps"]),
+                    _f(g["rps"]),
+                    _f(_ratio(g["rps"], n["rps"]), 2),
+                    _f(_ratio(g["rps"], d["rps"]), 2),
+                    f"{_f(n['p50_us'] - d['p50_us'])} / {_f(n['p99_us'] - d['p99_us'])}",
+                    f"{_f(g['p50_us'] - d['p50_us'])} / {_f(g['p99_us'] - d['p99_us'])}",
+                    f"{_f(n['proxy_cpu_us_per_req'])} / {_f(g['proxy_cpu_us_per_req'])}",
+                    str(d["errors"] + n["errors"] + g["errors"]),
+                ]
+            )
+    return rows
+
+
+RATIO_HEAD = [
+    "case",
+    "conns",
+    "direct req/s",
+    "nginx req/s",
+    "gateway req/s",
+    "gw/nginx",
+    "gw/direct",
+    "nginx added p50/p99 µs",
+    "gateway added p50/p99 µs",
+    "proxy CPU µs/req nginx/gw",
+    "errors",
+]
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def targets(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+    n, g = _cell(results, "nginx", "GET", 64), _cell(results, "gateway", "GET", 64)
+    r = _ratio(g["rps"], n["rps"]) if n and g else math.nan
+    others = ", ".join(
+        f"{case}: {_f(_ratio(gc['rps'], nc['rps']), 2)}x"
+        for case in CASES[1:]
+        if (nc := _cell(results, "nginx", case, 64)) and (gc := _cell(results, "gateway", case, 64))
+    )
+    rows.append(
+        [
+            f"throughput at 64 conns, gateway >= {TARGET_THROUGHPUT}x nginx (1 worker each)",
+            f"GET: {_f(r, 2)}x ({others})",
+            verdict(None if math.isnan(r) else r >= TARGET_THROUGHPUT),
+        ]
+    )
+    d1, g1 = _cell(results, "direct", "GET", 1), _cell(results, "gateway", "GET", 1)
+    if d1 and g1:
+        a50, a99 = g1["p50_us"] - d1["p50_us"], g1["p99_us"] - d1["p99_us"]
+        rows.append(
+            [
+                f"added latency at 1 conn, p50 <= {TARGET_P50_US:.0f} µs",
+                f"GET: +{_f(a50)} µs",
+                verdict(a50 <= TARGET_P50_US),
+            ]
+        )
+        rows.append(
+            [
+                f"added latency at 1 conn, p99 <= {TARGET_P99_US:.0f} µs",
+                f"GET: +{_f(a99)} µs",
+                verdict(a99 <= TARGET_P99_US),
+            ]
+        )
+    sse = results.get("sse")
+    if sse:
+        h = sse["hold"]
+        ok_streams = h["with_two_events"]
+        kib = h["kib_per_stream"]
+        at_10k = h["requested"] >= 10_000
+        met: bool | None = at_10k and ok_streams >= 10_000 and kib <= TARGET_KIB_PER_STREAM
+        note = "" if at_10k else f" (run held {h['requested']} streams; run with --sse-streams 10000)"
+        rows.append(
+            [
+                f"10,000 SSE streams through one gateway process, <= {TARGET_KIB_PER_STREAM:.0f} KiB/stream",
+                f"{ok_streams}/{h['requested']} streams with events, {_f(kib, 1)} KiB/stream{note}",
+                verdict(met if at_10k else None) if at_10k else "not verified at 10,000",
+            ]
+        )
+    rt = results.get("routing")
+    if rt:
+        rows.append(
+            [
+                f"{rt['extra_routes']:,}-service routing table within 5% of 1-service",
+                f"{_f(rt['ratio'], 3)}x",
+                verdict(rt["ratio"] >= TARGET_ROUTING),
+            ]
+        )
+    checks = results.get("checks", [])
+    guard = [c for c in checks if "401" in c["check"] or "413" in c["check"]]
+    gw_errors = sum(c["errors"] for c in results.get("summary", {}).values() if c["path"] == "gateway")
+    ok_guard = bool(guard) and all(c["ok"] for c in guard) and gw_errors == 0
+    rows.append(
+        [
+            "auth and the 1 MiB body limit ON in every figure",
+            f"401/413 checks {'pass' if ok_guard else 'FAIL'}; gateway non-2xx/errors in cells: {gw_errors}",
+            verdict(ok_guard),
+        ]
+    )
+    return rows
+
+
+def full_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for case in CASES:
+        for conns in (1, 64):
+            for path in PATHS:
+                c = _cell(results, path, case, conns)
+                if c:
+                    rows.append(
+                        [
+                            path,
+                            case,
+                            str(conns),
+                            _f(c["rps"]),
+                            f"{_f(c['rps_min'])} to {_f(c['rps_max'])}",
+                            _f(c["p50_us"]),
+                            _f(c["p99_us"]),
+                            _f(c["proxy_cpu_us_per_req"]) if path != "direct" else "-",
+                            str(c["errors"]),
+                            str(c["runs"]),
+                        ]
+                    )
+    return rows
+
+
+FULL_HEAD = [
+    "path",
+    "case",
+    "conns",
+    "req/s (median)",
+    "req/s range",
+    "p50 µs",
+    "p99 µs",
+    "proxy CPU µs/req",
+    "errors",
+    "runs",
+]
+
+
+def render(results: dict[str, Any], md_path: Path | None, png_path: Path | None) -> str:
+    ratio = text_table(RATIO_HEAD, ratio_rows(results))
+    tgt = text_table(["target", "measured", "verdict"], targets(results))
+    console = f"{ratio}\n\n{tgt}"
+    if md_path is not None:
+        old = md_path.read_text() if md_path.exists() else ""
+        md_path.write_text(markdown(results, _kept_notes(old)))
+    if png_path is not None:
+        plot(results, png_path)
+    return console
+
+
+def _kept_notes(old: str) -> str:
+    if NOTES_BEGIN in old and NOTES_END in old:
+        return old.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+    return "_(no notes yet)_"
+
+
+def _profile_md(p: dict[str, Any]) -> str:
+    if not p or not p.get("ok"):
+        return f"Profile not taken: {p.get('message', 'not run') if p else 'not run'}"
+    lines = [
+        f"py-spy, {p['seconds']} s at 250 Hz on the gateway process (pid {p['pid']}, "
+        f"`{p['cmdline']}`) under wrk GET at 64 connections: {p['samples']:,} busy samples "
+        "(py-spy leaves out idle samples: the loop waiting in epoll). Flame graph: "
+        "`bench/out/profile.svg`, collapsed stacks: `bench/out/profile.txt`.",
+        "",
+        "Self time (where the CPU is when sampled):",
+        "",
+        md_table(
+            ["function (file:line)", "% of busy samples"],
+            [[f"`{r['frame']}`", _f(r["pct_of_busy"], 1)] for r in p["top_self"][:12]],
+        ),
+        "",
+        "Inclusive time (function and what it calls):",
+        "",
+        md_table(
+            ["function (file:line)", "% of busy samples"],
+            [[f"`{r['frame']}`", _f(r["pct_of_busy"], 1)] for r in p["top_inclusive"][:15]],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _routing_md(rt: dict[str, Any] | None) -> str:
+    if not rt:
+        return "Not run."
+    b, w, a = rt["before"], rt["with_extra"], rt["after"]
+    return "\n".join(
+        [
+            f"{rt['extra_routes']:,} service rows (each with its own token, no instances) written "
+            f"straight into the registry in one transaction ({_f(rt['insert_s'], 2)} s); the gateway's "
+            f"snapshot showed them after {_f(rt['snapshot_visible_after_s'], 2)} s (probe: an added "
+            "service stops answering 404). "
+            "Then the bench's own service is measured again (gateway GET, 64 connections), then the rows "
+            "are deleted and it is measured once more.",
+            "",
+            md_table(
+                [
+                    "routing table",
+                    "req/s (median)",
+                    "runs",
+                    "p99 µs",
+                    "errors",
+                    "gateway RSS KiB",
+                    "control-plane CPU s during phase",
+                ],
+                [
+                    [
+                        label,
+                        _f(x["rps"]),
+                        ", ".join(_f(v) for v in x["rps_all"]),
+                        _f(x["p99_us"]),
+                        str(x["errors"]),
+                        _f(x["gateway_rss_kib"]),
+                        _f(x["control_cpu_s"], 1),
+                    ]
+                    for label, x in (
+                        ("bench services only (before)", b),
+                        (f"+{rt['extra_routes']:,} services", w),
+                        ("bench services only (after removal)", a),
+                    )
+                ],
+            ),
+            "",
+            f"Ratio {rt['extra_routes']:,}-table / small-table (median of before+after runs): "
+            f"**{_f(rt['ratio'], 3)}** (vs before only: {_f(rt['ratio_vs_before'], 3)}).",
+        ]
+    )
+
+
+def _workers_md(w: dict[str, Any] | None) -> str:
+    if not w:
+        return "Not run."
+    if not w.get("available"):
+        return f"Not available: {w.get('reason')}."
+    rows = []
+    for k, v in w["results"].items():
+        if "error" in v:
+            rows.append([k, "-", "-", "-", v["error"]])
+        else:
+            rows.append([k, _f(v["nginx_rps"]), _f(v["gateway_rps"]), _f(v["ratio"], 2), str(v["errors"])])
+    return md_table(["workers", "nginx req/s", "gateway req/s", "gw/nginx", "errors"], rows)
+
+
+def _sse_md(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "Not run."
+    h = s["hold"]
+    return "\n".join(
+        [
+            md_table(
+                ["measure", "value"],
+                [
+                    [
+                        "streams requested / connected / HTTP 200",
+                        f"{h['requested']} / {h['connected']} / {h['status_200']}",
+                    ],
+                    [
+                        "streams with >= 1 event / >= 2 events (one per second)",
+                        f"{h['with_first_event']} / {h['with_two_events']}",
+                    ],
+                    ["connect failures (retried up to 3 times)", str(h["connect_failures"])],
+                    ["time to open all streams and see first events", f"{_f(h['open_seconds'], 1)} s"],
+                    [
+                        "gateway RSS before / with streams / 2 s later / after close (KiB)",
+                        f"{_f(h['rss_before_kib'])} / {_f(h['rss_with_kib'])} / "
+                        f"{_f(h['rss_with_later_kib'])} / {_f(h['rss_after_close_kib'])}",
+                    ],
+                    ["**gateway memory per stream**", f"**{_f(h['kib_per_stream'], 1)} KiB**"],
+                    [
+                        f"time to first event, median of {s['ttfe_samples']} fresh streams: direct / gateway",
+                        f"{_f(s['ttfe_direct_us'])} / {_f(s['ttfe_gateway_us'])} µs",
+                    ],
+                    ["**delay the gateway adds to the first event**", f"**{_f(s['ttfe_added_us'])} µs**"],
+                    ["gateway open-files limit (soft hard)", str(s.get("gateway_nofile"))],
+                ],
+            ),
+        ]
+    )
+
+
+def markdown(results: dict[str, Any], notes: str) -> str:
+    m = results.get("machine", {})
+    args = results.get("args", {})
+    setup = results.get("setup", {})
+    checks = results.get("checks", [])
+    check_rows = [[c["check"], "ok" if c["ok"] else "**FAIL**", c["detail"]] for c in checks]
+    return f"""# Benchmarks: the gateway's data plane against nginx
+
+Generated by the bench (`python3 -m bench`, or `bash bench/run.sh`, from the repository root) on
+{results.get("started", "?")}; the run took {_f(results.get("elapsed_s"), 0)} s. Every number below
+comes from that one run on the machine described at the end; raw numbers are in `bench/out/results.json`
+(not committed). Re-run it to refresh this page (the "Notes" section is kept).
+
+![req/s and latency by path and case](benchmarks.png)
+
+## Targets
+
+{md_table(["target", "measured", "verdict"], targets(results))}
+
+## Ratios
+
+Gateway and nginx against the same upstream; "added" latency is the path's percentile minus the
+direct call's (wrk, closed loop, medians of {args.get("rounds", "?")} rounds). "Proxy CPU µs/req" is the
+CPU time (user+system, from /proc) the proxy process(es) used during the cell divided by the requests
+served: on two shared cores it is the steadiest measure of cost per request.
+
+{md_table(RATIO_HEAD, ratio_rows(results))}
+
+All cells:
+
+{md_table(FULL_HEAD, full_rows(results))}
+
+## Routing table size
+
+{_routing_md(results.get("routing"))}
+
+## Worker scaling
+
+{_workers_md(results.get("workers"))}
+
+## SSE streams
+
+{_sse_md(results.get("sse"))}
+
+## Where the gateway's time goes (profile)
+
+{_profile_md(results.get("profile", {}))}
+
+## Notes
+
+{NOTES_BEGIN}
+{notes}
+{NOTES_END}
+
+## Method
+
+- **One run, one machine.** `python3 -m bench` starts `openeas server` in a temp data dir on free
+  loopback ports and deploys two services with `openeas create SPEC --wait --json`: `bench_nginx`, whose
+  container command renders an nginx config on `$PORT` and runs `nginx -g "daemon off;"`
+  (`worker_processes 1`, keep-alive, `access_log off`), and `bench_sse` (`bench/sse_upstream.py`). The
+  upstream's port is read from `GET /api/v2/services/local/bench_nginx/instances`.
+- **Upstream** answers every request with the same {setup.get("response_bytes", "?")}-byte
+  static JSON document. `POST /post` reads the **whole** request body before answering (nginx `mirror`
+  with `mirror_request_body on` reads it, then the static handler's 405 is turned into the 200 answer
+  by `error_page`); a plain `return 200` would answer after the headers and discard the body later,
+  unlike a model server. `client_max_body_size 2m`, `client_body_buffer_size 2m` (bodies in memory).
+- **Paths.** `direct`: wrk -> upstream. `nginx`: wrk -> nginx 1-worker reverse proxy
+  (`upstream {{ keepalive 64; }}`, `proxy_http_version 1.1`, `proxy_set_header Connection ""`,
+  **`proxy_request_buffering off`** so request bodies stream like the gateway's, response buffering on
+  (default), `client_max_body_size 1m` = the gateway's limit, same `/api/predict/<service>/` prefix,
+  stripped) -> upstream. `gateway`: wrk -> the shared gateway the server started (token auth on, 1 MiB
+  body limit on) -> upstream. Every request carries the same `Authorization: <token>` header on every
+  path, so request sizes are equal; only the gateway checks it.
+- **Load.** wrk 4.1 with `bench/lua/report.lua` (method, body, header; `done()` prints percentiles
+  in µs as JSON). 1 connection: `-t1 -c1`; 64 connections: `-t2 -c64`; {args.get("duration", "?")} s per
+  cell; every cell {args.get("rounds", "?")} times, path order alternating between rounds, medians
+  reported (ranges in the full table). Bodies: JSON documents of exactly 6,144 and 921,600 bytes. A
+  2 s warm-up per path first.
+- **Checks before measuring**: every path answers GET and both POSTs with the upstream's JSON and
+  keeps the connection usable afterwards; the gateway answers 401 without / with a wrong token and
+  413 for a 1,048,577-byte body (nginx too):
+
+{md_table(["check", "result", "detail"], check_rows)}
+
+- **SSE**: `bench/sse_client.py` (raw asyncio sockets) opens {args.get("sse_streams", "?")} streams
+  through the gateway (at most 200 connects in flight), waits until each stream has received two events (the
+  upstream sends one at once and then one per second to every stream), reads the gateway's VmRSS from
+  `/proc/<pid>/status` before and with the streams open: KiB per stream = difference / streams. Time
+  to first event: fresh connection -> first complete event, direct vs through the gateway, in
+  alternating batches of 10, medians. The bench raises its RLIMIT_NOFILE to the hard limit
+  (children inherit it); the gateway needs two descriptors per stream, so for 10,000 streams run the
+  server with `ulimit -n` >= 24,000 (this machine's hard limit: {results.get("bench_nofile", "?")}).
+- **Profile**: `py-spy record --nonblocking -r 250 --format raw` (and a flame graph) on the gateway
+  process during a separate GET/64-connection wrk run (not part of the figures above: sampling costs CPU).
+- **Noise.** wrk, the proxy under test and the upstream share {m.get("nproc", "?")} cores, so every
+  figure includes contention between them (nginx's upstream and proxy each need a core at 64
+  connections). Ratios measured back to back are more trustworthy than absolute req/s; run-to-run
+  spread is in the full table.
+
+## Machine
+
+| | |
+|---|---|
+| CPUs (`nproc`) | {m.get("nproc")} |
+| CPU model | {m.get("cpu_model")} |
+| memory | {m.get("mem_gib")} GiB |
+| kernel | {m.get("kernel")} |
+| Python | {m.get("python")} (uvloop {m.get("uvloop", "?")}, httptools {m.get("httptools", "?")}) |
+| nginx | {m.get("nginx")} |
+| wrk | {m.get("wrk")} |
+| py-spy | {m.get("py_spy")} |
+| openeas commit | {m.get("openeas_commit")} |
+| gateway process | `{setup.get("gateway_cmdline", "?")}` |
+"""
+
+
+def plot(results: dict[str, Any], png_path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    colors = {"direct": "#7f8c8d", "nginx": "#27ae60", "gateway": "#2980b9"}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    width = 0.26
+    for ax, conns, metric, title, ylabel in (
+        (axes[0], 64, "rps", "Throughput, 64 connections", "req/s"),
+        (axes[1], 1, "p50_us", "Latency p50, 1 connection", "µs"),
+        (axes[2], 1, "p99_us", "Latency p99, 1 connection", "µs"),
+    ):
+        for i, path in enumerate(PATHS):
+            vals = [(_cell(results, path, c, conns) or {}).get(metric, 0.0) for c in CASES]
+            xs = [j + (i - 1) * width for j in range(len(CASES))]
+            bars = ax.bar(xs, vals, width, label=path, color=colors[path])
+            ax.bar_label(bars, labels=[f"{v:,.0f}" for v in vals], fontsize=7, padding=2)
+        ax.set_xticks(range(len(CASES)), list(CASES))
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    m = results.get("machine", {})
+    fig.suptitle(
+        f"openeas gateway vs nginx vs direct — {m.get('nproc', '?')} cores {m.get('cpu_model', '')}, "
+        f"{results.get('started', '')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
