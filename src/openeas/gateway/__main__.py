@@ -1,0 +1,222 @@
+"""`python -m openeas.gateway --store-url URL --name NAME`: run one gateway from the store.
+
+Reads the gateway record NAME, binds its listeners (exit 2 with a message when one cannot be
+bound), serves the routing snapshot and follows the change feed, and prints
+
+    openeas-gateway NAME ready internet=host:port intranet=host:port
+
+on stdout once listening. SIGTERM (or SIGINT): stop accepting, let requests in flight finish
+(up to --grace seconds), exit 0. `--workers N` runs N processes on the same ports
+(SO_REUSEPORT) under one parent that forwards signals and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import uvloop
+
+from openeas.gateway.accesslog import AccessLog
+from openeas.gateway.app import BindError, Gateway, bind_socket
+from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
+from openeas.gateway.watcher import SnapshotWatcher
+from openeas.store import NotFound, Registry
+
+log = logging.getLogger("openeas.gateway")
+
+EXIT_USAGE = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m openeas.gateway", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--store-url", required=True, help="registry URL (sqlite:///... or postgresql+psycopg://...)"
+    )
+    p.add_argument("--name", required=True, help="the gateway record to serve (the shared one is 'shared')")
+    p.add_argument(
+        "--access-log", default=None, help="write one JSON line per request to this file ('-': stderr)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports (SO_REUSEPORT)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds requests in flight get on SIGTERM")
+    p.add_argument("--log-level", default="INFO", help="log level of the gateway's own messages (stderr)")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    return args
+
+
+def _fail(message: str) -> int:
+    print(f"openeas-gateway: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s openeas-gateway %(levelname)s %(message)s",
+    )
+    try:
+        registry = Registry(args.store_url)
+        record = registry.get_gateway(args.name)
+    except NotFound:
+        return _fail(f"there is no gateway named '{args.name}' in the store")
+    except Exception as exc:
+        return _fail(f"cannot read the store ({type(exc).__name__}); is --store-url right?")
+    settings = gateway_settings(record)
+    if not settings.listeners:
+        registry.close()
+        return _fail(f"gateway '{args.name}' has no enabled listener (listen.internet / listen.intranet)")
+    if args.workers > 1:
+        registry.close()
+        return _run_workers(args, settings)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    return uvloop.run(serve(args, settings, registry, reuse_port=False, announce=announce))
+
+
+async def serve(
+    args: argparse.Namespace,
+    settings: GatewaySettings,
+    registry: Registry,
+    *,
+    reuse_port: bool,
+    announce: Callable[[str], None],
+) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        snapshot = await loop.run_in_executor(None, build_snapshot, registry, args.name)
+    except Exception as exc:
+        log.warning("cannot read the routes (%s); starting with none", type(exc).__name__)
+        snapshot = RoutingSnapshot(version=-1)
+    access_log = AccessLog(args.access_log) if args.access_log else None
+    gateway = Gateway(settings, snapshot, access_log=access_log, reuse_port=reuse_port)
+    try:
+        await gateway.start()
+    except BindError as exc:
+        registry.close()
+        return _fail(str(exc))
+    watcher = SnapshotWatcher(registry, args.name, gateway.set_snapshot, loop, version=snapshot.version)
+    watcher.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    announce(gateway.ready_line())
+    await stop.wait()
+    log.info("stopping: letting requests in flight finish (up to %.0f s)", args.grace)
+    await gateway.stop(args.grace)
+    await loop.run_in_executor(None, watcher.stop)
+    if access_log is not None:
+        access_log.close()
+    registry.close()
+    return 0
+
+
+# -- several worker processes --------------------------------------------------------------
+
+
+def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    # The parent binds every port first (without listening) so a taken port fails here, port 0
+    # resolves once, and every worker binds the same ports with SO_REUSEPORT.
+    reserved = []
+    listeners = []
+    for listener in settings.listeners:
+        try:
+            sock = bind_socket(listener.host, listener.port, reuse_port=True)
+        except OSError as exc:
+            return _fail(str(BindError(listener, exc)))
+        reserved.append(sock)
+        listeners.append(replace(listener, port=sock.getsockname()[1]))
+    settings = replace(settings, listeners=tuple(listeners))
+    ready_r, ready_w = os.pipe()
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def spawn() -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.close(ready_r)
+            for s in reserved:
+                s.close()
+            registry = Registry(args.store_url)
+
+            def announce(_line: str) -> None:
+                os.write(ready_w, b"r")
+
+            code = uvloop.run(serve(args, settings, registry, reuse_port=True, announce=announce))
+        finally:
+            os._exit(code)
+
+    children = {spawn() for _ in range(args.workers)}
+    ready = 0
+    announced = False
+    while children:
+        if stopping:
+            break
+        readable, _, _ = select.select([ready_r], [], [], 0.2)
+        if readable:
+            ready += len(os.read(ready_r, 64))
+        if not announced and ready >= args.workers:
+            announced = True
+            listeners_text = " ".join(f"{lst.kind}={lst.host}:{lst.port}" for lst in settings.listeners)
+            print(f"openeas-gateway {settings.name} ready {listeners_text}", flush=True)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid and pid in children:
+            children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if not announced:
+                _stop_children(children)
+                return code if code > 0 else 1
+            if not stopping:
+                log.warning("worker %d exited (%d); starting another", pid, code)
+                time.sleep(0.5)
+                children.add(spawn())
+    _stop_children(children, grace=args.grace + 5)
+    return 0
+
+
+def _stop_children(children: set[int], grace: float = 5.0) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while children and time.monotonic() < deadline:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            children.discard(pid)
+        else:
+            time.sleep(0.05)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

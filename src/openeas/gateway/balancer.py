@@ -1,0 +1,81 @@
+"""Pick an instance: least outstanding requests, ties broken round-robin (no I/O).
+
+An `UpstreamState` lives as long as its instance is in the routing snapshot: it carries the
+count of requests in flight on it, a short local "down" mark after a refused connection, and
+the pool of idle keep-alive connections to it (see `upstream.py`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from openeas.gateway.snapshot import ServiceRoute, Upstream
+
+if TYPE_CHECKING:
+    from openeas.gateway.upstream import UpstreamConnection
+
+DOWN_PENALTY = 1 << 30  # a marked-down instance is picked only when nothing else is left
+DOWN_FOR_S = 1.0
+
+
+class UpstreamState:
+    __slots__ = ("addr", "down_until", "host", "idle", "outstanding", "port", "retired", "upstream")
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.host = upstream.host
+        self.port = upstream.port
+        self.addr = f"{upstream.host}:{upstream.port}"
+        self.outstanding = 0
+        self.down_until = 0.0
+        self.idle: list[UpstreamConnection] = []  # LIFO: the most recently used is on top
+        self.retired = False  # no longer in the snapshot: its connections are not pooled again
+
+    def mark_down(self, now: float) -> None:
+        self.down_until = now + DOWN_FOR_S
+
+
+class RouteEntry:
+    """A service as the hot path sees it: the snapshot's route plus live upstream states."""
+
+    __slots__ = ("name", "route", "rr", "status", "timeout_s", "token", "upstreams")
+
+    def __init__(self, route: ServiceRoute, upstreams: list[UpstreamState]) -> None:
+        self.route = route
+        self.name = route.name
+        self.token = route.token
+        self.timeout_s = route.timeout_s
+        self.status = route.status
+        self.upstreams = upstreams
+        self.rr = 0
+
+
+def pick(entry: RouteEntry, now: float, tried: list[UpstreamState] | None) -> UpstreamState | None:
+    """The upstream with the fewest requests in flight, not yet tried for this request.
+
+    Instances marked down in the last second are only chosen when no other is left. Among
+    equals, the scan starts one further each call, which makes ties round-robin.
+    """
+    ups = entry.upstreams
+    n = len(ups)
+    if n == 1:
+        only = ups[0]
+        return None if tried and only in tried else only
+    if n == 0:
+        return None
+    start = entry.rr
+    entry.rr = start + 1 if start + 1 < n else 0
+    best: UpstreamState | None = None
+    best_key = 0
+    for i in range(n):
+        j = start + i
+        state = ups[j - n if j >= n else j]
+        if tried and state in tried:
+            continue
+        key = state.outstanding
+        if state.down_until > now:
+            key += DOWN_PENALTY
+        if best is None or key < best_key:
+            best = state
+            best_key = key
+    return best

@@ -1,0 +1,147 @@
+"""Error responses the gateway writes itself: JSON with a stable shape, no I/O here.
+
+Every error body is `{"code": <status>, "reason": "<phrase>", "message": "<what and what to do>",
+"request_id": "<id>"}` with `Content-Type: application/json` and an `X-Request-Id` header. The
+parts that do not depend on the request (status line, fixed headers) are built once at import.
+"""
+
+from __future__ import annotations
+
+import json
+
+REASONS: dict[int, str] = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n" % (code, phrase.encode())
+    for code, phrase in REASONS.items()
+}
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_body(status: int, message: str, request_id: str) -> bytes:
+    return json.dumps(
+        {
+            "code": status,
+            "reason": REASONS.get(status, "Error"),
+            "message": message,
+            "request_id": request_id,
+        }
+    ).encode()
+
+
+def error_response(status: int, message: str, request_id: bytes, close: bool, keep_alive_10: bool) -> bytes:
+    """The whole response (head and body) for an error the gateway answers itself.
+
+    `close` adds `Connection: close`; `keep_alive_10` adds `Connection: keep-alive` for an
+    HTTP/1.0 client that asked to keep the connection.
+    """
+    body = error_body(status, message, request_id.decode())
+    head = _STATUS_LINES.get(status) or (b"HTTP/1.1 %d Error\r\nContent-Type: application/json\r\n" % status)
+    conn = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b"")
+    return b"%sContent-Length: %d\r\nX-Request-Id: %s\r\n%s\r\n%s" % (
+        head,
+        len(body),
+        request_id,
+        conn,
+        body,
+    )
+
+
+# Messages, kept together so their wording stays consistent.
+
+
+def msg_not_found_service(service: str) -> str:
+    return (
+        f"service '{service}' was not found on this gateway. Check the service name and the API "
+        "path: the endpoint is /api/predict/<service> followed by the model's own path "
+        "(a wrong path is the most common cause of 404)."
+    )
+
+
+def msg_not_found_path(path: str) -> str:
+    return (
+        f"no service path matches '{path}'. Requests go to /api/predict/<service>[/<api path>]; "
+        "check the service name and the API path."
+    )
+
+
+MSG_UNAUTHORIZED_MISSING = (
+    "the Authorization header is missing: send the service token as `Authorization: <token>`, "
+    "`Authorization: Bearer <token>`, or sign the request like the eas-prediction SDK does."
+)
+MSG_UNAUTHORIZED_WRONG = (
+    "the token in the Authorization header is not valid for this service: use the token shown "
+    "by `openeas endpoints <service>` (raw, Bearer, or the SDK's EAS signature)."
+)
+
+
+def msg_too_large(limit: int) -> str:
+    return (
+        f"the request body is larger than this gateway's limit of {format_size(limit)} "
+        f"({limit} bytes): send a smaller body, or put large inputs in storage and send a reference."
+    )
+
+
+def msg_method(method: str) -> str:
+    return f"method {method} is not allowed through the gateway; use GET, POST, PUT, DELETE, ..."
+
+
+def msg_no_ready(service: str, status: str) -> str:
+    return (
+        f"no healthy upstream: service '{service}' has no ready instance (service status: {status}). "
+        "Wait for it to become Running, or check `openeas desc` and `openeas logs`."
+    )
+
+
+def msg_all_refused(service: str, status: str) -> str:
+    return (
+        f"no healthy upstream: service '{service}' has no ready instance that accepts connections "
+        f"(its instances refused them; service status: {status}). Retry shortly; the service may be "
+        "restarting."
+    )
+
+
+def msg_crashed(service: str) -> str:
+    return (
+        f"the instance of service '{service}' closed the connection before answering (it may have "
+        "crashed on this request). Check `openeas logs` for the service."
+    )
+
+
+def msg_timeout(service: str, timeout_s: float) -> str:
+    return (
+        f"service '{service}' did not start answering within its keepalive of "
+        f"{round(timeout_s * 1000)} ms (receive + queue + compute). Raise metadata.rpc.keepalive "
+        "or make the request faster."
+    )
+
+
+def msg_connect_timeout(service: str) -> str:
+    return (
+        f"the gateway gave up connecting to an instance of service '{service}'. The instance may be "
+        "overloaded or unreachable; retry."
+    )
+
+
+MSG_BAD_REQUEST = "the request is not valid HTTP/1.x; the connection is closed."
+MSG_UPGRADE = "CONNECT is not allowed through the gateway."
+
+
+def format_size(n: int) -> str:
+    if n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MiB"
+    if n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"

@@ -1,0 +1,616 @@
+"""One request through the gateway: route -> auth -> limits -> pick instance -> proxy -> log.
+
+An `Exchange` is created by the client connection (server.py) when a request's head has been
+parsed. It owns everything about that request: the checks, the instance it goes to, streaming
+the request body up and the response back (with flow control both ways), the keepalive timer
+and the access log line. It is driven by callbacks only; a task exists only while a new
+connection to an instance is being opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from openeas.gateway import errors
+from openeas.gateway.auth import is_authorized
+from openeas.gateway.balancer import RouteEntry, UpstreamState, pick
+from openeas.gateway.routing import split_target
+from openeas.gateway.upstream import UpstreamConnection, release, take_idle
+
+if TYPE_CHECKING:
+    from openeas.gateway.server import ClientConnection
+
+# request header handling, by lower-case name
+_DROP = 0  # hop-by-hop or re-written by the gateway
+_AUTH = 1
+_LENGTH = 2
+_TE = 3
+_EXPECT = 4
+_CONNECTION = 5
+_XFF = 6
+_HOST = 7
+_REQ_SPECIAL: dict[bytes, int] = {
+    b"authorization": _AUTH,
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _TE,
+    b"expect": _EXPECT,
+    b"connection": _CONNECTION,
+    b"x-forwarded-for": _XFF,
+    b"host": _HOST,
+    b"keep-alive": _DROP,
+    b"proxy-connection": _DROP,
+    b"proxy-authorization": _DROP,
+    b"proxy-authenticate": _DROP,
+    b"te": _DROP,
+    b"trailer": _DROP,
+    b"upgrade": _DROP,
+    b"x-request-id": _DROP,
+}
+# response headers the gateway does not pass on (it frames the body and adds X-Request-Id)
+_RESP_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"x-request-id",
+    }
+)
+_CONNECTION_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT", b"TRACK"})
+MAX_ATTEMPTS = 3
+PENDING_HIGH_WATER = 256 * 1024  # body bytes buffered before an instance connection is ready
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+# response phases
+QUEUED = 0  # parsed, waiting for an earlier pipelined request to finish
+WAITING = 1  # sent (or being sent) upstream, no response byte to the client yet
+STREAMING = 2  # response head written, body streaming
+DONE = 3  # response complete (or the connection is being torn down)
+
+
+class Exchange:
+    __slots__ = (
+        "attempts",
+        "authorization",
+        "body_chunked",
+        "body_in",
+        "bytes_out",
+        "client",
+        "connect_task",
+        "connect_timer",
+        "content_length",
+        "deadline",
+        "discard",
+        "entry",
+        "expect_continue",
+        "extra_drop",
+        "finished",
+        "forced",
+        "fwd",
+        "has_host",
+        "head",
+        "headers",
+        "headers_done",
+        "http10",
+        "keep_alive",
+        "method",
+        "pending",
+        "pending_size",
+        "phase",
+        "req_done",
+        "request_id",
+        "resp_chunked",
+        "resp_close",
+        "service",
+        "state",
+        "status",
+        "t0",
+        "target",
+        "timer",
+        "tried",
+        "up",
+        "up_addr",
+        "up_until_close",
+        "url",
+        "xff",
+    )
+
+    def __init__(self, client: ClientConnection, t0: float) -> None:
+        self.client = client
+        self.t0 = t0
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = True
+        self.request_id = b""
+        self.authorization: bytes | None = None
+        self.content_length = -1
+        self.body_chunked = False
+        self.expect_continue = False
+        self.xff: bytes | None = None
+        self.has_host = False
+        self.extra_drop: list[bytes] | None = None
+        self.fwd: list[bytes] = []
+        self.forced: tuple[int, str] | None = None  # an error decided while parsing
+        self.req_done = False
+        self.body_in = 0
+        self.discard = False
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
+        self.entry: RouteEntry | None = None
+        self.service = b""
+        self.target = b""
+        self.head = b""
+        self.deadline = 0.0
+        self.state: UpstreamState | None = None
+        self.up: UpstreamConnection | None = None
+        self.up_addr = ""
+        self.tried: list[UpstreamState] | None = None
+        self.attempts = 0
+        self.connect_task: asyncio.Task[None] | None = None
+        self.connect_timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.phase = QUEUED
+        self.status = 0
+        self.resp_chunked = False
+        self.resp_close = False
+        self.up_until_close = False
+        self.bytes_out = 0
+        self.finished = False
+
+    # == request side (called by the client connection) ===================================
+    def on_head(self, method: bytes, http10: bool, keep_alive: bool) -> None:
+        """The request head is parsed: classify headers and build the forwarded header lines."""
+        self.headers_done = True
+        self.method = method
+        self.http10 = http10
+        self.keep_alive = keep_alive
+        fwd = self.fwd
+        special = _REQ_SPECIAL
+        for name, value in self.headers:
+            kind = special.get(name.lower())
+            if kind is None:
+                fwd += (name, b": ", value, CRLF)
+            elif kind == _AUTH:
+                self.authorization = value
+            elif kind == _LENGTH:
+                self.content_length = int(value)  # the parser has validated it
+                fwd += (name, b": ", value, CRLF)
+            elif kind == _HOST:
+                self.has_host = True
+                fwd += (name, b": ", value, CRLF)
+            elif kind == _TE:
+                self.body_chunked = b"chunked" in value.lower()
+            elif kind == _EXPECT:
+                self.expect_continue = value.strip().lower() == b"100-continue"
+            elif kind == _XFF:
+                self.xff = value if self.xff is None else self.xff + b", " + value
+            elif kind == _CONNECTION:
+                for token in value.lower().split(b","):
+                    token = token.strip()
+                    if token and token not in _CONNECTION_TOKENS:
+                        if self.extra_drop is None:
+                            self.extra_drop = []
+                        self.extra_drop.append(token)
+        if self.extra_drop:
+            self._drop_connection_listed()
+        if method in _NOT_ALLOWED:
+            self.forced = (405, errors.msg_method(method.decode("latin-1")))
+
+    def _drop_connection_listed(self) -> None:
+        drop = self.extra_drop or []
+        fwd = self.fwd
+        kept: list[bytes] = []
+        for i in range(0, len(fwd), 4):
+            if fwd[i].lower() not in drop:
+                kept += fwd[i : i + 4]
+        self.fwd = kept
+
+    def start(self) -> None:
+        """This request is at the head of its connection's line: check it and send it on."""
+        if self.finished:
+            return
+        client = self.client
+        gw = client.gw
+        self.request_id = gw.new_request_id()
+        self.phase = WAITING
+        if self.forced is not None:
+            status, message = self.forced
+            self.respond_error(status, message, close=True)
+            return
+        split = split_target(self.url)
+        if split is None:
+            self.respond_error(404, errors.msg_not_found_path(self.url.decode("latin-1")[:200]))
+            return
+        self.service, self.target = split
+        entry = gw.routes.get(self.service)
+        if entry is None:
+            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
+            return
+        self.entry = entry
+        if not is_authorized(
+            self.authorization, entry.token, self.method, self.url, self.service, self.headers
+        ):
+            message = errors.MSG_UNAUTHORIZED_WRONG if self.authorization else errors.MSG_UNAUTHORIZED_MISSING
+            self.respond_error(401, message)
+            return
+        if self.content_length > gw.max_body_bytes:
+            self.respond_error(413, errors.msg_too_large(gw.max_body_bytes), close=True)
+            return
+        loop = gw.loop
+        self.deadline = self.t0 + entry.timeout_s
+        self.timer = loop.call_at(self.deadline, self._on_timeout)
+        self.head = self._request_head()
+        if self.expect_continue and not self.req_done:
+            client.write(errors.CONTINUE_100)
+        self._acquire()
+
+    def _request_head(self) -> bytes:
+        client = self.client
+        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fwd]
+        if not self.has_host:  # HTTP/1.0 callers may leave it out; HTTP/1.1 instances need one
+            parts.append(b"Host: localhost\r\n")
+        xff = client.peer if self.xff is None else self.xff + b", " + client.peer
+        parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Request-Id: ", self.request_id, CRLF)
+        if self.body_chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    def request_body(self, data: bytes) -> None:
+        self.body_in += len(data)
+        gw = self.client.gw
+        if self.body_in > gw.max_body_bytes:
+            self._body_too_large()
+            return
+        if self.discard or self.phase == DONE:
+            return
+        if self.body_chunked:
+            if self.up is not None:
+                self.up.transport.writelines((b"%x\r\n" % len(data), data, CRLF))  # type: ignore[union-attr]
+                return
+            self._buffer(b"%x\r\n" % len(data))
+            self._buffer(data)
+            self._buffer(CRLF)
+        else:
+            if self.up is not None:
+                self.up.transport.write(data)  # type: ignore[union-attr]
+                return
+            self._buffer(data)
+
+    def _buffer(self, data: bytes) -> None:
+        if self.pending is None:
+            self.pending = [data]
+        else:
+            self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > PENDING_HIGH_WATER:
+            self.client.pause(4)
+
+    def request_done(self) -> None:
+        self.req_done = True
+        if self.body_chunked and not self.discard and self.phase != DONE:
+            if self.up is not None:
+                self.up.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+            else:
+                self._buffer(LAST_CHUNK)
+        if self.phase == DONE:
+            self._finish()
+
+    def request_broken(self) -> None:
+        """The client sent bytes that are not HTTP in the middle of this request."""
+        self.req_done = True
+        if self.phase == QUEUED:
+            self.forced = (400, errors.MSG_BAD_REQUEST)
+        elif self.phase == WAITING:
+            self._drop_upstream()
+            self.respond_error(400, errors.MSG_BAD_REQUEST, close=True)
+        elif self.phase == STREAMING:
+            self.client.abort()
+        else:
+            self.client.closing = True
+            self._finish()
+
+    def _body_too_large(self) -> None:
+        if self.phase == QUEUED:
+            self.forced = (413, errors.msg_too_large(self.client.gw.max_body_bytes))
+            self.client.pause(1)
+            return
+        if self.phase == WAITING:
+            self._drop_upstream()
+            self.respond_error(413, errors.msg_too_large(self.client.gw.max_body_bytes), close=True)
+        elif self.phase == STREAMING:
+            self.client.abort()
+        else:  # answered already; the unread rest of the body is not worth reading
+            self.client.closing = True
+            self.req_done = True
+            self._finish()
+
+    # == instance side =====================================================================
+    def _acquire(self) -> None:
+        entry = self.entry
+        assert entry is not None
+        gw = self.client.gw
+        now = gw.loop.time()
+        state = pick(entry, now, self.tried)
+        if state is None:
+            if self.tried:
+                self.respond_error(503, errors.msg_all_refused(entry.name, entry.status))
+            else:
+                self.respond_error(503, errors.msg_no_ready(entry.name, entry.status))
+            return
+        state.outstanding += 1
+        self.state = state
+        self.up_addr = state.addr
+        self.attempts += 1
+        conn = take_idle(state, now, gw.pool_idle_s)
+        if conn is not None:
+            self._attach(conn)
+            return
+        self.connect_task = gw.loop.create_task(self._connect(state))
+        if now + gw.connect_timeout_s < self.deadline:  # else the keepalive timer answers (408)
+            self.connect_timer = gw.loop.call_at(now + gw.connect_timeout_s, self._on_connect_timeout)
+
+    async def _connect(self, state: UpstreamState) -> None:
+        loop = self.client.gw.loop
+        try:
+            _, proto = await loop.create_connection(lambda: UpstreamConnection(state), state.host, state.port)
+        except OSError:
+            if self.state is state and self.phase == WAITING:
+                self.connect_task = None
+                self._connect_failed(state)
+            return
+        conn = proto
+        self.connect_task = None
+        if self.state is not state or self.phase != WAITING:
+            release(conn, loop.time())  # the request went away meanwhile; keep the connection
+            return
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+        self._attach(conn)
+
+    def _connect_failed(self, state: UpstreamState) -> None:
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+        state.mark_down(self.client.gw.loop.time())
+        self._release_state()
+        if self.tried is None:
+            self.tried = [state]
+        else:
+            self.tried.append(state)
+        self._acquire()
+
+    def _on_connect_timeout(self) -> None:
+        self.connect_timer = None
+        if self.phase != WAITING or self.up is not None:
+            return
+        self._drop_upstream()
+        assert self.entry is not None
+        self.respond_error(504, errors.msg_connect_timeout(self.entry.name))
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.up = conn
+        conn.exchange = self
+        conn.received = False
+        transport = conn.transport
+        assert transport is not None
+        pending = self.pending
+        if pending:
+            self.pending = None
+            self.pending_size = 0
+            transport.writelines((self.head, *pending))
+            self.client.resume(4)
+        else:
+            transport.write(self.head)
+        if conn.write_paused:
+            self.client.pause(2)
+        if self.client.write_paused:
+            conn.pause_reading()
+
+    def _release_state(self) -> None:
+        state = self.state
+        if state is not None:
+            state.outstanding -= 1
+            self.state = None
+
+    def _drop_upstream(self) -> None:
+        """Forget the instance side of this request, closing its connection (not reusable)."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+        conn = self.up
+        if conn is not None:
+            self.up = None
+            if conn.write_paused:
+                self.client.resume(2)
+            conn.close()
+        self._release_state()
+
+    # -- callbacks from UpstreamConnection -------------------------------------------------
+    def upstream_headers(
+        self,
+        conn: UpstreamConnection,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.phase != WAITING:
+            return
+        self.status = status
+        has_length = False
+        chunked = False
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        drop = _RESP_DROP
+        for name, value in headers:
+            lname = name.lower()
+            if lname in drop:
+                if lname == b"transfer-encoding":
+                    chunked = True
+                continue
+            if lname == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, CRLF)
+        no_body = self.method == b"HEAD" or status == 204 or status == 304
+        client = self.client
+        if not no_body and not has_length:
+            if not chunked:
+                self.up_until_close = True
+            if self.http10:
+                self.resp_close = True  # no chunked framing for HTTP/1.0: the close ends the body
+            else:
+                self.resp_chunked = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+        parts += (b"X-Request-Id: ", self.request_id, CRLF)
+        if self.resp_close or not self.keep_alive or client.closing:
+            client.closing = True
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.http10:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(CRLF)
+        self.phase = STREAMING
+        client.write(b"".join(parts))
+        if self.method == b"HEAD":
+            # the response parser cannot be told that no body follows a HEAD: do not reuse
+            self.up = None
+            conn.close()
+            self._release_state()
+            self._response_complete()
+
+    def upstream_body(self, data: bytes) -> None:
+        if not data or self.phase != STREAMING:
+            return
+        self.bytes_out += len(data)
+        if self.resp_chunked:
+            self.client.writelines((b"%x\r\n" % len(data), data, CRLF))
+        else:
+            self.client.write(data)
+
+    def upstream_done(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        self.up = None
+        if conn.write_paused:
+            self.client.resume(2)
+        if keep_alive and self.req_done and not self.up_until_close:
+            release(conn, self.client.gw.loop.time())
+        else:
+            conn.close()
+        self._release_state()
+        if self.phase == STREAMING:
+            self._response_complete()
+
+    def upstream_lost(self, conn: UpstreamConnection, protocol_error: bool) -> None:
+        """The instance closed (or broke) the connection while this request was using it."""
+        if self.up is not conn:
+            return
+        self.up = None
+        if conn.write_paused:
+            self.client.resume(2)
+        self._release_state()
+        if self.phase == STREAMING:
+            if self.up_until_close and not protocol_error:
+                self._response_complete()  # the close is how this response ends
+            else:
+                self.client.abort()
+            return
+        if self.phase != WAITING:
+            return
+        if (
+            not conn.received
+            and not protocol_error
+            and conn.idle_since > 0.0  # it came from the pool: it may have gone stale there
+            and self.method in _REPLAYABLE
+            and self.content_length <= 0
+            and not self.body_chunked
+            and self.attempts < MAX_ATTEMPTS
+        ):
+            self._acquire()
+            return
+        assert self.entry is not None
+        self.respond_error(503, errors.msg_crashed(self.entry.name))
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.phase != WAITING:
+            return
+        self._drop_upstream()
+        assert self.entry is not None
+        self.respond_error(408, errors.msg_timeout(self.entry.name, self.entry.timeout_s))
+
+    # == answers ============================================================================
+    def respond_error(self, status: int, message: str, close: bool = False) -> None:
+        """Answer with a JSON error; the connection stays usable when the body can be skipped."""
+        if self.phase == DONE or self.phase == STREAMING:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.request_id:
+            self.request_id = self.client.gw.new_request_id()
+        client = self.client
+        if not self.req_done:
+            has_body = self.body_chunked or self.content_length > 0
+            if has_body and (self.expect_continue or self.content_length > client.gw.max_body_bytes):
+                close = True  # the body will not come (Expect) or is not worth reading
+            self.discard = True
+        close = close or not self.keep_alive or client.closing
+        if close:
+            client.closing = True
+        self.status = status
+        self.phase = DONE
+        if self.pending is not None:
+            self.pending = None
+            self.pending_size = 0
+            client.resume(4)
+        client.write(errors.error_response(status, message, self.request_id, close, self.http10))
+        if self.req_done or close:
+            self._finish()
+
+    def _response_complete(self) -> None:
+        if self.resp_chunked:
+            self.client.write(LAST_CHUNK)
+        self.phase = DONE
+        if self.req_done:
+            self._finish()
+        else:
+            self.discard = True  # the instance answered before the body ended: skip the rest
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client.exchange_finished(self)
+
+    def abort(self) -> None:
+        """The client connection is gone: stop everything this request holds."""
+        if self.finished:
+            return
+        if self.phase != DONE:
+            self.status = 499  # logged only: the client hung up first
+        self.phase = DONE
+        self._drop_upstream()
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

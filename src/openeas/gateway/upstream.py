@@ -1,0 +1,195 @@
+"""Connections to instances: one asyncio Protocol per TCP connection, pooled per instance.
+
+An `UpstreamConnection` parses responses with `httptools.HttpResponseParser` and hands what it
+reads to the `Exchange` (proxy.py) it currently serves; between requests it sits in its
+instance's idle list (`UpstreamState.idle`), where an EOF or error from the instance removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from openeas.gateway.balancer import UpstreamState
+
+if TYPE_CHECKING:
+    from openeas.gateway.proxy import Exchange
+
+MAX_IDLE_PER_UPSTREAM = 1024
+log = logging.getLogger("openeas.gateway")
+
+
+class _Stray(Exception):
+    """Bytes from an instance when no request is waiting for them."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "exchange",
+        "headers",
+        "idle_since",
+        "in_1xx",
+        "parser",
+        "read_paused",
+        "reason",
+        "received",
+        "state",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: UpstreamState) -> None:
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.received = False  # any byte of a response arrived while serving the current exchange
+        self.in_1xx = False
+        self.idle_since = 0.0
+        self.read_paused = False
+        self.write_paused = False
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is None:
+            self.close()  # an idle connection must stay silent
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            ex = self.exchange
+            self.close()
+            if not isinstance(exc.__context__, _Stray | None):
+                log.warning("error while handling a response from %s: %r", self.state.addr, exc.__context__)
+            if ex is not None:
+                self.exchange = None
+                ex.upstream_lost(self, protocol_error=True)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost does the rest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(self, protocol_error=False)
+        else:
+            with contextlib.suppress(ValueError):
+                self.state.idle.remove(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.client.pause(2)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.client.resume(2)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            raise _Stray
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            raise _Stray
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.in_1xx = True  # 100 Continue / 103 Early Hints: not forwarded
+            return
+        ex.upstream_headers(self, status, self.reason, self.headers, self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            raise _Stray
+        ex.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.in_1xx:
+            self.in_1xx = False
+            return
+        ex = self.exchange
+        if ex is None:
+            raise _Stray
+        ex.upstream_done(self, self.parser.should_keep_alive())
+
+    # -- helpers ---------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+def take_idle(state: UpstreamState, now: float, max_idle_s: float) -> UpstreamConnection | None:
+    """A pooled connection that is still open and was used recently, or None."""
+    idle = state.idle
+    while idle:
+        conn = idle.pop()
+        if conn.closed or now - conn.idle_since > max_idle_s:
+            conn.close()
+            continue
+        return conn
+    return None
+
+
+def release(conn: UpstreamConnection, now: float) -> None:
+    """Put a connection whose exchange finished cleanly back into its instance's pool."""
+    conn.exchange = None
+    state = conn.state
+    if conn.closed or state.retired or len(state.idle) >= MAX_IDLE_PER_UPSTREAM:
+        conn.close()
+        return
+    conn.received = False
+    conn.idle_since = now
+    conn.resume_reading()
+    state.idle.append(conn)
+
+
+def prune_idle(state: UpstreamState, now: float, max_idle_s: float) -> None:
+    """Close pooled connections idle longer than `max_idle_s` (the oldest are at the bottom)."""
+    idle = state.idle
+    n_stale = 0
+    while n_stale < len(idle) and now - idle[n_stale].idle_since > max_idle_s:
+        n_stale += 1
+    if n_stale:
+        stale = idle[:n_stale]
+        del idle[:n_stale]
+        for conn in stale:
+            conn.close()

@@ -1,0 +1,185 @@
+"""Real processes for the gateway tests: upstream instances, a registry, `python -m openeas.gateway`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+from openeas.store import InstanceRecord, Registry, sqlite_url
+
+HERE = Path(__file__).resolve().parent
+UPSTREAM_APP = HERE / "upstream_app.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"\n" in buf:
+                return buf.split(b"\n", 1)[0].decode()
+        elif proc.poll() is not None:
+            break
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr and proc.poll() is not None else ""
+    raise AssertionError(f"{what} did not print its ready line (rc={proc.poll()}): {buf!r} {stderr}")
+
+
+@dataclass
+class Upstream:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_upstream(name: str) -> Upstream:
+    proc = subprocess.Popen(
+        [sys.executable, str(UPSTREAM_APP), "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    line = _read_line(proc, 10, f"upstream {name}")
+    return Upstream(name, int(line.rsplit(" ", 1)[1]), proc)
+
+
+@dataclass
+class GatewayProc:
+    proc: subprocess.Popen[bytes]
+    ready_line: str
+    ports: dict[str, int] = field(default_factory=dict)
+    stderr_path: Path | None = None
+
+    @property
+    def internet(self) -> str:
+        return f"http://127.0.0.1:{self.ports['internet']}"
+
+    @property
+    def intranet(self) -> str:
+        return f"http://127.0.0.1:{self.ports['intranet']}"
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+
+
+def start_gateway(store_url: str, name: str, workdir: Path, *extra: str, timeout: float = 20) -> GatewayProc:
+    stderr_path = workdir / f"gateway-{name}-{time.monotonic_ns()}.err"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name, *extra],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        line = _read_line(proc, timeout, "the gateway")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stderr_path.read_text(errors='replace')}") from None
+    ports = {}
+    for part in line.split()[3:]:
+        kind, _, hostport = part.partition("=")
+        ports[kind] = int(hostport.rsplit(":", 1)[1])
+    return GatewayProc(proc, line, ports, stderr_path)
+
+
+def make_registry(data_dir: Path) -> Registry:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(sqlite_url(data_dir))
+    registry.create_schema()
+    return registry
+
+
+def add_service(
+    registry: Registry,
+    name: str,
+    token: str,
+    ports: list[int],
+    keepalive_ms: int = 5000,
+    gateway: str = "shared",
+) -> None:
+    spec: dict[str, Any] = {
+        "metadata": {"name": name, "instance": len(ports), "rpc": {"keepalive": keepalive_ms}}
+    }
+    registry.create_service(name, spec, token, gateway)
+    for i, port in enumerate(ports):
+        add_instance(registry, name, f"{name}-{i}", port)
+    registry.set_status(name, "Running" if ports else "Waiting")
+
+
+def add_instance(registry: Registry, service: str, instance_id: str, port: int, state: str = "ready") -> None:
+    now = time.time()
+    registry.put_instance(
+        InstanceRecord(instance_id, service, 1, "127.0.0.1", port, None, state, 0, "", now, now)
+    )
+
+
+def sdk_headers(
+    token: str, service: str, body: bytes, content_type: str = "application/octet-stream"
+) -> dict[str, str]:
+    """The headers the Python eas-prediction SDK sends (PredictClient.generate_singaure)."""
+    date = formatdate(usegmt=True)
+    md5 = hashlib.md5(body).hexdigest()
+    to_sign = f"POST\n{md5}\n{content_type}\n{date}\n/api/predict/{service}"
+    digest = hmac.new(token.encode(), to_sign.strip().encode(), hashlib.sha1).digest()
+    return {
+        "Content-MD5": md5,
+        "Date": date,
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "Authorization": "EAS " + base64.b64encode(digest).decode(),
+    }
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10, until_close: bool = True) -> bytes:
+    """Send raw bytes, read until the server closes (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not until_close:
+                break
+        return out
