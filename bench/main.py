@@ -92,7 +92,7 @@ def body_file(work: Path, size: int) -> Path:
 
 
 def run_cell(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
-    pids = ctx.cpu_pids.get(cell.path.split("+")[0], [])
+    pids = ctx.cpu_pids.get(cell.path, [])
     up_pids = ctx.cpu_pids.get("upstream", [])
     c0, u0 = cpu_seconds(pids), cpu_seconds(up_pids)
     res = run_wrk(cell, duration)
@@ -266,29 +266,48 @@ def measure_workers(ctx: Context, rounds: int, duration: float) -> dict[str, Any
 
 
 def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> dict[str, Any]:
-    """nginx with `workers` workers, and a gateway started with --workers, on the same upstream."""
-    from openeas.store import Registry
+    """nginx with `workers` workers and a gateway started with `--workers`, on the same upstream.
+
+    The gateway runs from a private registry (in the bench's temp dir) that holds one gateway
+    record and the bench service with its one ready instance (the openeas-deployed nginx), so the
+    server's control plane neither sees nor manages this extra gateway."""
+    from openeas.store import InstanceRecord, Registry, sqlite_url
 
     name = f"bench_w{workers}"
     gw_port, vpc_port, np_port = free_port(), free_port(), free_port()
-    registry = Registry(ctx.cluster.store_url)
+    reg_dir = ctx.work / f"registry-w{workers}"
+    reg_dir.mkdir(exist_ok=True)
+    store_url = sqlite_url(reg_dir)
+    registry = Registry(store_url)
     try:
+        registry.create_schema()
         registry.put_gateway(
             name,
             {
                 "listen": {"internet": f"127.0.0.1:{gw_port}", "intranet": f"127.0.0.1:{vpc_port}"},
                 "enable_internet": True,
                 "enable_intranet": True,
-                "advertise": {
-                    "internet": f"http://127.0.0.1:{gw_port}",
-                    "intranet": f"http://127.0.0.1:{vpc_port}",
-                },
                 "max_body_bytes": MAX_BODY,
             },
         )
-        # The bench's upstream service is bound to "shared"; bind it to this gateway for the
-        # duration of the pair, then back.
-        registry.update_service(UPSTREAM_SERVICE, gateway=name)
+        spec = {"metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}}}
+        registry.create_service(UPSTREAM_SERVICE, spec, ctx.token, name)
+        now = time.time()
+        registry.put_instance(
+            InstanceRecord(
+                f"{UPSTREAM_SERVICE}-bench",
+                UPSTREAM_SERVICE,
+                1,
+                "127.0.0.1",
+                ctx.upstream_port,
+                None,
+                "ready",
+                0,
+                "",
+                now,
+                now,
+            )
+        )
     finally:
         registry.close()
     conf = ctx.work / "nginx" / f"proxy-w{workers}.conf"
@@ -307,7 +326,7 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
             "-m",
             "openeas.gateway",
             "--store-url",
-            ctx.cluster.store_url,
+            store_url,
             "--name",
             name,
             "--workers",
@@ -321,28 +340,30 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
             return {"error": f"gateway or nginx with {workers} workers did not start"}
         gurl = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
         nurl = f"http://127.0.0.1:{np_port}/api/predict/{UPSTREAM_SERVICE}/get"
-        if wait_status(gurl, want_404=True, timeout=0.01) is not None:
-            wait_status(gurl, want_404=False, timeout=30)
+        time.sleep(0.5)  # let every worker come up
         ctx.cpu_pids["nginx+w"] = [proxy.pid, *descendants(proxy.pid)]
         ctx.cpu_pids["gateway+w"] = [gw.pid, *descendants(gw.pid)]
         status = call(gurl, auth=ctx.token).status
+        if status != 200:
+            return {"error": f"gateway with {workers} workers answered {status}"}
+        pairs = (("nginx", nurl), ("gateway", gurl))
+        for path, url in pairs:
+            run_wrk(Cell(path, "GET", 64, url, "GET", None, ctx.token), 2)
         rows: dict[str, list[dict[str, Any]]] = {"nginx": [], "gateway": []}
-        for path, url in (("nginx", nurl), ("gateway", gurl)):
-            run_wrk(Cell(path, "GET", 64, url, "GET", None, ctx.token), 1)
         for r in range(rounds):
-            for path, url in (
-                (("nginx", nurl), ("gateway", gurl)) if r % 2 == 0 else (("gateway", gurl), ("nginx", nurl))
-            ):
+            for path, url in pairs if r % 2 == 0 else pairs[::-1]:
                 res = run_cell(ctx, Cell(f"{path}+w", "GET", 64, url, "GET", None, ctx.token), duration)
                 rows[path].append(res)
                 log(f"workers={workers}: {fmt_cell(res)}")
         n = statistics.median(x["rps"] for x in rows["nginx"])
         g = statistics.median(x["rps"] for x in rows["gateway"])
         return {
-            "gateway_check_status": status,
             "nginx_rps": n,
             "gateway_rps": g,
             "ratio": g / n if n else 0.0,
+            "nginx_cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in rows["nginx"]),
+            "gateway_cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in rows["gateway"]),
+            "gateway_processes": 1 + len(descendants(gw.pid)),
             "errors": sum(x["error_count"] for v in rows.values() for x in v),
         }
     finally:
@@ -350,17 +371,10 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
-                    proc.wait(timeout=15)
+                    proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=5)
-        registry = Registry(ctx.cluster.store_url)
-        try:
-            registry.update_service(UPSTREAM_SERVICE, gateway="shared")
-            registry.delete_gateway(name)
-        finally:
-            registry.close()
-        wait_status(ctx.urls["gateway"]["get"], want_404=False, timeout=30)
 
 
 def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]:

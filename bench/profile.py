@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections import Counter
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 # Frames that mean "waiting for work": the event loop's poll, not request handling.
+LINE_RE = re.compile(r":\d+\)$")
 IDLE_MARKERS = ("select (selectors.py", "_run_once (asyncio/base_events.py", "poll (", "epoll")
 
 
@@ -57,10 +59,18 @@ def run_during(load: Any, py_spy: str, pid: int, seconds: int, out: Path, fmt: s
     return ok, msg
 
 
+def _function(frame: str) -> str:
+    """`name (file.py:123)` -> `name (file.py)`: samples of one function, all its lines."""
+    return LINE_RE.sub(")", frame)
+
+
 def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's raw (collapsed) output."""
-    self_counts: Counter[str] = Counter()
-    incl_counts: Counter[str] = Counter()
+    """Self and inclusive sample shares from py-spy's raw (collapsed) output, per function and
+    (self time only) per line. Time spent in C (uvloop, send/recv system calls, httptools) is
+    charged to the Python line that called into it; the loop's own C work to `Runner.run`."""
+    self_lines: Counter[str] = Counter()
+    self_funcs: Counter[str] = Counter()
+    incl_funcs: Counter[str] = Counter()
     total = 0
     idle = 0
     for line in collapsed.read_text(errors="replace").splitlines():
@@ -75,9 +85,10 @@ def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
         leaf = frames[-1]
         if any(m in leaf for m in IDLE_MARKERS):
             idle += count
-        self_counts[leaf] += count
-        for frame in set(frames):
-            incl_counts[frame] += count
+        self_lines[leaf] += count
+        self_funcs[_function(leaf)] += count
+        for func in {_function(f) for f in frames}:
+            incl_funcs[func] += count
     busy = max(1, total - idle)
 
     def rows(counter: Counter[str]) -> list[dict[str, Any]]:
@@ -95,6 +106,7 @@ def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
     return {
         "samples": total,
         "idle_samples": idle,
-        "top_self": rows(self_counts),
-        "top_inclusive": rows(incl_counts),
+        "top_self": rows(self_funcs),
+        "top_self_lines": rows(self_lines),
+        "top_inclusive": rows(incl_funcs),
     }

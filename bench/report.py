@@ -298,10 +298,28 @@ def _workers_md(w: dict[str, Any] | None) -> str:
     rows = []
     for k, v in w["results"].items():
         if "error" in v:
-            rows.append([k, "-", "-", "-", v["error"]])
+            rows.append([k, "-", "-", "-", "-", v["error"]])
         else:
-            rows.append([k, _f(v["nginx_rps"]), _f(v["gateway_rps"]), _f(v["ratio"], 2), str(v["errors"])])
-    return md_table(["workers", "nginx req/s", "gateway req/s", "gw/nginx", "errors"], rows)
+            rows.append(
+                [
+                    k,
+                    _f(v["nginx_rps"]),
+                    _f(v["gateway_rps"]),
+                    _f(v["ratio"], 2),
+                    f"{_f(v['nginx_cpu_us_per_req'])} / {_f(v['gateway_cpu_us_per_req'])}",
+                    str(v["errors"]),
+                ]
+            )
+    head = ["workers", "nginx req/s", "gateway req/s", "gw/nginx", "proxy CPU µs/req nginx/gw", "errors"]
+    return "\n".join(
+        [
+            "GET at 64 connections. nginx with `worker_processes N` (reuseport); the gateway started by the "
+            "bench as `python -m openeas.gateway --workers N` from a private registry holding the same "
+            "route and instance (so the server's control plane does not manage it).",
+            "",
+            md_table(head, rows),
+        ]
+    )
 
 
 def _sse_md(s: dict[str, Any] | None) -> str:

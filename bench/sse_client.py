@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,6 +75,7 @@ class StreamClient(asyncio.Protocol):
             except (IndexError, ValueError):
                 self.status = 0
         if self.status != 200:
+            self.close()  # counted as a failed stream; nothing more to read
             return
         buf = self.tail + data
         found = buf.count(b"\n\n")
@@ -134,6 +136,7 @@ class HoldResult:
     with_first_event: int
     with_two_events: int
     lost_early: int
+    statuses: dict[str, int]
     open_seconds: float
     rss_before_kib: int
     rss_with_kib: int
@@ -142,6 +145,7 @@ class HoldResult:
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d["statuses"] = dict(self.statuses)
         ok = max(1, self.with_two_events)
         d["kib_per_stream"] = (self.rss_with_kib - self.rss_before_kib) / ok
         return d
@@ -201,6 +205,7 @@ async def hold_streams(
             with_first_event=sum(1 for s in opened if s.events >= 1),
             with_two_events=sum(1 for s in opened if s.events >= 2),
             lost_early=sum(1 for s in opened if s.lost),
+            statuses=dict(Counter(str(s.status) for s in opened)),
             open_seconds=open_seconds,
             rss_before_kib=rss_before,
             rss_with_kib=rss_with,
