@@ -6,8 +6,10 @@ import hashlib
 import itertools
 import json
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -440,3 +442,44 @@ def _read_responses(sock: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
         out.append((head, rest[:length]))
         buf = rest[length:]
     return out
+
+
+SDK_SCRIPT = """
+import json, sys
+from eas_prediction import PredictClient, StringRequest
+from eas_prediction.exception import PredictException
+endpoint, service, token = sys.argv[1:4]
+client = PredictClient(endpoint, service)
+client.set_token(token)
+client.set_retry_count(1)
+client.init()
+out = {}
+resp = client.predict(StringRequest('{"hello": "sdk"}'))
+out["echo"] = json.loads(resp.response_data)
+bad = PredictClient(endpoint, service)
+bad.set_token(token[::-1])
+bad.set_retry_count(1)
+bad.init()
+try:
+    bad.predict(StringRequest("x"))
+except PredictException as exc:
+    out["bad_code"] = exc.code
+print(json.dumps(out))
+"""
+
+
+def test_official_eas_prediction_sdk(stack: Stack, eas_python: Path) -> None:
+    """The unmodified eas-prediction SDK signs its requests (EAS HMAC): they pass, wrong ones 401."""
+    result = subprocess.run(
+        [str(eas_python), "-c", SDK_SCRIPT, stack.base, "echo", TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    echo = out["echo"]
+    assert echo["method"] == "POST" and echo["path"] == "/"
+    assert echo["body_sha256"] == hashlib.sha256(b'{"hello": "sdk"}').hexdigest()
+    assert "authorization" not in echo["headers"] and echo["headers"]["content-md5"]
+    assert out["bad_code"] == 401

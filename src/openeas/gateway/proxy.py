@@ -87,6 +87,7 @@ class Exchange:
         "connect_task",
         "connect_timer",
         "content_length",
+        "corked",
         "deadline",
         "discard",
         "entry",
@@ -109,6 +110,7 @@ class Exchange:
         "request_id",
         "resp_chunked",
         "resp_close",
+        "resp_head",
         "service",
         "state",
         "status",
@@ -147,6 +149,7 @@ class Exchange:
         self.discard = False
         self.pending: list[bytes] | None = None
         self.pending_size = 0
+        self.corked = False  # attached upstream, but writes held in `pending` until flush_up
         self.entry: RouteEntry | None = None
         self.service = b""
         self.target = b""
@@ -164,6 +167,7 @@ class Exchange:
         self.status = 0
         self.resp_chunked = False
         self.resp_close = False
+        self.resp_head: bytes | None = None  # response head not yet written (see flush_head)
         self.up_until_close = False
         self.bytes_out = 0
         self.finished = False
@@ -275,18 +279,29 @@ class Exchange:
             return
         if self.discard or self.phase == DONE:
             return
+        direct = self.up is not None and not self.corked
         if self.body_chunked:
-            if self.up is not None:
+            if direct:
                 self.up.transport.writelines((b"%x\r\n" % len(data), data, CRLF))  # type: ignore[union-attr]
                 return
             self._buffer(b"%x\r\n" % len(data))
             self._buffer(data)
             self._buffer(CRLF)
         else:
-            if self.up is not None:
+            if direct:
                 self.up.transport.write(data)  # type: ignore[union-attr]
                 return
             self._buffer(data)
+
+    def flush_up(self) -> None:
+        """Write what was held back while the client's bytes were being parsed."""
+        self.corked = False
+        pending = self.pending
+        self.pending = None
+        self.pending_size = 0
+        if pending and self.up is not None and self.up.transport is not None:
+            self.up.transport.writelines(pending)
+        self.client.resume(4)
 
     def _buffer(self, data: bytes) -> None:
         if self.pending is None:
@@ -300,7 +315,7 @@ class Exchange:
     def request_done(self) -> None:
         self.req_done = True
         if self.body_chunked and not self.discard and self.phase != DONE:
-            if self.up is not None:
+            if self.up is not None and not self.corked:
                 self.up.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
             else:
                 self._buffer(LAST_CHUNK)
@@ -407,7 +422,11 @@ class Exchange:
         transport = conn.transport
         assert transport is not None
         pending = self.pending
-        if pending:
+        if self.client.in_feed and not self.req_done:
+            # more of the body is in the bytes being parsed: send it with the head (flush_up)
+            self.corked = True
+            self.pending = [self.head, *pending] if pending else [self.head]
+        elif pending:
             self.pending = None
             self.pending_size = 0
             transport.writelines((self.head, *pending))
@@ -433,6 +452,7 @@ class Exchange:
         if self.connect_timer is not None:
             self.connect_timer.cancel()
             self.connect_timer = None
+        self.corked = False
         conn = self.up
         if conn is not None:
             self.up = None
@@ -488,7 +508,9 @@ class Exchange:
         else:
             parts.append(CRLF)
         self.phase = STREAMING
-        client.write(b"".join(parts))
+        # The head is sent with the first piece of body, or when the read that brought it ends
+        # (flush_head), whichever comes first: one write instead of two for small responses.
+        self.resp_head = b"".join(parts)
         if self.method == b"HEAD":
             # the response parser cannot be told that no body follows a HEAD: do not reuse
             self.up = None
@@ -500,10 +522,23 @@ class Exchange:
         if not data or self.phase != STREAMING:
             return
         self.bytes_out += len(data)
-        if self.resp_chunked:
+        head = self.resp_head
+        if head is not None:
+            self.resp_head = None
+            if self.resp_chunked:
+                self.client.writelines((head, b"%x\r\n" % len(data), data, CRLF))
+            else:
+                self.client.writelines((head, data))
+        elif self.resp_chunked:
             self.client.writelines((b"%x\r\n" % len(data), data, CRLF))
         else:
             self.client.write(data)
+
+    def flush_head(self) -> None:
+        head = self.resp_head
+        if head is not None:
+            self.resp_head = None
+            self.client.write(head)
 
     def upstream_done(self, conn: UpstreamConnection, keep_alive: bool) -> None:
         self.up = None
@@ -585,7 +620,11 @@ class Exchange:
             self._finish()
 
     def _response_complete(self) -> None:
-        if self.resp_chunked:
+        head = self.resp_head
+        if head is not None:
+            self.resp_head = None
+            self.client.write(head + LAST_CHUNK if self.resp_chunked else head)
+        elif self.resp_chunked:
             self.client.write(LAST_CHUNK)
         self.phase = DONE
         if self.req_done:

@@ -42,6 +42,7 @@ class ClientConnection(asyncio.Protocol):
         "gw",
         "idle_since",
         "ignore_input",
+        "in_feed",
         "keep_alive",
         "linger_deadline",
         "linger_until",
@@ -69,6 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.closing = False  # close once the current answer is written
         self.ignore_input = False
+        self.in_feed = False  # inside parser.feed_data: upstream writes may be coalesced
         self.closed = False
         self.idle_since = 0.0
         self.linger_deadline = 0.0  # > 0 while lingering
@@ -92,13 +94,20 @@ class ClientConnection(asyncio.Protocol):
                 now = self.gw.loop.time()
                 self.linger_deadline = min(now + LINGER_IDLE_S, self.linger_until)
             return
+        self.in_feed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            self.in_feed = False
             self._after_upgrade(data, int(exc.args[0]))
         except httptools.HttpParserError:
+            self.in_feed = False
             if not self.ignore_input:  # else: we stopped the parser ourselves
                 self._parse_error()
+        self.in_feed = False
+        ex = self.current
+        if ex is not None and ex.corked:
+            ex.flush_up()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -68,6 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
+            ex = self.exchange
+            if ex is not None and ex.resp_head is not None:
+                ex.flush_head()
         except httptools.HttpParserError as exc:
             ex = self.exchange
             self.close()

@@ -1,0 +1,206 @@
+"""The gateway as a process and as an object: start-up errors, SIGTERM, workers, store outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from openeas.gateway import Gateway
+from openeas.gateway.snapshot import build_snapshot, gateway_settings
+from openeas.gateway.watcher import SnapshotWatcher
+from openeas.store import Registry, sqlite_url
+from tests.gateway.harness import Upstream, add_service, make_registry, start_gateway, start_upstream
+
+TOKEN = "tok-Proc-0123456789abcdefghij"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    up = start_upstream("p")
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@pytest.fixture()
+def store(tmp_path: Path, upstream: Upstream) -> Iterator[tuple[Registry, str, Path]]:
+    registry = make_registry(tmp_path / "data")
+    registry.put_gateway("shared", {"listen": {"internet": "127.0.0.1:0", "intranet": "127.0.0.1:0"}})
+    add_service(registry, "svc", TOKEN, [upstream.port])
+    try:
+        yield registry, sqlite_url(tmp_path / "data"), tmp_path
+    finally:
+        registry.close()
+
+
+def _run(args: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openeas.gateway", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_port_taken_fails_fast_with_exit_2(store: tuple[Registry, str, Path]) -> None:
+    registry, url, _ = store
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        registry.put_gateway("busy", {"listen": {"internet": f"127.0.0.1:{port}"}})
+        started = time.monotonic()
+        result = _run(["--store-url", url, "--name", "busy"])
+        assert result.returncode == 2, result
+        assert f"127.0.0.1:{port}" in result.stderr and "internet" in result.stderr
+        assert "ready" not in result.stdout
+        assert time.monotonic() - started < 10
+        result = _run(["--store-url", url, "--name", "busy", "--workers", "2"])
+        assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr, result
+
+
+def test_unknown_gateway_and_bad_store_exit_2(store: tuple[Registry, str, Path], tmp_path: Path) -> None:
+    _, url, _ = store
+    result = _run(["--store-url", url, "--name", "nope"])
+    assert result.returncode == 2 and "nope" in result.stderr
+    result = _run(["--store-url", f"sqlite:///{tmp_path}/missing/dir/x.db", "--name", "shared"])
+    assert result.returncode == 2 and "store" in result.stderr
+
+
+def test_sigterm_lets_requests_in_flight_finish(store: tuple[Registry, str, Path]) -> None:
+    _, url, work = store
+    gw = start_gateway(url, "shared", work)
+    endpoint = gw.internet + "/api/predict/svc/sleep?ms=1200"
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        resp = requests.get(endpoint, headers={"Authorization": TOKEN}, timeout=10)
+        result["status"] = resp.status_code
+        result["body"] = resp.json()
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.4)
+    started = time.monotonic()
+    gw.proc.send_signal(15)
+    time.sleep(0.2)
+    # no new connections are accepted while draining
+    with pytest.raises(requests.ConnectionError):
+        requests.get(gw.internet + "/api/predict/svc/echo", headers={"Authorization": TOKEN}, timeout=2)
+    rc = gw.proc.wait(timeout=15)
+    t.join()
+    assert rc == 0, gw.stderr_text()
+    assert result["status"] == 200 and result["body"]["slept_ms"] == 1200
+    assert 0.5 < time.monotonic() - started < 5
+
+
+def test_workers_share_the_ports(store: tuple[Registry, str, Path]) -> None:
+    _, url, work = store
+    gw = start_gateway(url, "shared", work, "--workers", "2")
+    try:
+        with requests.Session() as s:
+            for base in (gw.internet, gw.intranet):
+                for _ in range(5):
+                    resp = requests.get(
+                        base + "/api/predict/svc/echo", headers={"Authorization": TOKEN}, timeout=5
+                    )
+                    assert resp.status_code == 200
+                assert s.get(base + "/api/predict/nope", timeout=5).status_code == 404
+    finally:
+        assert gw.terminate() == 0, gw.stderr_text()
+
+
+def test_slow_client_does_not_balloon_gateway_memory(store: tuple[Registry, str, Path]) -> None:
+    _, url, work = store
+    gw = start_gateway(url, "shared", work)
+    try:
+        rss_before = _rss_kib(gw.proc.pid)
+        size = 64 * 1024 * 1024
+        with socket.create_connection(("127.0.0.1", gw.ports["internet"]), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(
+                b"GET /api/predict/svc/bytes?n=%d HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n"
+                % (size, TOKEN.encode())
+            )
+            time.sleep(1.5)  # read nothing: the gateway must stop reading from the instance
+            grown = _rss_kib(gw.proc.pid) - rss_before
+            assert grown < 16 * 1024, f"gateway RSS grew by {grown} KiB while the client did not read"
+            got = 0
+            while got < size:
+                chunk = sock.recv(1 << 20)
+                assert chunk
+                got += len(chunk)
+            assert got >= size  # head + every byte arrived once the client read
+    finally:
+        assert gw.terminate() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class _FlakyRegistry(Registry):
+    """A real SQLite registry whose reads can be made to fail, as if the store went away."""
+
+    down = False
+
+    def version(self) -> int:
+        if self.down:
+            raise ConnectionError("store unreachable")
+        return super().version()
+
+
+def test_in_process_gateway_keeps_serving_when_the_store_is_down(
+    store: tuple[Registry, str, Path], upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, url, _ = store
+    flaky = _FlakyRegistry(url)
+    settings = gateway_settings(flaky.get_gateway("shared"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    gateway = Gateway(settings, build_snapshot(flaky, "shared"))
+    asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(10)
+    watcher = SnapshotWatcher(flaky, "shared", gateway.set_snapshot, loop, version=gateway.snapshot.version)
+    try:
+        base = f"http://127.0.0.1:{gateway.bound[0].port}/api/predict"
+        assert (
+            requests.get(base + "/svc/echo", headers={"Authorization": TOKEN}, timeout=5).status_code == 200
+        )
+        flaky.down = True
+        with caplog.at_level(logging.WARNING, logger="openeas.gateway"):
+            assert not watcher.poll_once()
+            assert not watcher.poll_once()
+        warnings = [r for r in caplog.records if "last routing snapshot" in r.getMessage()]
+        assert len(warnings) == 1  # one warning per outage, not one per poll
+        assert (
+            requests.get(base + "/svc/echo", headers={"Authorization": TOKEN}, timeout=5).status_code == 200
+        )
+        # the store comes back with a new service: it is picked up
+        add_service(registry, "svc2", TOKEN, [upstream.port])
+        flaky.down = False
+        assert watcher.poll_once()
+        deadline = time.monotonic() + 2
+        while (
+            requests.get(base + "/svc2/echo", headers={"Authorization": TOKEN}, timeout=5).status_code != 200
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(1.0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        flaky.close()
