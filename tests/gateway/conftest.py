@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, upstreams: tuple[Upstream, U
     add_service(registry, "pair", PAIR_TOKEN, [a.port, b.port])
     add_service(registry, "dead", TOKEN, [dead_port])
     add_service(registry, "waiting", TOKEN, [])
+    # a port whose accept queue is full: connecting to it hangs (SYNs are dropped)
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(blackhole.getsockname())
+        fillers.append(filler)
+    add_service(registry, "blackhole", TOKEN, [blackhole.getsockname()[1]], keepalive_ms=8000)
     add_service(registry, "stopped", TOKEN, [a.port])
     registry.update_service("stopped", desired="stopped")
     registry.set_status("stopped", "Stopped")
@@ -78,4 +92,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, upstreams: tuple[Upstream, U
     finally:
         rc = gateway.terminate()
         registry.close()
+        for sock in [blackhole, *fillers]:
+            sock.close()
         assert rc == 0, f"gateway exited {rc} on SIGTERM\n{gateway.stderr_text()}"

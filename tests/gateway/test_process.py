@@ -151,6 +151,36 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -> None:
+    """In-process gateway with a short idle cut-off: an idle keep-alive connection is closed."""
+    registry, _, _ = store
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    settings = gateway_settings(registry.get_gateway("shared"))
+    gateway = Gateway(settings, build_snapshot(registry, "shared"), idle_timeout_s=0.5)
+    asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(10)
+    try:
+        port = gateway.bound[0].port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                b"GET /api/predict/svc/echo HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % TOKEN.encode()
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert sock.recv(65536) == b""  # closed by the gateway
+            assert 0.4 < time.monotonic() - started < 3
+        # a connection that never finishes its request head is cut the same way (slowloris)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /api/predict/svc/echo HTTP/1.1\r\nHost: x\r\n")
+            assert sock.recv(65536) == b""
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(1.0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
 class _FlakyRegistry(Registry):
     """A real SQLite registry whose reads can be made to fail, as if the store went away."""
 

@@ -227,6 +227,32 @@ def test_instance_breaks_mid_response_client_sees_a_broken_response(stack: Stack
     assert len(body) < 100000  # cut: the client can tell the response is incomplete
 
 
+def test_504_when_connecting_to_the_instance_hangs(stack: Stack) -> None:
+    started = time.monotonic()
+    resp = requests.get(stack.url("blackhole", "/x"), headers=AUTH, timeout=10)
+    assert_error(resp, 504, "connecting")
+    assert 2.8 <= time.monotonic() - started < 4.5  # connect timeout min(keepalive 8 s, 3 s)
+
+
+def test_instance_closing_idle_connections_is_harmless(stack: Stack) -> None:
+    """A pooled connection the instance closed (here: after an until-close answer) is not reused."""
+    with requests.Session() as s:
+        for _ in range(3):
+            assert s.get(stack.url("echo", "/until-close?n=10"), headers=AUTH, timeout=5).status_code == 200
+            assert s.get(stack.url("echo", "/echo"), headers=AUTH, timeout=5).status_code == 200
+            assert s.get(stack.url("echo", "/close-now"), headers=AUTH, timeout=5).status_code == 503
+            assert s.get(stack.url("echo", "/echo"), headers=AUTH, timeout=5).status_code == 200
+
+
+def test_request_head_too_large_is_400(stack: Stack) -> None:
+    port = stack.gateway.ports["internet"]
+    huge = b"X-Big: " + b"b" * 70000 + b"\r\n"
+    out = raw_exchange(port, b"GET /api/predict/echo/echo HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), out[:200]
+    assert "64 KiB" in json.loads(body)["message"]
+
+
 def test_408_over_keepalive(stack: Stack) -> None:
     started = time.monotonic()
     resp = requests.get(stack.url("echo", "/sleep?ms=2500"), headers=AUTH, timeout=10)

@@ -136,7 +136,13 @@ def msg_connect_timeout(service: str) -> str:
 
 
 MSG_BAD_REQUEST = "the request is not valid HTTP/1.x; the connection is closed."
-MSG_UPGRADE = "CONNECT is not allowed through the gateway."
+
+
+def msg_head_too_large(limit: int) -> str:
+    return (
+        f"the request line and headers are larger than {format_size(limit)}; send less in headers "
+        "and the URL (put data in the body)."
+    )
 
 
 def format_size(n: int) -> str:

@@ -30,7 +30,14 @@ LINGER_IDLE_S = 2.0
 LINGER_MAX_S = 10.0
 
 
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers
+
+
 class _StopParsing(Exception):
+    pass
+
+
+class _HeadTooLarge(Exception):
     pass
 
 
@@ -40,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "current",
         "gw",
+        "head_size",
         "idle_since",
         "ignore_input",
         "in_feed",
@@ -66,6 +74,7 @@ class ClientConnection(asyncio.Protocol):
         self.current: Exchange | None = None  # the request being answered
         self.queue: deque[Exchange] | None = None  # pipelined requests waiting their turn
         self.keep_alive = True
+        self.head_size = 0
         self.paused = 0
         self.write_paused = False
         self.closing = False  # close once the current answer is written
@@ -100,10 +109,11 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self.in_feed = False
             self._after_upgrade(data, int(exc.args[0]))
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             self.in_feed = False
             if not self.ignore_input:  # else: we stopped the parser ourselves
-                self._parse_error()
+                too_large = isinstance(exc.__context__, _HeadTooLarge)
+                self._parse_error(errors.msg_head_too_large(MAX_HEAD_BYTES) if too_large else None)
         self.in_feed = False
         ex = self.current
         if ex is not None and ex.corked:
@@ -140,17 +150,24 @@ class ClientConnection(asyncio.Protocol):
         if self.ignore_input:
             raise _StopParsing  # the connection is closing: later pipelined requests are not read
         self.reading = Exchange(self, self.gw.loop.time())
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         ex = self.reading
         assert ex is not None
         ex.url = url if not ex.url else ex.url + url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.reading
         assert ex is not None
         if not ex.headers_done:  # trailers of a chunked body are not forwarded
             ex.headers.append((name, value))
+            self.head_size += len(name) + len(value) + 4
+            if self.head_size > MAX_HEAD_BYTES:
+                raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         ex = self.reading
@@ -211,7 +228,7 @@ class ClientConnection(asyncio.Protocol):
         if rest:
             self.data_received(rest)
 
-    def _parse_error(self) -> None:
+    def _parse_error(self, message: str | None) -> None:
         self.ignore_input = True
         ex = self.reading
         self.reading = None
@@ -224,7 +241,7 @@ class ClientConnection(asyncio.Protocol):
         bad.headers_done = True
         bad.req_done = True
         bad.keep_alive = False
-        bad.forced = (400, errors.MSG_BAD_REQUEST)
+        bad.forced = (400, message or errors.MSG_BAD_REQUEST)
         self._enqueue(bad)
 
     # -- I/O helpers used by Exchange ------------------------------------------------------
