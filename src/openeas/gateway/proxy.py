@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from openeas.gateway import errors
 from openeas.gateway.auth import is_authorized
 from openeas.gateway.balancer import RouteEntry, UpstreamState, pick
-from openeas.gateway.routing import split_target
+from openeas.gateway.routing import path_of, split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class Exchange:
             return
         split = split_target(self.url)
         if split is None:
-            self.respond_error(404, errors.msg_not_found_path(self.url.decode("latin-1")[:200]))
+            self.respond_error(404, errors.msg_not_found_path(path_of(self.url).decode("latin-1")[:200]))
             return
         self.service, self.target = split
         entry = gw.routes.get(self.service)
