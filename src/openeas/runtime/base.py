@@ -1,0 +1,85 @@
+"""The runtime interface: start, watch, probe and stop one instance of a service.
+
+The reconciler (control/reconciler.py) talks only to this interface, so a distributed backend
+(Ray actors, one per instance) can stand in for the local one without the control plane changing.
+A runtime owns no policy: restarts, backoff and rolling updates are the reconciler's business.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+from openeas.spec import ServiceSpec
+from openeas.spec.service import ProbeSpec
+
+DEFAULT_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str  # what was checked and what happened, for messages ("GET /health -> 200")
+
+
+class InstanceHandle:
+    """One started instance. Runtimes subclass it to keep their own process/actor reference."""
+
+    def __init__(
+        self, instance_id: str, service: str, host: str, port: int, pid: int | None, started_at: float
+    ):
+        self.instance_id = instance_id
+        self.service = service
+        self.host = host  # where the gateway reaches the instance
+        self.port = port  # the instance's $PORT
+        self.pid = pid
+        self.started_at = started_at
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.instance_id} {self.host}:{self.port} pid={self.pid}>"
+
+
+class Runtime(abc.ABC):
+    """Starts instances somewhere and tells the reconciler how they are doing."""
+
+    @abc.abstractmethod
+    async def start(
+        self, instance_id: str, service: str, spec: ServiceSpec, port: int | None = None
+    ) -> InstanceHandle:
+        """Start one instance running `spec`; `port` None lets the runtime pick a free one."""
+
+    @abc.abstractmethod
+    async def wait(self, handle: InstanceHandle) -> int:
+        """Return the exit status once the instance has exited (negative: killed by that signal)."""
+
+    @abc.abstractmethod
+    def exit_code(self, handle: InstanceHandle) -> int | None:
+        """The exit status if the instance has exited, else None (does not block)."""
+
+    @abc.abstractmethod
+    async def probe(self, handle: InstanceHandle, probe: ProbeSpec | None) -> ProbeResult:
+        """One readiness/liveness check: `probe.http_get` (200-399 passes), `probe.tcp_socket`,
+        or with no probe a TCP connect to the instance's port."""
+
+    @abc.abstractmethod
+    async def stop(self, handle: InstanceHandle, grace_s: float = DEFAULT_GRACE_S) -> int:
+        """Ask the instance to stop (SIGTERM), wait up to `grace_s`, then kill it. Returns its exit
+        status."""
+
+    @abc.abstractmethod
+    def log_path(self, service: str, instance_id: str) -> Path:
+        """Where the instance's stdout and stderr go."""
+
+    @abc.abstractmethod
+    def read_log(self, service: str, instance_id: str, tail: int) -> list[str]:
+        """The last `tail` lines of the instance's log (empty when it has none)."""
+
+    @abc.abstractmethod
+    def log_instances(self, service: str) -> list[str]:
+        """Instance ids that have a log for `service`, newest first (kept after instances go)."""
+
+    @abc.abstractmethod
+    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+        """Kill an instance left behind by a previous control process, if it is still alive and
+        really is that instance. Returns True when something was killed."""

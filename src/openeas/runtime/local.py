@@ -1,0 +1,331 @@
+"""The local runtime: every instance is a subprocess on this machine.
+
+Each instance runs its command line through `/bin/sh -c` in its own session (so its whole process
+tree can be signalled as one group), with the parent's environment plus the spec's `env`, plus
+`PORT` (a free loopback port it must listen on), `OPENEAS_SERVICE` and `OPENEAS_INSTANCE_ID`.
+stdout and stderr are appended to `<data_dir>/logs/<service>/<instance>.log`; the working
+directory is `<data_dir>/work/<service>`. The directory of the server's Python comes first on
+`PATH`, so `python3 ...` in a command runs the interpreter openeas is installed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime
+from openeas.spec import ServiceSpec
+from openeas.spec.service import ProbeSpec
+
+INSTANCE_ENV = "OPENEAS_INSTANCE_ID"
+SERVICE_ENV = "OPENEAS_SERVICE"
+MARK = "[openeas]"  # prefix of the lines the runtime itself writes into an instance log
+
+
+class LocalHandle(InstanceHandle):
+    def __init__(
+        self,
+        instance_id: str,
+        service: str,
+        host: str,
+        port: int,
+        process: asyncio.subprocess.Process,
+        log_path: Path,
+        started_at: float,
+    ):
+        super().__init__(instance_id, service, host, port, process.pid, started_at)
+        self.process = process
+        self.log_file = log_path
+        self.exited: asyncio.Task[int] | None = None
+        self.stopping = False  # stop() was called: it, not the exit watcher, cleans the group up
+
+
+def instance_command(spec: ServiceSpec) -> str:
+    """The shell command line that starts an instance of `spec`."""
+    if spec.processor:
+        from openeas.processors import processor_command
+
+        return processor_command(spec.processor, spec.model_path or "")
+    return spec.containers[0].entry
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRuntime(Runtime):
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", python: str = sys.executable):
+        self.data_dir = data_dir
+        self.host = host
+        self.python = python
+        self._recent_ports: deque[int] = deque(maxlen=256)  # not handed out twice in a row
+
+    # -- paths -----------------------------------------------------------------------------
+    def log_path(self, service: str, instance_id: str) -> Path:
+        return self.data_dir / "logs" / service / f"{instance_id}.log"
+
+    def work_dir(self, service: str) -> Path:
+        return self.data_dir / "work" / service
+
+    # -- start -----------------------------------------------------------------------------
+    def _port(self) -> int:
+        for _ in range(50):
+            port = free_port(self.host)
+            if port not in self._recent_ports:
+                self._recent_ports.append(port)
+                return port
+        return free_port(self.host)
+
+    def _env(self, spec: ServiceSpec, service: str, instance_id: str, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # so print() reaches the log as it happens
+        bindir = str(Path(self.python).parent)
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
+        for container in spec.containers:
+            for var in container.env:
+                env[var.name] = var.value
+        env["PORT"] = str(port)
+        env[SERVICE_ENV] = service
+        env[INSTANCE_ENV] = instance_id
+        return env
+
+    async def start(
+        self, instance_id: str, service: str, spec: ServiceSpec, port: int | None = None
+    ) -> LocalHandle:
+        port = port or self._port()
+        command = instance_command(spec)
+        log_path = self.log_path(service, instance_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cwd = self.work_dir(service)
+        cwd.mkdir(parents=True, exist_ok=True)
+        env = self._env(spec, service, instance_id, port)
+        with open(log_path, "ab") as log:
+            log.write(f"{MARK} {_now()} starting {instance_id} on port {port}: {command}\n".encode())
+            log.flush()
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        handle = LocalHandle(instance_id, service, self.host, port, process, log_path, time.time())
+        handle.exited = asyncio.ensure_future(self._watch(handle))
+        return handle
+
+    async def _watch(self, handle: LocalHandle) -> int:
+        code = await handle.process.wait()
+        # The instance is its process group: when the leader dies on its own, nothing of it may
+        # linger (a background child would hold the port and the next start would fail).
+        if not handle.stopping:
+            _kill_group(handle.process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError), open(handle.log_file, "ab") as log:
+            log.write(f"{MARK} {_now()} {handle.instance_id} exited: {describe_exit(code)}\n".encode())
+        return code
+
+    # -- watch -----------------------------------------------------------------------------
+    @staticmethod
+    def _local(handle: InstanceHandle) -> LocalHandle:
+        if not isinstance(handle, LocalHandle) or handle.exited is None:
+            raise TypeError(f"{handle!r} was not started by the local runtime")
+        return handle
+
+    async def wait(self, handle: InstanceHandle) -> int:
+        local = self._local(handle)
+        assert local.exited is not None
+        return await asyncio.shield(local.exited)
+
+    def exit_code(self, handle: InstanceHandle) -> int | None:
+        local = self._local(handle)
+        assert local.exited is not None
+        return local.exited.result() if local.exited.done() else None
+
+    async def probe(self, handle: InstanceHandle, probe: ProbeSpec | None) -> ProbeResult:
+        timeout = probe.timeout_seconds if probe else 1.0
+        # A probe port in the spec is the container port EAS would use; locally the instance
+        # listens on its own $PORT, so that is where every probe goes.
+        if probe is not None and probe.http_get is not None:
+            return await http_probe(handle.host, handle.port, probe.http_get.path, timeout)
+        return await tcp_probe(handle.host, handle.port, timeout)
+
+    # -- stop ------------------------------------------------------------------------------
+    async def stop(self, handle: InstanceHandle, grace_s: float = DEFAULT_GRACE_S) -> int:
+        local = self._local(handle)
+        assert local.exited is not None
+        pgid = local.process.pid
+        if local.exited.done():
+            _kill_group(pgid, signal.SIGKILL)
+            return local.exited.result()
+        local.stopping = True
+        _kill_group(pgid, signal.SIGTERM)
+        # The whole group gets the grace period: a shell wrapper dies of SIGTERM at once while
+        # the server it started is still finishing its requests.
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (not local.exited.done() or _group_alive(pgid)):
+            await asyncio.sleep(0.05)
+        _kill_group(pgid, signal.SIGKILL)
+        return await asyncio.shield(local.exited)
+
+    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+        if not pid or not _is_instance(pid, instance_id):
+            return False
+        _kill_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and _group_alive(pid):
+            await asyncio.sleep(0.05)
+        _kill_group(pid, signal.SIGKILL)
+        return True
+
+    # -- logs ------------------------------------------------------------------------------
+    def read_log(self, service: str, instance_id: str, tail: int) -> list[str]:
+        return tail_lines(self.log_path(service, instance_id), tail)
+
+    def log_instances(self, service: str) -> list[str]:
+        folder = self.data_dir / "logs" / service
+        if not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return [p.stem for p in files]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is in group `pgid`.
+
+    Zombies count as gone: where PID 1 does not reap orphans (some containers), a dead child of
+    the instance's shell would otherwise look alive for ever.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _is_instance(pid: int, instance_id: str) -> bool:
+    """True when process `pid` carries our instance id in its environment (pids get reused)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{INSTANCE_ENV}={instance_id}".encode() in environ.split(b"\0")
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a file, read from the end (logs can be large)."""
+    if count <= 0:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            block = 8192
+            data = b""
+            pos = end
+            while pos > 0 and data.count(b"\n") <= count:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    return lines[-count:]
+
+
+async def tcp_probe(host: str, port: int, timeout: float) -> ProbeResult:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        return ProbeResult(False, f"TCP connect to port {port}: {_why(exc)}")
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return ProbeResult(True, f"TCP connect to port {port}: ok")
+
+
+async def http_probe(host: str, port: int, path: str, timeout: float) -> ProbeResult:
+    if not path.startswith("/"):
+        path = "/" + path
+    what = f"GET {path} on port {port}"
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: openeas-probe\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                await writer.drain()
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError) as exc:
+        return ProbeResult(False, f"{what}: {_why(exc)}")
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return ProbeResult(False, f"{what}: not an HTTP response ({status_line[:60]!r})")
+    status = int(parts[1])
+    return ProbeResult(200 <= status < 400, f"{what} -> {status}")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens there yet)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
