@@ -183,3 +183,27 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10, until_close: bool 
             if not until_close:
                 break
         return out
+
+
+def read_responses(sock: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
+    """Read n Content-Length-framed responses from a socket."""
+    buf = b""
+    out: list[tuple[bytes, bytes]] = []
+    while len(out) < n:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses: {buf!r}"
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed mid-body"
+            rest += chunk
+        out.append((head, rest[:length]))
+        buf = rest[length:]
+    return out

@@ -20,7 +20,14 @@ from openeas.gateway import Gateway
 from openeas.gateway.snapshot import build_snapshot, gateway_settings
 from openeas.gateway.watcher import SnapshotWatcher
 from openeas.store import Registry, sqlite_url
-from tests.gateway.harness import Upstream, add_service, make_registry, start_gateway, start_upstream
+from tests.gateway.harness import (
+    Upstream,
+    add_service,
+    make_registry,
+    read_responses,
+    start_gateway,
+    start_upstream,
+)
 
 TOKEN = "tok-Proc-0123456789abcdefghij"
 
@@ -166,7 +173,8 @@ def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -
             sock.sendall(
                 b"GET /api/predict/svc/echo HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % TOKEN.encode()
             )
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            ((head, _),) = read_responses(sock, 1)
+            assert head.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
             assert sock.recv(65536) == b""  # closed by the gateway
             assert 0.4 < time.monotonic() - started < 3

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from tests.gateway.conftest import PAIR_TOKEN, TOKEN, MiB, Stack
-from tests.gateway.harness import add_instance, add_service, raw_exchange, sdk_headers
+from tests.gateway.harness import add_instance, add_service, raw_exchange, read_responses, sdk_headers
 
 AUTH = {"Authorization": TOKEN}
 
@@ -311,18 +311,18 @@ def test_client_keep_alive_and_pipelining(stack: Stack) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         # three requests in one write: three answers, in order, on the same connection
         sock.sendall(b"".join(req % (i, TOKEN.encode()) for i in range(3)))
-        answers = _read_responses(sock, 3)
+        answers = read_responses(sock, 3)
         assert [json.loads(body)["query"] for _, body in answers] == ["n=0", "n=1", "n=2"]
         # and the connection is still usable afterwards
         sock.sendall(req % (9, TOKEN.encode()))
-        ((head, body),) = _read_responses(sock, 1)
+        ((head, body),) = read_responses(sock, 1)
         assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["query"] == "n=9"
         # an error answer does not close a keep-alive connection either
         sock.sendall(b"GET /api/predict/echo/echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        ((head, body),) = _read_responses(sock, 1)
+        ((head, body),) = read_responses(sock, 1)
         assert head.startswith(b"HTTP/1.1 401") and b"Connection: close" not in head
         sock.sendall(req % (10, TOKEN.encode()))
-        ((head, body),) = _read_responses(sock, 1)
+        ((head, body),) = read_responses(sock, 1)
         assert json.loads(body)["query"] == "n=10"
 
 
@@ -334,12 +334,12 @@ def test_error_with_body_keeps_connection_usable(stack: Stack) -> None:
             b"POST /api/predict/echo/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body)
         )
-        ((head, _),) = _read_responses(sock, 1)
+        ((head, _),) = read_responses(sock, 1)
         assert head.startswith(b"HTTP/1.1 401")
         sock.sendall(
             b"GET /api/predict/echo/echo HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % TOKEN.encode()
         )
-        ((head, _),) = _read_responses(sock, 1)
+        ((head, _),) = read_responses(sock, 1)
         assert head.startswith(b"HTTP/1.1 200")
 
 
@@ -378,7 +378,7 @@ def test_expect_100_continue(stack: Stack) -> None:
         )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"hello")
-        ((head, body),) = _read_responses(sock, 1)
+        ((head, body),) = read_responses(sock, 1)
         assert head.startswith(b"HTTP/1.1 200")
         echo = json.loads(body)
         assert echo["body_len"] == 5 and "expect" not in echo["headers"]
@@ -444,30 +444,6 @@ def test_tokens_never_in_access_log(stack: Stack) -> None:
 def _pair_name(stack: Stack) -> str:
     resp = requests.get(stack.url("pair", "/echo"), headers={"Authorization": PAIR_TOKEN}, timeout=5)
     return str(resp.json()["name"])
-
-
-def _read_responses(sock: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
-    """Read n Content-Length-framed responses from a socket."""
-    buf = b""
-    out: list[tuple[bytes, bytes]] = []
-    while len(out) < n:
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(out)} responses: {buf!r}"
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed mid-body"
-            rest += chunk
-        out.append((head, rest[:length]))
-        buf = rest[length:]
-    return out
 
 
 SDK_SCRIPT = """
