@@ -102,7 +102,7 @@ def run_checks(
             finally:
                 conn.close()
             add(
-                f"{path}: POST {name} answers 200, then the same connection serves a GET",
+                f"{path}: {name} answers 200, then the same connection serves a GET",
                 r1.status == 200 and r1.body == expected and r2.status == 200,
                 f"POST status {r1.status}, keep-alive {not r1.will_close}, next GET status {r2.status}",
             )

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -59,6 +60,8 @@ class Context:
     urls: dict[str, dict[str, str]]
     body_files: dict[str, Path]
     cpu_pids: dict[str, list[int]] = field(default_factory=dict)
+    noisy_pct: float = 15.0
+    retries: int = 2
 
     def auth(self, path: str) -> str:
         # The same header goes to every path, so requests are byte-for-byte the same size;
@@ -70,17 +73,23 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by the live processes in `pids`."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / tick, system / tick
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def body_file(work: Path, size: int) -> Path:
@@ -91,24 +100,90 @@ def body_file(work: Path, size: int) -> Path:
     return path
 
 
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished children: wrk, py-spy
+    return ru.ru_utime + ru.ru_stime
+
+
+def ours_cpu_s(ctx: Context) -> float:
+    pids = {ctx.cluster.pid, *descendants(ctx.cluster.pid), os.getpid()}
+    for _, proc in ctx.procs.procs:
+        pids.add(proc.pid)
+        pids.update(descendants(proc.pid))
+    return cpu_seconds(sorted(pids)) + children_cpu_s()
+
+
+def wait_quiet(max_wait_s: float, idle_pct: float = 90.0) -> dict[str, Any]:
+    """Wait (bounded) until the machine is mostly idle before measuring; report what was seen."""
+    ncpu = len(os.sched_getaffinity(0))
+    t0 = time.monotonic()
+    seen = 0.0
+    while True:
+        b0 = machine_busy_s()
+        time.sleep(2.0)
+        seen = 100.0 - 100.0 * (machine_busy_s() - b0) / (2.0 * ncpu)
+        if seen >= idle_pct or time.monotonic() - t0 >= max_wait_s:
+            break
+        log(f"machine only {seen:.0f}% idle (other processes busy); waiting for it to calm down")
+    return {
+        "idle_pct": seen,
+        "waited_s": time.monotonic() - t0,
+        "loadavg": Path("/proc/loadavg").read_text().strip(),
+    }
+
+
 def run_cell(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
     pids = ctx.cpu_pids.get(cell.path, [])
     up_pids = ctx.cpu_pids.get("upstream", [])
-    c0, u0 = cpu_seconds(pids), cpu_seconds(up_pids)
+    (cu0, cs0), u0 = cpu_split(pids), cpu_seconds(up_pids)
+    m0, o0 = machine_busy_s(), ours_cpu_s(ctx)
+    t0 = time.monotonic()
     res = run_wrk(cell, duration)
-    c1, u1 = cpu_seconds(pids), cpu_seconds(up_pids)
+    wall = time.monotonic() - t0
+    m1, o1 = machine_busy_s(), ours_cpu_s(ctx)
+    (cu1, cs1), u1 = cpu_split(pids), cpu_seconds(up_pids)
     n = max(1, res["requests"])
-    res["proxy_cpu_s"] = c1 - c0
-    res["proxy_cpu_us_per_req"] = (c1 - c0) * 1e6 / n if pids else 0.0
+    res["proxy_cpu_s"] = (cu1 - cu0) + (cs1 - cs0)
+    res["proxy_cpu_us_per_req"] = res["proxy_cpu_s"] * 1e6 / n if pids else 0.0
+    res["proxy_user_us_per_req"] = (cu1 - cu0) * 1e6 / n if pids else 0.0
+    res["proxy_sys_us_per_req"] = (cs1 - cs0) * 1e6 / n if pids else 0.0
     res["upstream_cpu_us_per_req"] = (u1 - u0) * 1e6 / n
+    # CPU the machine spent on processes that are not the bench's: noise from elsewhere.
+    res["foreign_cpu_pct"] = max(0.0, 100.0 * ((m1 - m0) - (o1 - o0)) / wall) if wall > 0 else 0.0
+    res["machine_busy_pct"] = 100.0 * (m1 - m0) / wall if wall > 0 else 0.0
     return res
+
+
+def run_cell_quiet(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
+    """run_cell, re-run (at most ctx.retries times) while other processes used more than
+    ctx.noisy_pct % of a core during it; keeps the quietest run and says how many were dropped."""
+    best = run_cell(ctx, cell, duration)
+    tries = 0
+    while best["foreign_cpu_pct"] > ctx.noisy_pct and tries < ctx.retries:
+        tries += 1
+        log(
+            f"  other processes used {best['foreign_cpu_pct']:.0f}% CPU during the cell; re-running ({tries})"
+        )
+        again = run_cell(ctx, cell, duration)
+        if again["foreign_cpu_pct"] < best["foreign_cpu_pct"]:
+            best = again
+    best["noisy_reruns"] = tries
+    return best
 
 
 def fmt_cell(res: dict[str, Any]) -> str:
     lat = res["latency_us"]
     return (
         f"{res['path']:>8} {res['case']:<10} c{res['conns']:<3} {res['rps']:>9.0f} req/s  "
-        f"p50 {lat['p50']:>7.0f} us  p99 {lat['p99']:>7.0f} us  errors {res['error_count']}"
+        f"p50 {lat['p50']:>7.0f} us  p99 {lat['p99']:>7.0f} us  errors {res['error_count']}  "
+        f"other-cpu {res.get('foreign_cpu_pct', 0):.0f}%"
     )
 
 
@@ -126,7 +201,7 @@ def measure_matrix(ctx: Context, rounds: int, duration: float) -> list[dict[str,
                 # Alternate the order so drift (thermal, noisy neighbours) does not favour one path.
                 for path in PATHS if r % 2 == 0 else PATHS[::-1]:
                     cell = Cell(path, case, conns, ctx.urls[path][key], method, bfile, ctx.auth(path))
-                    res = run_cell(ctx, cell, duration)
+                    res = run_cell_quiet(ctx, cell, duration)
                     res["round"] = r
                     cells.append(res)
                     log(f"[{len(cells)}/{total}] {fmt_cell(res)}")
@@ -152,6 +227,9 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "p99_us": statistics.median(r["latency_us"]["p99"] for r in runs),
             "errors": sum(r["error_count"] for r in runs),
             "proxy_cpu_us_per_req": statistics.median(r["proxy_cpu_us_per_req"] for r in runs),
+            "proxy_user_us_per_req": statistics.median(r["proxy_user_us_per_req"] for r in runs),
+            "proxy_sys_us_per_req": statistics.median(r["proxy_sys_us_per_req"] for r in runs),
+            "foreign_cpu_pct_max": max(r.get("foreign_cpu_pct", 0.0) for r in runs),
         }
     return out
 
@@ -196,7 +274,7 @@ def measure_routing(ctx: Context, rounds: int, duration: float, count: int) -> d
         runs = []
         s0 = cpu_seconds(server_pids)
         for r in range(rounds):
-            res = run_cell(ctx, Cell("gateway", "GET", 64, gw_url, "GET", None, ctx.token), duration)
+            res = run_cell_quiet(ctx, Cell("gateway", "GET", 64, gw_url, "GET", None, ctx.token), duration)
             res["round"] = r
             runs.append(res)
             log(f"routing {label}: {fmt_cell(res)}")
@@ -352,7 +430,7 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
         rows: dict[str, list[dict[str, Any]]] = {"nginx": [], "gateway": []}
         for r in range(rounds):
             for path, url in pairs if r % 2 == 0 else pairs[::-1]:
-                res = run_cell(ctx, Cell(f"{path}+w", "GET", 64, url, "GET", None, ctx.token), duration)
+                res = run_cell_quiet(ctx, Cell(f"{path}+w", "GET", 64, url, "GET", None, ctx.token), duration)
                 rows[path].append(res)
                 log(f"workers={workers}: {fmt_cell(res)}")
         n = statistics.median(x["rps"] for x in rows["nginx"])
@@ -385,6 +463,10 @@ def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]
         return sum(rss_kib(p) for p in ctx.cluster.gateway_pids())
 
     async def go() -> dict[str, Any]:
+        hold = await sse_client.hold_streams(
+            "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, streams, gw_rss
+        )
+        await asyncio.sleep(2.0)  # let the gateway finish closing the held streams
         direct: list[float] = []
         via: list[float] = []
         for _ in range(max(1, ttfe_samples // 10)):  # interleaved batches of 10
@@ -392,9 +474,6 @@ def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]
             via += await sse_client.first_event_times(
                 "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, 10
             )
-        hold = await sse_client.hold_streams(
-            "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, streams, gw_rss
-        )
         return {
             "ttfe_direct_us": sse_client.median_us(direct),
             "ttfe_gateway_us": sse_client.median_us(via),
@@ -499,6 +578,8 @@ def setup(work: Path, out: Path, procs: ProcessSet) -> Context:
 def run_all(
     args: argparse.Namespace, work: Path, out: Path, procs: ProcessSet, results: dict[str, Any]
 ) -> None:
+    results["quiet_before"] = wait_quiet(args.wait_quiet)
+    log(f"machine {results['quiet_before']['idle_pct']:.0f}% idle before the run")
     ctx = setup(work, out, procs)
     gw_pid = ctx.cluster.gateway_pid()
     results["setup"] = {
@@ -523,6 +604,15 @@ def run_all(
     if not all(r["ok"] for r in results["checks"] if "GET answers" in r["check"]):
         raise BenchError("a path does not answer GET with 200; see the checks above")
 
+    ctx.noisy_pct, ctx.retries = args.noisy_pct, args.noisy_retries
+    # SSE first, while the gateway's heap holds no free memory from earlier load, so that its
+    # RSS growth is what the streams cost.
+    if args.sse_streams > 0:
+        log(f"SSE: {args.sse_streams} streams through the gateway")
+        results["sse"] = measure_sse(ctx, args.sse_streams, args.ttfe_samples)
+        log(f"SSE: {json.dumps(results['sse'])}")
+        _save(out, results)
+
     log(f"wrk matrix: {args.rounds} round(s) x {args.duration:g}s per cell")
     results["cells"] = measure_matrix(ctx, args.rounds, args.duration)
     results["summary"] = aggregate(results["cells"])
@@ -546,12 +636,6 @@ def run_all(
         results["workers"] = {"available": False, "reason": f"failed: {exc}"}
     _save(out, results)
 
-    if args.sse_streams > 0:
-        log(f"SSE: {args.sse_streams} streams through the gateway")
-        results["sse"] = measure_sse(ctx, args.sse_streams, args.ttfe_samples)
-        log(f"SSE: {json.dumps(results['sse'])}")
-    _save(out, results)
-
 
 def _save(out: Path, results: dict[str, Any]) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -572,6 +656,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--routes", type=int, default=10_000, help="services added to the routing table (10000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s, 200 streams, 1000 routes")
     p.add_argument("--skip-profile", action="store_true")
+    p.add_argument(
+        "--noisy-pct",
+        type=float,
+        default=15.0,
+        help="re-run a cell when other processes used more than this %% of a core during it (default 15)",
+    )
+    p.add_argument("--noisy-retries", type=int, default=2, help="re-runs of a noisy cell at most (default 2)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        help="wait up to this long for an idle machine (default 120 s)",
+    )
     p.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and .png")
     p.add_argument("--keep-work", action="store_true", help="keep the temp dir (logs, data) for inspection")

@@ -14,8 +14,11 @@ LINE_RE = re.compile(r":\d+\)$")
 IDLE_MARKERS = ("select (selectors.py", "_run_once (asyncio/base_events.py", "poll (", "epoll")
 
 
-def record(py_spy: str, pid: int, seconds: int, out: Path, fmt: str, rate: int = 250) -> tuple[bool, str]:
-    """py-spy record for `seconds`; returns (ok, message)."""
+def record(
+    py_spy: str, pid: int, seconds: int, out: Path, fmt: str, native: bool = False, rate: int = 250
+) -> tuple[bool, str]:
+    """py-spy record for `seconds`; returns (ok, message). `native` adds C frames (and pauses the
+    process while sampling, so it runs at a lower rate)."""
     argv = [
         py_spy,
         "record",
@@ -29,8 +32,10 @@ def record(py_spy: str, pid: int, seconds: int, out: Path, fmt: str, rate: int =
         str(out),
         "--format",
         fmt,
-        "--nonblocking",
+        *(["--native"] if native else ["--nonblocking"]),
     ]
+    if native:
+        argv[argv.index("-r") + 1] = str(min(rate, 100))
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     except subprocess.TimeoutExpired:
@@ -39,7 +44,9 @@ def record(py_spy: str, pid: int, seconds: int, out: Path, fmt: str, rate: int =
     return done.returncode == 0 and out.exists(), text[-1500:]
 
 
-def run_during(load: Any, py_spy: str, pid: int, seconds: int, out: Path, fmt: str) -> tuple[bool, str]:
+def run_during(
+    load: Any, py_spy: str, pid: int, seconds: int, out: Path, fmt: str, native: bool = False
+) -> tuple[bool, str]:
     """Start `load()` (a wrk run) in a thread, sample the gateway meanwhile, wait for both."""
     holder: dict[str, Any] = {}
 
@@ -52,7 +59,7 @@ def run_during(load: Any, py_spy: str, pid: int, seconds: int, out: Path, fmt: s
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     threading.Event().wait(1.0)  # let the load reach steady state
-    ok, msg = record(py_spy, pid, seconds, out, fmt)
+    ok, msg = record(py_spy, pid, seconds, out, fmt, native)
     thread.join(timeout=seconds + 120)
     if "error" in holder:
         msg += f"\nload failed: {holder['error']}"

@@ -180,6 +180,7 @@ def full_rows(results: dict[str, Any]) -> list[list[str]]:
                             _f(c["proxy_cpu_us_per_req"]) if path != "direct" else "-",
                             str(c["errors"]),
                             str(c["runs"]),
+                            _f(c.get("foreign_cpu_pct_max"), 0),
                         ]
                     )
     return rows
@@ -196,6 +197,7 @@ FULL_HEAD = [
     "proxy CPU µs/req",
     "errors",
     "runs",
+    "other CPU % (max)",
 ]
 
 
@@ -217,27 +219,86 @@ def _kept_notes(old: str) -> str:
     return "_(no notes yet)_"
 
 
+def _cpu_md(results: dict[str, Any]) -> str:
+    rows = []
+    for case in CASES:
+        for conns in (64, 1):
+            n, g = _cell(results, "nginx", case, conns), _cell(results, "gateway", case, conns)
+            if not (n and g) or "proxy_user_us_per_req" not in g:
+                continue
+            rows.append(
+                [
+                    case,
+                    str(conns),
+                    _f(n["proxy_user_us_per_req"], 1),
+                    _f(n["proxy_sys_us_per_req"], 1),
+                    _f(g["proxy_user_us_per_req"], 1),
+                    _f(g["proxy_sys_us_per_req"], 1),
+                    _f(g["proxy_user_us_per_req"] - n["proxy_user_us_per_req"], 1),
+                ]
+            )
+    head = [
+        "case",
+        "conns",
+        "nginx user",
+        "nginx kernel",
+        "gateway user",
+        "gateway kernel",
+        "gateway - nginx, user",
+    ]
+    return "\n".join(
+        [
+            "CPU per request of the proxy process, µs, split into user space and kernel (utime/stime from "
+            "/proc; medians over rounds). Kernel time is mostly the loopback TCP send/receive path, which "
+            "both proxies pay for the same four socket operations per request; user time is where the "
+            "gateway's Python (and httptools, uvloop) costs more than nginx.",
+            "",
+            md_table(head, rows),
+        ]
+    )
+
+
 def _profile_md(p: dict[str, Any]) -> str:
     if not p or not p.get("ok"):
         return f"Profile not taken: {p.get('message', 'not run') if p else 'not run'}"
+    skip = (
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "main (openeas/gateway/__main__.py)",
+        "run (uvloop",
+    )
     lines = [
-        f"py-spy, {p['seconds']} s at 250 Hz on the gateway process (pid {p['pid']}, "
-        f"`{p['cmdline']}`) under wrk GET at 64 connections: {p['samples']:,} busy samples "
-        "(py-spy leaves out idle samples: the loop waiting in epoll). Flame graph: "
-        "`bench/out/profile.svg`, collapsed stacks: `bench/out/profile.txt`.",
+        f"py-spy (Python frames), {p['seconds']} s at 250 Hz on the gateway process (pid {p['pid']}) under "
+        f"wrk GET at 64 connections, in a separate run: {p['samples']:,} busy samples (py-spy leaves out "
+        "idle samples). Time spent in C (uvloop's socket writes and reads, i.e. the system calls, and "
+        "the httptools parser) is charged to the Python line that called into it; the event loop's own C "
+        "work (epoll, dispatch) shows as `Runner.run`. Flame graph: `bench/out/profile.svg`; collapsed "
+        "stacks: `bench/out/profile.txt`.",
         "",
-        "Self time (where the CPU is when sampled):",
+        "Self time by function:",
         "",
         md_table(
-            ["function (file:line)", "% of busy samples"],
+            ["function (file)", "% of busy samples"],
             [[f"`{r['frame']}`", _f(r["pct_of_busy"], 1)] for r in p["top_self"][:12]],
         ),
         "",
-        "Inclusive time (function and what it calls):",
+        "Self time by line (top 10):",
         "",
         md_table(
-            ["function (file:line)", "% of busy samples"],
-            [[f"`{r['frame']}`", _f(r["pct_of_busy"], 1)] for r in p["top_inclusive"][:15]],
+            ["line", "% of busy samples"],
+            [[f"`{r['frame']}`", _f(r["pct_of_busy"], 1)] for r in p.get("top_self_lines", [])[:10]],
+        ),
+        "",
+        "Inclusive time (the function and what it calls):",
+        "",
+        md_table(
+            ["function (file)", "% of busy samples"],
+            [
+                [f"`{r['frame']}`", _f(r["pct_of_busy"], 1)]
+                for r in p["top_inclusive"]
+                if not r["frame"].startswith(skip)
+            ][:12],
         ),
     ]
     return "\n".join(lines)
@@ -359,6 +420,21 @@ def _sse_md(s: dict[str, Any] | None) -> str:
     )
 
 
+def _noise(results: dict[str, Any]) -> str:
+    cells = results.get("cells", [])
+    q = results.get("quiet_before", {})
+    if not cells:
+        return ""
+    worst = max(c.get("foreign_cpu_pct", 0.0) for c in cells)
+    busy = sum(1 for c in cells if c.get("foreign_cpu_pct", 0.0) > 10.0)
+    return (
+        f"Before the run the machine was {_f(q.get('idle_pct'), 0)}% idle (load {q.get('loadavg', '?')}). "
+        '"Other CPU %" is CPU used during a cell by processes that are not the bench\'s (machine busy time '
+        "from /proc/stat minus the bench's processes and wrk), in % of one core: "
+        f"at most {_f(worst, 0)}%, above 10% in {busy} of {len(cells)} cells."
+    )
+
+
 def markdown(results: dict[str, Any], notes: str) -> str:
     m = results.get("machine", {})
     args = results.get("args", {})
@@ -404,6 +480,8 @@ All cells:
 {_sse_md(results.get("sse"))}
 
 ## Where the gateway's time goes (profile)
+
+{_cpu_md(results)}
 
 {_profile_md(results.get("profile", {}))}
 
@@ -456,7 +534,7 @@ All cells:
 - **Noise.** wrk, the proxy under test and the upstream share {m.get("nproc", "?")} cores, so every
   figure includes contention between them (nginx's upstream and proxy each need a core at 64
   connections). Ratios measured back to back are more trustworthy than absolute req/s; run-to-run
-  spread is in the full table.
+  spread is in the full table. {_noise(results)}
 
 ## Machine
 
