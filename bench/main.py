@@ -700,8 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     docs = REPO / "docs"
     if args.report_only:
-        results = json.loads(args.report_only.read_text())
-        print(report.render(results, docs / "benchmarks.md", docs / "benchmarks.png"))
+        earlier: dict[str, Any] = json.loads(args.report_only.read_text())
+        print(report.render(earlier, docs / "benchmarks.md", docs / "benchmarks.png"))
         return 0
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
