@@ -1,0 +1,3 @@
+from openeas.processors.llm.server import main
+
+main()

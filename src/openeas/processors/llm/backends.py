@@ -1,0 +1,350 @@
+"""LLM backends: each turns a prompt into a stream of token ids.
+
+The OpenAI protocol, stop strings, incremental detokenization, token counting and limits live in
+`server.py`, the same for every backend. A backend only renders a chat, tokenizes, decodes and
+samples the next tokens. `slots` generations may run at once (one llama.cpp context each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import random
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from openeas.processors.serving import cpu_count, fail_start, require
+
+log = logging.getLogger("openeas.processors.llm")
+
+PROCESSOR = "llm"
+
+# used when a model carries no chat template
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # <= 0: off
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+class Backend(Protocol):
+    name: str
+    context_length: int
+    slots: int
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str: ...
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+        """Token ids after the prompt, forever (the caller stops at EOG, limits, or cancel)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _render_template(template: str, messages: Sequence[Mapping[str, str]], bos: str, eos: str) -> str:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.loopcontrols"],
+    )
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=list(messages), add_generation_prompt=True, bos_token=bos, eos_token=eos
+    )
+
+
+# ---------------------------------------------------------------- llama.cpp
+
+
+class LlamaCppBackend:
+    """A GGUF model on llama.cpp. One `Llama` context per slot; tokenization uses the first."""
+
+    name = "llama.cpp"
+
+    def __init__(self, path: Path, config: Mapping[str, Any], slots: int) -> None:
+        self._llama_cpp = require("llama_cpp", extra="llm", processor=PROCESSOR)
+        threads = int(config.get("n_threads", cpu_count()))
+        kwargs: dict[str, Any] = {
+            "n_ctx": int(config.get("n_ctx", config.get("max_model_len", 4096))),
+            "n_threads": threads,
+            "n_threads_batch": int(config.get("n_threads_batch", threads)),
+            "n_batch": int(config.get("n_batch", 512)),
+            "n_gpu_layers": int(config.get("n_gpu_layers", 0)),
+            "verbose": bool(config.get("verbose", False)),
+        }
+        if "chat_format" in config:
+            kwargs["chat_format"] = str(config["chat_format"])
+        self.slots = slots
+        self._contexts: list[Any] = []
+        try:
+            for _ in range(slots):
+                self._contexts.append(self._llama_cpp.Llama(model_path=str(path), **kwargs))
+        except Exception as exc:
+            fail_start(f"llama.cpp cannot load {path}: {exc}")
+        self._free: queue.Queue[Any] = queue.Queue()
+        for ctx in self._contexts:
+            self._free.put(ctx)
+        first = self._contexts[0]
+        self.context_length = int(first.n_ctx())
+        self._template = str(
+            config.get("chat_template") or first.metadata.get("tokenizer.chat_template") or ""
+        )
+        if not self._template:
+            log.warning("%s has no chat template; using ChatML", path.name)
+            self._template = CHATML_TEMPLATE
+        self._bos = self._token_text(first, first.token_bos())
+        self._eos = self._token_text(first, first.token_eos())
+        self.model_name = str(first.metadata.get("general.name", path.stem))
+
+    @staticmethod
+    def _token_text(llama: Any, token: int) -> str:
+        if token < 0:
+            return ""
+        try:
+            return str(llama._model.token_get_text(token))
+        except Exception:
+            return bytes(llama.detokenize([token], special=True)).decode("utf-8", "replace")
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        return _render_template(self._template, messages, self._bos, self._eos)
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        return list(self._contexts[0].tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(self._contexts[0].detokenize(list(ids))).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        llama = self._contexts[0]
+        try:
+            return bool(self._llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
+        except AttributeError:
+            return bool(token == llama.token_eos())
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[Any]:
+        ctx = self._free.get()
+        try:
+            yield ctx
+        finally:
+            self._free.put(ctx)
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+        with self._context() as llama:
+            llama.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
+            for token in llama.generate(
+                list(prompt),
+                temp=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k if sampling.top_k > 0 else 0,
+                min_p=sampling.min_p,
+                presence_penalty=sampling.presence_penalty,
+                frequency_penalty=sampling.frequency_penalty,
+                repeat_penalty=sampling.repetition_penalty,
+            ):
+                if cancel.is_set():
+                    return
+                yield int(token)
+
+    def close(self) -> None:
+        for ctx in self._contexts:
+            with contextlib.suppress(Exception):
+                ctx.close()
+
+
+# ---------------------------------------------------------------- transformers
+
+
+class TransformersBackend:
+    """A causal LM directory (config.json + weights + tokenizer) on torch, decoded token by token."""
+
+    name = "transformers"
+
+    def __init__(self, path: Path, config: Mapping[str, Any], slots: int) -> None:
+        self._torch = torch = require("torch", extra="llm-hf", processor=PROCESSOR)
+        transformers = require("transformers", extra="llm-hf", processor=PROCESSOR)
+        if "n_threads" in config:
+            torch.set_num_threads(int(config["n_threads"]))
+        try:
+            self._tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            dtype = config.get("dtype", "auto")
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, dtype=getattr(torch, dtype) if dtype != "auto" else "auto"
+            )
+        except Exception as exc:
+            fail_start(f"transformers cannot load {path}: {exc}")
+        self._device = str(config.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+        self._model.to(self._device)
+        self._model.eval()
+        self.slots = slots
+        cfg = self._model.config
+        limit = (
+            config.get("max_model_len")
+            or config.get("n_ctx")
+            or getattr(cfg, "max_position_embeddings", 2048)
+        )
+        self.context_length = int(limit or 2048)
+        eos: set[int] = set()
+        for source in (getattr(self._model, "generation_config", None), cfg, self._tok):
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                eos.add(value)
+            elif isinstance(value, list):
+                eos.update(int(v) for v in value)
+        self._eos = frozenset(eos)
+        self._template = config.get("chat_template") or getattr(self._tok, "chat_template", None)
+        self.model_name = path.name
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        if self._template:
+            return str(
+                self._tok.apply_chat_template(
+                    list(messages), chat_template=self._template, tokenize=False, add_generation_prompt=True
+                )
+            )
+        bos = self._tok.bos_token or ""
+        eos = self._tok.eos_token or ""
+        return _render_template(CHATML_TEMPLATE, messages, bos, eos)
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        return list(self._tok(text, add_special_tokens=add_special)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._eos
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+        torch = self._torch
+        gen = torch.Generator(device=self._device)
+        gen.manual_seed(sampling.seed if sampling.seed is not None else random.getrandbits(63))
+        ids = torch.tensor([list(prompt)], device=self._device)
+        counts: dict[int, int] = {}
+        past = None
+        with torch.inference_mode():
+            while not cancel.is_set():
+                out = self._model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].float()
+                token = self._sample(logits, sampling, counts, gen)
+                counts[token] = counts.get(token, 0) + 1
+                yield token
+                ids = torch.tensor([[token]], device=self._device)
+
+    def _sample(self, logits: Any, s: Sampling, counts: Mapping[int, int], gen: Any) -> int:
+        torch = self._torch
+        if counts and (s.repetition_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
+            idx = torch.tensor(list(counts), device=logits.device)
+            freq = torch.tensor([float(c) for c in counts.values()], device=logits.device)
+            seen = logits[idx]
+            if s.repetition_penalty != 1.0:
+                seen = torch.where(seen > 0, seen / s.repetition_penalty, seen * s.repetition_penalty)
+            seen = seen - s.presence_penalty - s.frequency_penalty * freq
+            logits[idx] = seen
+        if s.temperature <= 0:
+            return int(torch.argmax(logits).item())
+        logits = logits / s.temperature
+        if s.top_k > 0:
+            kth = torch.topk(logits, min(s.top_k, logits.numel())).values[-1]
+            logits = torch.where(logits < kth, torch.full_like(logits, -float("inf")), logits)
+        probs = torch.softmax(logits, dim=-1)
+        if s.min_p > 0:
+            probs = torch.where(probs < s.min_p * probs.max(), torch.zeros_like(probs), probs)
+        if s.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            cum = torch.cumsum(sorted_p, dim=-1)
+            drop = cum - sorted_p > s.top_p
+            sorted_p = torch.where(drop, torch.zeros_like(sorted_p), sorted_p)
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=gen).item())
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- selection
+
+
+def find_gguf(path: Path) -> Path | None:
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            fail_start(f"{path} holds {len(found)} .gguf files; point model_path at one of them")
+    return None
+
+
+def choose_backend(path: Path, config: Mapping[str, Any]) -> str:
+    """`model_config.backend` (llama.cpp | transformers | vllm), else by what model_path is."""
+    wanted = str(config.get("backend", "auto")).lower().replace("_", ".").replace("llamacpp", "llama.cpp")
+    if wanted in ("llama.cpp", "llama.cpp.python", "gguf"):
+        return "llama.cpp"
+    if wanted in ("transformers", "hf", "vllm"):
+        return wanted if wanted != "hf" else "transformers"
+    if wanted != "auto":
+        fail_start(f"model_config.backend {wanted!r} is unknown; use llama.cpp, transformers or vllm")
+    if find_gguf(path) is not None:
+        return "llama.cpp"
+    if path.is_dir() and (path / "config.json").exists():
+        return "vllm" if vllm_usable() else "transformers"
+    fail_start(f"{path} is neither a .gguf file nor a model directory with config.json")
+
+
+def vllm_usable() -> bool:
+    """vLLM is importable and torch sees a GPU (checked without importing vllm itself)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None or importlib.util.find_spec("torch") is None:
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def load_backend(kind: str, path: Path, config: Mapping[str, Any], slots: int) -> Backend:
+    if kind == "llama.cpp":
+        gguf = find_gguf(path)
+        if gguf is None:
+            fail_start(f"the llama.cpp backend needs a .gguf file; {path} is not one")
+        return LlamaCppBackend(gguf, config, slots)
+    return TransformersBackend(path, config, slots)
