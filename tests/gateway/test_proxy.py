@@ -485,3 +485,13 @@ def test_official_eas_prediction_sdk(stack: Stack, eas_python: Path) -> None:
     assert echo["body_sha256"] == hashlib.sha256(b'{"hello": "sdk"}').hexdigest()
     assert "authorization" not in echo["headers"] and echo["headers"]["content-md5"]
     assert out["bad_code"] == 401
+
+
+def test_broken_chunked_body_is_400_and_closed(stack: Stack) -> None:
+    out = raw_exchange(
+        stack.gateway.ports["internet"],
+        b"POST /api/predict/echo/slow-read?ms=300 HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ not a chunk\r\n\r\n" % TOKEN.encode(),
+    )
+    assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+    assert b"Connection: close" in out.partition(b"\r\n\r\n")[0]

@@ -167,6 +167,7 @@ def main() -> None:
     class Named(Handler):
         instance_name = args.name
 
+    ThreadingHTTPServer.request_queue_size = 1024  # the default backlog of 5 drops connections
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Named)
     server.daemon_threads = True
     print(f"upstream {args.name} listening {server.server_address[1]}", flush=True)

@@ -324,7 +324,6 @@ class Exchange:
 
     def request_broken(self) -> None:
         """The client sent bytes that are not HTTP in the middle of this request."""
-        self.req_done = True
         if self.phase == QUEUED:
             self.forced = (400, errors.MSG_BAD_REQUEST)
         elif self.phase == WAITING:
@@ -346,9 +345,8 @@ class Exchange:
             self.respond_error(413, errors.msg_too_large(self.client.gw.max_body_bytes), close=True)
         elif self.phase == STREAMING:
             self.client.abort()
-        else:  # answered already; the unread rest of the body is not worth reading
+        else:  # answered already; the rest of the body is not worth reading: close (lingering)
             self.client.closing = True
-            self.req_done = True
             self._finish()
 
     # == instance side =====================================================================
