@@ -95,3 +95,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, upstreams: tuple[Upstream, U
         for sock in [blackhole, *fillers]:
             sock.close()
         assert rc == 0, f"gateway exited {rc} on SIGTERM\n{gateway.stderr_text()}"
+        stderr = gateway.stderr_text()
+        for bad in ("Traceback", "error while handling", TOKEN, PAIR_TOKEN):
+            assert bad not in stderr, stderr

@@ -10,6 +10,7 @@ error answered before the request body was read, so the client sees the answer a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 PAUSE_PIPELINE = 1  # an earlier request is still being answered
 PAUSE_UPSTREAM = 2  # the instance connection's write buffer is full
 PAUSE_BUFFER = 4  # body bytes are piling up while the instance connection opens
+
+log = logging.getLogger("openeas.gateway")
 
 LINGER_IDLE_S = 2.0
 LINGER_MAX_S = 10.0
@@ -111,8 +114,11 @@ class ClientConnection(asyncio.Protocol):
             self._after_upgrade(data, int(exc.args[0]))
         except httptools.HttpParserError as exc:
             self.in_feed = False
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, _StopParsing | _HeadTooLarge):
+                log.warning("error while handling a request: %r", cause)  # a bug: say so
             if not self.ignore_input:  # else: we stopped the parser ourselves
-                too_large = isinstance(exc.__context__, _HeadTooLarge)
+                too_large = isinstance(cause, _HeadTooLarge)
                 self._parse_error(errors.msg_head_too_large(MAX_HEAD_BYTES) if too_large else None)
         self.in_feed = False
         ex = self.current
