@@ -367,6 +367,15 @@ def test_http10_client(stack: Stack) -> None:
     )
     head, _, body = out.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["headers"]["host"]
+    # HTTP/1.0 keep-alive: kept when the length is known
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for _ in range(2):
+            sock.sendall(
+                b"GET /api/predict/echo/bytes?n=100 HTTP/1.0\r\nConnection: keep-alive\r\n"
+                b"Authorization: %s\r\n\r\n" % TOKEN.encode()
+            )
+            ((head, body),) = read_responses(sock, 1)
+            assert b"Connection: keep-alive" in head and len(body) == 100
 
 
 def test_expect_100_continue(stack: Stack) -> None:
