@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import subprocess
@@ -158,16 +159,28 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -> None:
-    """In-process gateway with a short idle cut-off: an idle keep-alive connection is closed."""
-    registry, _, _ = store
+@contextlib.contextmanager
+def in_process(registry: Registry, **options: Any) -> Iterator[tuple[Gateway, asyncio.AbstractEventLoop]]:
+    """A Gateway served by an event loop in a thread of the test process."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     settings = gateway_settings(registry.get_gateway("shared"))
-    gateway = Gateway(settings, build_snapshot(registry, "shared"), idle_timeout_s=0.5)
-    asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(10)
+    gateway = Gateway(settings, build_snapshot(registry, "shared"), **options)
     try:
+        asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(10)
+        yield gateway, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(1.0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -> None:
+    """In-process gateway with a short idle cut-off: an idle keep-alive connection is closed."""
+    registry, _, _ = store
+    with in_process(registry, idle_timeout_s=0.5) as (gateway, _):
         port = gateway.bound[0].port
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(
@@ -182,11 +195,6 @@ def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET /api/predict/svc/echo HTTP/1.1\r\nHost: x\r\n")
             assert sock.recv(65536) == b""
-    finally:
-        asyncio.run_coroutine_threadsafe(gateway.stop(1.0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 class _FlakyRegistry(Registry):
@@ -205,40 +213,26 @@ def test_in_process_gateway_keeps_serving_when_the_store_is_down(
 ) -> None:
     registry, url, _ = store
     flaky = _FlakyRegistry(url)
-    settings = gateway_settings(flaky.get_gateway("shared"))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    gateway = Gateway(settings, build_snapshot(flaky, "shared"))
-    asyncio.run_coroutine_threadsafe(gateway.start(), loop).result(10)
-    watcher = SnapshotWatcher(flaky, "shared", gateway.set_snapshot, loop, version=gateway.snapshot.version)
-    try:
-        base = f"http://127.0.0.1:{gateway.bound[0].port}/api/predict"
-        assert (
-            requests.get(base + "/svc/echo", headers={"Authorization": TOKEN}, timeout=5).status_code == 200
+    with in_process(flaky) as (gateway, loop):
+        watcher = SnapshotWatcher(
+            flaky, "shared", gateway.set_snapshot, loop, version=gateway.snapshot.version
         )
+        base = f"http://127.0.0.1:{gateway.bound[0].port}/api/predict"
+        auth = {"Authorization": TOKEN}
+        assert requests.get(base + "/svc/echo", headers=auth, timeout=5).status_code == 200
         flaky.down = True
         with caplog.at_level(logging.WARNING, logger="openeas.gateway"):
             assert not watcher.poll_once()
             assert not watcher.poll_once()
         warnings = [r for r in caplog.records if "last routing snapshot" in r.getMessage()]
         assert len(warnings) == 1  # one warning per outage, not one per poll
-        assert (
-            requests.get(base + "/svc/echo", headers={"Authorization": TOKEN}, timeout=5).status_code == 200
-        )
+        assert requests.get(base + "/svc/echo", headers=auth, timeout=5).status_code == 200
         # the store comes back with a new service: it is picked up
         add_service(registry, "svc2", TOKEN, [upstream.port])
         flaky.down = False
         assert watcher.poll_once()
         deadline = time.monotonic() + 2
-        while (
-            requests.get(base + "/svc2/echo", headers={"Authorization": TOKEN}, timeout=5).status_code != 200
-        ):
+        while requests.get(base + "/svc2/echo", headers=auth, timeout=5).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-    finally:
-        asyncio.run_coroutine_threadsafe(gateway.stop(1.0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-        flaky.close()
+    flaky.close()

@@ -27,7 +27,7 @@ from dataclasses import replace
 import uvloop
 
 from openeas.gateway.accesslog import AccessLog
-from openeas.gateway.app import BindError, Gateway, bind_socket
+from openeas.gateway.app import BindError, Gateway, bind_socket, ready_line
 from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
 from openeas.gateway.watcher import SnapshotWatcher
 from openeas.store import NotFound, Registry
@@ -182,8 +182,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             ready += len(os.read(ready_r, 64))
         if not announced and ready >= args.workers:
             announced = True
-            listeners_text = " ".join(f"{lst.kind}={lst.host}:{lst.port}" for lst in settings.listeners)
-            print(f"openeas-gateway {settings.name} ready {listeners_text}", flush=True)
+            print(ready_line(settings.name, settings.listeners), flush=True)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid and pid in children:
             children.discard(pid)

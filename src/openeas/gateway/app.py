@@ -205,10 +205,13 @@ class Gateway:
         self._sweeper = loop.call_later(1.0, self._sweep)
 
     def ready_line(self) -> str:
-        listeners = " ".join(f"{lst.kind}={_hostport(lst)}" for lst in self.bound)
-        return f"openeas-gateway {self.settings.name} ready {listeners}".rstrip()
+        return ready_line(self.settings.name, self.bound)
 
 
-def _hostport(listener: Listener) -> str:
-    host = f"[{listener.host}]" if ":" in listener.host else listener.host
-    return f"{host}:{listener.port}"
+def ready_line(name: str, listeners: list[Listener] | tuple[Listener, ...]) -> str:
+    """`openeas-gateway NAME ready internet=host:port intranet=host:port`"""
+    parts = []
+    for lst in listeners:
+        host = f"[{lst.host}]" if ":" in lst.host else lst.host
+        parts.append(f"{lst.kind}={host}:{lst.port}")
+    return f"openeas-gateway {name} ready {' '.join(parts)}".rstrip()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from openeas.gateway import errors
 from openeas.gateway.auth import is_authorized
 from openeas.gateway.balancer import RouteEntry, UpstreamState, pick
+from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
 from openeas.gateway.routing import path_of, split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
@@ -301,7 +302,7 @@ class Exchange:
         self.pending_size = 0
         if pending and self.up is not None and self.up.transport is not None:
             self.up.transport.writelines(pending)
-        self.client.resume(4)
+        self.client.resume(PAUSE_BUFFER)
 
     def _buffer(self, data: bytes) -> None:
         if self.pending is None:
@@ -310,7 +311,7 @@ class Exchange:
             self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size > PENDING_HIGH_WATER:
-            self.client.pause(4)
+            self.client.pause(PAUSE_BUFFER)
 
     def request_done(self) -> None:
         self.req_done = True
@@ -338,7 +339,6 @@ class Exchange:
     def _body_too_large(self) -> None:
         if self.phase == QUEUED:
             self.forced = (413, errors.msg_too_large(self.client.gw.max_body_bytes))
-            self.client.pause(1)
             return
         if self.phase == WAITING:
             self._drop_upstream()
@@ -428,11 +428,11 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             transport.writelines((self.head, *pending))
-            self.client.resume(4)
+            self.client.resume(PAUSE_BUFFER)
         else:
             transport.write(self.head)
         if conn.write_paused:
-            self.client.pause(2)
+            self.client.pause(PAUSE_UPSTREAM)
         if self.client.write_paused:
             conn.pause_reading()
 
@@ -453,11 +453,15 @@ class Exchange:
         self.corked = False
         conn = self.up
         if conn is not None:
-            self.up = None
-            if conn.write_paused:
-                self.client.resume(2)
+            self._detach(conn)
             conn.close()
         self._release_state()
+
+    def _detach(self, conn: UpstreamConnection) -> None:
+        """Stop using `conn` for this request (the caller pools or closes it)."""
+        self.up = None
+        if conn.write_paused:
+            self.client.resume(PAUSE_UPSTREAM)
 
     # -- callbacks from UpstreamConnection -------------------------------------------------
     def upstream_headers(
@@ -468,9 +472,7 @@ class Exchange:
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
     ) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.phase != WAITING:
             return
         self.status = status
@@ -539,9 +541,7 @@ class Exchange:
             self.client.write(head)
 
     def upstream_done(self, conn: UpstreamConnection, keep_alive: bool) -> None:
-        self.up = None
-        if conn.write_paused:
-            self.client.resume(2)
+        self._detach(conn)
         if keep_alive and self.req_done and not self.up_until_close:
             release(conn, self.client.gw.loop.time())
         else:
@@ -554,9 +554,7 @@ class Exchange:
         """The instance closed (or broke) the connection while this request was using it."""
         if self.up is not conn:
             return
-        self.up = None
-        if conn.write_paused:
-            self.client.resume(2)
+        self._detach(conn)
         self._release_state()
         if self.phase == STREAMING:
             if self.up_until_close and not protocol_error:
@@ -593,9 +591,7 @@ class Exchange:
         """Answer with a JSON error; the connection stays usable when the body can be skipped."""
         if self.phase == DONE or self.phase == STREAMING:
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if not self.request_id:
             self.request_id = self.client.gw.new_request_id()
         client = self.client
@@ -612,7 +608,7 @@ class Exchange:
         if self.pending is not None:
             self.pending = None
             self.pending_size = 0
-            client.resume(4)
+            client.resume(PAUSE_BUFFER)
         client.write(errors.error_response(status, message, self.request_id, close, self.http10))
         if self.req_done or close:
             self._finish()
@@ -630,13 +626,16 @@ class Exchange:
         else:
             self.discard = True  # the instance answered before the body ended: skip the rest
 
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         self.client.exchange_finished(self)
 
     def abort(self) -> None:
@@ -648,6 +647,4 @@ class Exchange:
         self.phase = DONE
         self._drop_upstream()
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()

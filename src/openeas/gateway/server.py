@@ -17,15 +17,11 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from openeas.gateway import errors
+from openeas.gateway.flow import PAUSE_PIPELINE
 from openeas.gateway.proxy import Exchange
 
 if TYPE_CHECKING:
     from openeas.gateway.app import Gateway
-
-# reasons to stop reading from the client (bits of ClientConnection.paused)
-PAUSE_PIPELINE = 1  # an earlier request is still being answered
-PAUSE_UPSTREAM = 2  # the instance connection's write buffer is full
-PAUSE_BUFFER = 4  # body bytes are piling up while the instance connection opens
 
 log = logging.getLogger("openeas.gateway")
 

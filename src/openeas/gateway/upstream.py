@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from openeas.gateway.balancer import UpstreamState
+from openeas.gateway.flow import PAUSE_UPSTREAM
 
 if TYPE_CHECKING:
     from openeas.gateway.proxy import Exchange
@@ -96,12 +97,12 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.exchange is not None:
-            self.exchange.client.pause(2)
+            self.exchange.client.pause(PAUSE_UPSTREAM)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.exchange is not None:
-            self.exchange.client.resume(2)
+            self.exchange.client.resume(PAUSE_UPSTREAM)
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
