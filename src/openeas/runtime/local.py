@@ -215,6 +215,9 @@ def describe_exit(code: int) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}"
+    if 128 < code < 128 + 65:  # a shell reporting that its command died of a signal
+        with contextlib.suppress(ValueError):
+            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
     return f"exit code {code}"
 
 

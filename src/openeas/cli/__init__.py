@@ -1,0 +1,1 @@
+"""The `openeas` command line: server commands and a client of the control API."""

@@ -1,0 +1,562 @@
+"""The `openeas` command (also `python -m openeas`).
+
+Server side: `openeas server` (control API + shared gateway + local runtime) and `openeas up`
+(the same, plus the demo service, its endpoints, token and a curl line that works as printed).
+Client side (eascmd's verbs): create, list, desc, modify, delete, stop, start, scale, logs,
+endpoints; every one takes --json. The CLI finds the server through --data-dir (same default as
+the server: $OPENEAS_DATA_DIR or ~/.openeas) or OPENEAS_API + OPENEAS_ADMIN_TOKEN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import openeas
+from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
+from openeas.config import (
+    DEFAULT_API_PORT,
+    DEFAULT_GATEWAY_PORT,
+    DEFAULT_VPC_PORT,
+    ServerConfig,
+    default_data_dir,
+)
+
+app = typer.Typer(
+    name="openeas",
+    help="Self-hosted PAI-EAS: deploy a model service, get an endpoint and a token, call it.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEMO_SERVICE = "demo_chat"
+DEMO_BODY = '{"model":"demo","messages":[{"role":"user","content":"hello!"}]}'
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="the server's data dir (default: $OPENEAS_DATA_DIR or ~/.openeas)",
+        show_default=False,
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+Wait = Annotated[bool, typer.Option("--wait", help="wait until the service is Running (exit 1 if it fails)")]
+Timeout = Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")]
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+
+
+@contextlib.contextmanager
+def user_errors(json_out: bool = False) -> Iterator[None]:
+    """Turn CliError into one message on stderr (and the server's JSON error with --json), exit 1."""
+    try:
+        yield
+    except CliError as exc:
+        if json_out:
+            payload = exc.payload if isinstance(exc.payload, dict) else {"message": str(exc)}
+            emit_json({"error": payload})
+        fail(str(exc))
+        raise typer.Exit(1) from None
+
+
+def _pairs(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        text = str(value if value is not None else "-")
+        indent = "\n" + " " * (width + 4)
+        print(f"  {key.ljust(width)}  {text.replace(chr(10), indent)}")
+
+
+def show_view(view: dict[str, Any]) -> None:
+    rows: list[tuple[str, Any]] = [
+        ("Service", view["name"]),
+        ("Status", view["status"]),
+        ("Instances", f"{view['running_instances']}/{view['instance']} ready"),
+        ("Internet endpoint", view["endpoints"].get("internet")),
+        ("VPC endpoint", view["endpoints"].get("vpc")),
+        ("Token", view["token"]),
+        ("Gateway", view["gateway"]),
+        ("Revision", view["revision"]),
+    ]
+    if view.get("message"):
+        rows.insert(2, ("Message", view["message"]))
+    rows += [("Warning", w) for w in view.get("warnings", [])]
+    _pairs(rows)
+
+
+def show_endpoints(data: dict[str, Any]) -> None:
+    print(f"View Endpoint Information: {data['name']}")
+    _pairs(
+        [
+            ("Internet endpoint", data["endpoints"].get("internet")),
+            ("VPC endpoint", data["endpoints"].get("vpc")),
+            ("Token", data["token"]),
+        ]
+    )
+
+
+def curl_line(endpoint: str, token: str) -> str:
+    return (
+        f"curl {shlex.quote(endpoint + '/v1/chat/completions')} -H {shlex.quote('Authorization: ' + token)} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(DEMO_BODY)}"
+    )
+
+
+# -- client plumbing -------------------------------------------------------------------------
+
+
+def client_for(data_dir: Path | None) -> ApiClient:
+    return ApiClient(locate_server(data_dir))
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CliError(f"cannot read {what} {path}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{what} {path} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
+
+
+def wait_running(client: ApiClient, name: str, timeout: float, json_out: bool) -> dict[str, Any]:
+    console = Console(stderr=True)
+    if json_out or not console.is_terminal:
+        return client.wait_running(name, timeout)
+    with console.status(f"waiting for {name} to be Running") as status:
+
+        def show(view: dict[str, Any]) -> None:
+            detail = f" - {view['message'].splitlines()[0]}" if view.get("message") else ""
+            status.update(
+                f"{name}: {view['status']}, {view['running_instances']}/{view['instance']} ready{detail}"
+            )
+
+        return client.wait_running(name, timeout, on_poll=show)
+
+
+def view_command(
+    data_dir: Path | None,
+    json_out: bool,
+    call: Callable[[ApiClient], dict[str, Any]],
+    wait: bool = False,
+    timeout: float = 300,
+) -> None:
+    with user_errors(json_out), client_for(data_dir) as client:
+        view = call(client)
+        if wait:
+            view = wait_running(client, view["name"], timeout, json_out)
+        if json_out:
+            emit_json(view)
+        else:
+            show_view(view)
+
+
+# -- client commands -------------------------------------------------------------------------
+
+
+@app.command()
+def create(
+    spec_file: Annotated[Path, typer.Argument(help="the service spec (EAS JSON)", show_default=False)],
+    wait: Wait = False,
+    timeout: Timeout = 300,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a service from a spec file; prints its endpoints and token."""
+    with user_errors(json_out):
+        spec = read_json_file(spec_file, "spec file")
+    view_command(data_dir, json_out, lambda c: c.create(spec), wait, timeout)
+
+
+@app.command("list")
+def list_services(json_out: JsonOut = False, data_dir: DataDir = None) -> None:
+    """List the services."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        services = client.list_services()
+    if json_out:
+        emit_json(services)
+        return
+    if not services:
+        print("no services yet: create one with `openeas create SPEC.json`")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "STATUS", "INSTANCES", "GATEWAY", "INTERNET ENDPOINT"):
+        table.add_column(col, overflow="fold")
+    for s in services:
+        table.add_row(
+            s["name"],
+            s["status"],
+            f"{s['running_instances']}/{s['instance']}",
+            s["gateway"],
+            s["endpoints"].get("internet") or "-",
+        )
+    _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))  # piped: do not fold the endpoints
+    console.print(table)
+
+
+@app.command()
+def desc(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Describe a service: status, instances, endpoints, token."""
+    view_command(data_dir, json_out, lambda c: c.describe(name))
+
+
+@app.command()
+def modify(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    spec_file: Annotated[
+        Path | None,
+        typer.Option("-s", "--spec", help="JSON with the part of the spec to change (deep-merged)"),
+    ] = None,
+    define: Annotated[
+        list[str] | None,
+        typer.Option("-D", help="key=value, e.g. -D metadata.instance=2 (repeatable)", show_default=False),
+    ] = None,
+    wait: Wait = False,
+    timeout: Timeout = 300,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Change a service: -s PATCH.json and/or -D key=value."""
+    with user_errors(json_out):
+        if spec_file is None and not define:
+            raise CliError("nothing to change: give -s PATCH.json and/or -D key=value")
+        patch = read_json_file(spec_file, "spec file") if spec_file is not None else None
+        if patch is not None and not isinstance(patch, dict):
+            raise CliError(f"spec file {spec_file} must hold a JSON object")
+    view_command(data_dir, json_out, lambda c: c.modify(name, patch, define or []), wait, timeout)
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Delete a service (its instances are stopped)."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.delete(name)
+    if json_out:
+        emit_json(out)
+    else:
+        print(f"service {name} deleted")
+
+
+@app.command()
+def stop(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Stop a service: its instances are stopped, the gateway answers 503."""
+    view_command(data_dir, json_out, lambda c: c.action(name, "stop"))
+
+
+@app.command()
+def start(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    wait: Wait = False,
+    timeout: Timeout = 300,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Start a stopped service (or retry a failing one at once)."""
+    view_command(data_dir, json_out, lambda c: c.action(name, "start"), wait, timeout)
+
+
+@app.command()
+def scale(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    instances: Annotated[int, typer.Argument(help="number of instances", show_default=False)],
+    wait: Wait = False,
+    timeout: Timeout = 300,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set the number of instances."""
+    view_command(
+        data_dir, json_out, lambda c: c.action(name, "scale", {"instance": instances}), wait, timeout
+    )
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    instance: Annotated[str | None, typer.Option("--instance", help="one instance id")] = None,
+    tail: Annotated[int, typer.Option("--tail", help="lines from the end of each log")] = 200,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Print the last lines of the instances' logs."""
+    params: dict[str, Any] = {"tail": tail}
+    if instance:
+        params["instance"] = instance
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.get(name, "logs", params)
+    if json_out:
+        emit_json(out)
+        return
+    entries = out["logs"]
+    if not entries:
+        print(f"service {name} has no logs yet")
+    for entry in entries:
+        if len(entries) > 1:
+            print(f"==> {entry['instance']} <==")
+        for line in entry["lines"]:
+            print(line)
+
+
+@app.command()
+def instances(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List a service's instances: state, port, pid, restarts."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.get(name, "instances")
+    if json_out:
+        emit_json(out)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("INSTANCE", "STATE", "PORT", "PID", "RESTARTS", "MESSAGE"):
+        table.add_column(col, overflow="fold")
+    for i in out["instances"]:
+        table.add_row(
+            i["id"], i["state"], str(i["port"]), str(i["pid"] or "-"), str(i["restarts"]), i["message"]
+        )
+    _print_table(table)
+
+
+@app.command()
+def endpoints(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """View Endpoint Information: the Internet endpoint, the VPC endpoint and the token."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.get(name, "endpoints")
+    if json_out:
+        emit_json(out)
+    else:
+        show_endpoints(out)
+
+
+# -- server commands -------------------------------------------------------------------------
+
+ApiPort = Annotated[int, typer.Option("--api-port", help="control API port (0: any free port)")]
+GatewayPort = Annotated[int, typer.Option("--gateway-port", help="shared gateway, Internet listener port")]
+VpcPort = Annotated[int, typer.Option("--vpc-port", help="shared gateway, VPC listener port")]
+ApiHost = Annotated[str, typer.Option("--api-host", help="address the control API binds")]
+InternetBind = Annotated[str, typer.Option("--internet-bind", help="address the Internet listener binds")]
+VpcBind = Annotated[str, typer.Option("--vpc-bind", help="address the VPC listener binds")]
+InternetHost = Annotated[str, typer.Option("--internet-host", help="host name in Internet endpoints")]
+VpcHost = Annotated[str, typer.Option("--vpc-host", help="host name in VPC endpoints")]
+StoreUrl = Annotated[
+    str | None, typer.Option("--store-url", help="registry URL (default: SQLite in the data dir)")
+]
+Region = Annotated[str, typer.Option("--region", help="region name in API paths")]
+Grace = Annotated[float, typer.Option("--grace", help="seconds instances get between SIGTERM and SIGKILL")]
+
+
+def _config(
+    data_dir: Path | None,
+    api_port: int,
+    gateway_port: int,
+    vpc_port: int,
+    api_host: str,
+    internet_bind: str,
+    vpc_bind: str,
+    internet_host: str,
+    vpc_host: str,
+    store_url: str | None,
+    region: str,
+) -> ServerConfig:
+    return ServerConfig(
+        data_dir=(data_dir or default_data_dir()).expanduser(),
+        api_host=api_host,
+        api_port=api_port,
+        internet_bind=internet_bind,
+        gateway_port=gateway_port,
+        vpc_bind=vpc_bind,
+        vpc_port=vpc_port,
+        internet_host=internet_host,
+        vpc_host=vpc_host,
+        region=region,
+        store_url=store_url,
+    )
+
+
+def _run(config: ServerConfig, grace: float, on_ready: Any, log_level: int) -> None:
+    from openeas.control.reconciler import ReconcilerSettings
+    from openeas.control.server import ServerError, configure_logging, run_server
+
+    configure_logging(log_level)
+    try:
+        code = run_server(config, on_ready, ReconcilerSettings(grace_s=grace))
+    except ServerError as exc:
+        fail(str(exc))
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def server(
+    data_dir: DataDir = None,
+    api_port: ApiPort = DEFAULT_API_PORT,
+    gateway_port: GatewayPort = DEFAULT_GATEWAY_PORT,
+    vpc_port: VpcPort = DEFAULT_VPC_PORT,
+    api_host: ApiHost = "127.0.0.1",
+    internet_bind: InternetBind = "127.0.0.1",
+    vpc_bind: VpcBind = "127.0.0.1",
+    internet_host: InternetHost = "127.0.0.1",
+    vpc_host: VpcHost = "127.0.0.1",
+    store_url: StoreUrl = None,
+    region: Region = "local",
+    grace: Grace = 10.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Run the control API, the shared gateway and the local runtime (until Ctrl-C)."""
+    config = _config(
+        data_dir, api_port, gateway_port, vpc_port, api_host, internet_bind, vpc_bind,
+        internet_host, vpc_host, store_url, region,
+    )  # fmt: skip
+
+    def ready(info: Any) -> None:
+        if json_out:
+            endpoints = {"internet": info.internet_url, "vpc": info.vpc_url}
+            data = {"api": info.api_url, "region": info.region, "data_dir": str(info.data_dir)}
+            print(json.dumps({**data, "endpoints": endpoints}), flush=True)
+        else:
+            print(
+                f"openeas server ready: API {info.api_url}, Internet gateway {info.internet_url}, "
+                f"VPC gateway {info.vpc_url}, data dir {info.data_dir}",
+                flush=True,
+            )
+
+    _run(config, grace, ready, logging.INFO)
+
+
+def demo_spec() -> dict[str, Any]:
+    """The demo service's spec, with `{python}` (or a leading `python3`) as this interpreter."""
+    path = Path(openeas.__file__).parent / "examples" / "chat_service" / "spec.json"
+    spec: dict[str, Any] = json.loads(path.read_text())
+    for container in spec.get("containers", []):
+        command = str(container.get("command", ""))
+        command = command.replace("{python}", shlex.quote(sys.executable))
+        for name in ("python3 ", "python "):
+            if command.startswith(name):
+                command = shlex.quote(sys.executable) + " " + command[len(name) :]
+        container["command"] = command
+    return spec
+
+
+def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) -> dict[str, Any]:
+    with ApiClient(ref) as client:
+        if not client.exists(DEMO_SERVICE):
+            client.create(demo_spec())
+        view = wait_running(client, DEMO_SERVICE, timeout, json_out)
+    internet, vpc = view["endpoints"]["internet"], view["endpoints"]["vpc"]
+    curl = curl_line(internet, view["token"])
+    if json_out:
+        emit_json({**view, "curl": curl, "api": ref.api})
+        return view
+    print(f"\nopeneas is up: service {DEMO_SERVICE} is {view['status']}.\n")
+    _pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
+    print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
+    print(curl)
+    print(
+        f"\nAdmin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
+        "`openeas --help` lists the commands.\nPress Ctrl-C to stop.",
+        flush=True,
+    )
+    return view
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    api_port: ApiPort = DEFAULT_API_PORT,
+    gateway_port: GatewayPort = DEFAULT_GATEWAY_PORT,
+    vpc_port: VpcPort = DEFAULT_VPC_PORT,
+    api_host: ApiHost = "127.0.0.1",
+    internet_bind: InternetBind = "127.0.0.1",
+    vpc_bind: VpcBind = "127.0.0.1",
+    internet_host: InternetHost = "127.0.0.1",
+    vpc_host: VpcHost = "127.0.0.1",
+    store_url: StoreUrl = None,
+    region: Region = "local",
+    grace: Grace = 10.0,
+    timeout: Timeout = 120,
+    json_out: JsonOut = False,
+) -> None:
+    """Start the server and a ready demo service; print its endpoints, token and a curl line."""
+    config = _config(
+        data_dir, api_port, gateway_port, vpc_port, api_host, internet_bind, vpc_bind,
+        internet_host, vpc_host, store_url, region,
+    )  # fmt: skip
+    folder = config.data_dir
+    # A server already running on this data dir: use it (deploy the demo there) and return.
+    with contextlib.suppress(CliError):
+        ref = locate_server(folder)
+        if not json_out:
+            print(f"an openeas server already runs for data dir {folder} ({ref.api}); using it")
+        with user_errors(json_out):
+            deploy_demo(ref, timeout, json_out, folder)
+        return
+
+    def ready(info: Any) -> int | None:
+        ref = ServerRef(info.api_url, info.admin_token, info.region)
+        try:
+            deploy_demo(ref, timeout, json_out, info.data_dir)
+        except CliError as exc:
+            fail(f"the demo service did not start: {exc}")
+            return 1
+        return None
+
+    _run(config, grace, ready, logging.WARNING)
+
+
+def main() -> None:
+    app(prog_name="openeas")
+
+
+if __name__ == "__main__":
+    main()

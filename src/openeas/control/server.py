@@ -1,0 +1,479 @@
+"""`openeas server`: the control API, the reconciler and the gateway supervisor in one process.
+
+Startup: refuse a second server on the same data dir and ports that are taken (with a message
+saying which flag to change), create the admin token, the registry and the `shared` gateway
+record, bind the API socket, write `<data_dir>/server.json`, kill instances a previous server
+left behind, then run the API (uvicorn), the reconciler and the gateway process(es) in one
+asyncio loop. SIGINT/SIGTERM: stop the API, stop the instances (SIGTERM, then SIGKILL after the
+grace period; a second signal kills them at once), stop the gateway, remove server.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from openeas.config import SERVER_FILE, ServerConfig, ensure_admin_token
+from openeas.control.api import ControlContext, create_app
+from openeas.control.errors import log_failure
+from openeas.control.reconciler import Reconciler, ReconcilerSettings
+from openeas.runtime.local import LocalRuntime
+from openeas.spec import shared_gateway_spec
+from openeas.store import Registry, sqlite_url
+
+log = logging.getLogger("openeas.control")
+
+SHARED = "shared"
+
+
+class ServerError(Exception):
+    """The server cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a running server tells `on_ready` (and `openeas up`)."""
+
+    api_url: str
+    admin_token: str
+    region: str
+    data_dir: Path
+    internet_url: str
+    vpc_url: str
+
+
+# -- gateway supervision ---------------------------------------------------------------------
+
+
+class GatewaySupervisor:
+    """Runs `python -m openeas.gateway --store-url URL --name NAME`, restarting it when it dies.
+
+    The gateway runs in its own session (Ctrl-C in a terminal reaches the server only, which
+    then stops the gateway in order). It is ready once it prints its `... ready ...` line.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store_url: str,
+        log_dir: Path,
+        python: str = sys.executable,
+        on_pid: Callable[[], None] = lambda: None,
+        grace_s: float = 5.0,
+    ):
+        self.name = name
+        self.store_url = store_url
+        self.log_dir = log_dir
+        self.python = python
+        self.on_pid = on_pid
+        self.grace_s = grace_s
+        self.ready = asyncio.Event()
+        self.ready_line = ""
+        self.proc: asyncio.subprocess.Process | None = None
+        self._stopping = asyncio.Event()
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+    def command(self) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "openeas.gateway",
+            "--store-url",
+            self.store_url,
+            "--name",
+            self.name,
+            "--access-log",
+            str(self.log_dir / f"{self.name}-access.log"),
+            "--grace",
+            str(self.grace_s),
+        ]
+
+    async def run(self) -> None:
+        backoff = 1.0
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self.starts += 1
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.command(),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log.error("cannot start gateway %s: %s", self.name, exc)
+            else:
+                self.on_pid()
+                code = await self._follow(self.proc)
+                self.ready.clear()
+                if self._stopping.is_set():
+                    break
+                if self.ready_line:
+                    log.error("gateway %s exited (%s)", self.name, _exit_text(code))
+                else:
+                    log.error(
+                        "gateway %s exited (%s) before it was ready; see its messages above",
+                        self.name,
+                        _exit_text(code),
+                    )
+            if time.monotonic() - started > 60:
+                backoff = 1.0
+            log.info("restarting gateway %s in %g s", self.name, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _follow(self, proc: asyncio.subprocess.Process) -> int:
+        assert proc.stdout is not None
+        self.ready_line = ""
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            text = line.decode(errors="replace").rstrip()
+            if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
+                self.ready_line = text
+                self.ready.set()
+                log.info("gateway %s ready (pid %d): %s", self.name, proc.pid, text)
+            elif text:
+                log.info("gateway %s: %s", self.name, text)
+        return await proc.wait()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.grace_s + 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def _exit_text(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+
+# -- startup checks --------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_server_file(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((data_dir / SERVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_no_other_server(data_dir: Path) -> None:
+    info = read_server_file(data_dir)
+    if not info:
+        return
+    pid = info.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
+        raise ServerError(
+            f"another openeas server (pid {pid}, API {info.get('api')}) already runs on data dir "
+            f"{data_dir}; stop it first, or give this one another --data-dir"
+        )
+    # A stale file: a server that was killed. Its gateway may have outlived it.
+    for gpid in info.get("gateway_pids", []) or []:
+        if isinstance(gpid, int) and _is_our_gateway(gpid, data_dir):
+            log.info("stopping gateway pid %d left over from a previous server", gpid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(gpid, signal.SIGKILL)
+
+
+def _is_our_gateway(pid: int, data_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"openeas.gateway" in cmdline and any(str(data_dir).encode() in part for part in cmdline)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _port_problem(what: str, host: str, port: int, flag: str, exc: OSError) -> ServerError:
+    why = "it is taken (another program listens there)" if exc.errno == 98 else (exc.strerror or str(exc))
+    return ServerError(f"cannot listen on {host}:{port} for the {what}: {why}; pick another port with {flag}")
+
+
+def check_ports(config: ServerConfig) -> tuple[socket.socket, ServerConfig]:
+    """Bind the API socket (kept) and check the gateway ports (released for the gateway).
+
+    Port 0 means "any free port"; the returned config has the actual ports.
+    """
+    nonzero = [p for p in (config.api_port, config.gateway_port, config.vpc_port) if p]
+    if len(nonzero) != len(set(nonzero)):
+        raise ServerError(
+            f"the API, gateway and VPC ports must differ (got --api-port {config.api_port}, "
+            f"--gateway-port {config.gateway_port}, --vpc-port {config.vpc_port})"
+        )
+    try:
+        api = _bind(config.api_host, config.api_port)
+    except OSError as exc:
+        raise _port_problem("control API", config.api_host, config.api_port, "--api-port", exc) from None
+    api.listen(128)
+    ports = {"api_port": api.getsockname()[1]}
+    held = []
+    try:
+        for host, port, what, flag, key in (
+            (config.internet_bind, config.gateway_port, "Internet gateway", "--gateway-port", "gateway_port"),
+            (config.vpc_bind, config.vpc_port, "VPC gateway", "--vpc-port", "vpc_port"),
+        ):
+            try:
+                sock = _bind(host, port)
+            except OSError as exc:
+                raise _port_problem(what, host, port, flag, exc) from None
+            held.append(sock)
+            ports[key] = sock.getsockname()[1]
+    except ServerError:
+        api.close()
+        raise
+    finally:
+        for sock in held:
+            sock.close()
+    return api, replace(config, **ports)
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _url(host: str, port: int) -> str:
+    host = _client_host(host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the server's loop owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ControlServer:
+    def __init__(
+        self,
+        config: ServerConfig,
+        on_ready: Callable[[ServerInfo], int | None] | None = None,
+        settings: ReconcilerSettings | None = None,
+    ):
+        self.config = replace(config, data_dir=config.data_dir.expanduser().resolve())
+        self.on_ready = on_ready
+        self.settings = settings or ReconcilerSettings()
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        self._force = False
+        self.gateways: list[GatewaySupervisor] = []
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    def run(self) -> int:
+        data_dir = self.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        check_no_other_server(data_dir)
+        admin_token = ensure_admin_token(data_dir)
+        api_sock, self.config = check_ports(self.config)
+        cfg = self.config
+        store_url = cfg.store_url or sqlite_url(data_dir)
+        try:
+            registry = Registry(store_url)
+            registry.create_schema()
+        except Exception as exc:
+            api_sock.close()
+            raise ServerError(f"cannot open the registry ({type(exc).__name__}: {exc})") from None
+        internet_url = _url(cfg.internet_host, cfg.gateway_port)
+        vpc_url = _url(cfg.vpc_host, cfg.vpc_port)
+        shared = shared_gateway_spec(
+            f"{cfg.internet_bind}:{cfg.gateway_port}",
+            f"{cfg.vpc_bind}:{cfg.vpc_port}",
+            internet_url,
+            vpc_url,
+        )
+        registry.put_gateway(SHARED, shared.to_json())
+        info = ServerInfo(
+            api_url=_url(cfg.api_host, cfg.api_port),
+            admin_token=admin_token,
+            region=cfg.region,
+            data_dir=data_dir,
+            internet_url=internet_url,
+            vpc_url=vpc_url,
+        )
+        try:
+            return asyncio.run(self._serve(info, registry, store_url, api_sock))
+        finally:
+            registry.close()
+            api_sock.close()
+            self._remove_server_file()
+
+    # -- server.json -----------------------------------------------------------------------
+    def _write_server_file(self, info: ServerInfo) -> None:
+        data = {
+            "api": info.api_url,
+            "pid": os.getpid(),
+            "region": info.region,
+            "gateway": {"internet": info.internet_url, "vpc": info.vpc_url},
+            "gateway_pids": [g.pid for g in self.gateways if g.pid],
+        }
+        path = self.data_dir / SERVER_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data) + "\n")
+        tmp.replace(path)
+
+    def _remove_server_file(self) -> None:
+        info = read_server_file(self.data_dir)
+        if info and info.get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                (self.data_dir / SERVER_FILE).unlink()
+
+    # -- the loop --------------------------------------------------------------------------
+    def request_stop(self, code: int | None = None) -> None:
+        if code is not None:
+            self.exit_code = code
+        if self._stop.is_set():
+            self._force = True
+            log.warning("second stop request: killing instances now")
+        self._stop.set()
+
+    async def _serve(self, info: ServerInfo, registry: Registry, store_url: str, sock: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        runtime = LocalRuntime(self.data_dir)
+        reconciler = Reconciler(registry, runtime, self.settings)
+        await reconciler.recover()
+        ctx = ControlContext(self.config, registry, reconciler, runtime, info.admin_token)
+        app = create_app(ctx)
+        uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+
+        def pids_changed() -> None:
+            self._write_server_file(info)
+
+        gateway = GatewaySupervisor(
+            SHARED, store_url, self.data_dir / "logs" / "gateway", on_pid=pids_changed
+        )
+        self.gateways = [gateway]
+        self._write_server_file(info)
+        tasks = [
+            asyncio.create_task(uv.serve(sockets=[sock]), name="api"),
+            asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(gateway.run(), name="gateway"),
+        ]
+        ready_task = asyncio.create_task(self._announce(info, gateway), name="ready")
+        stop_task = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_task and task.exception() is not None:
+                log_failure(log, f"{task.get_name()} failed", task.exception() or Exception())
+                self.exit_code = 1
+        log.info("stopping: API, instances, gateway")
+        ready_task.cancel()
+        uv.should_exit = True
+        stopping = asyncio.create_task(self._shutdown(reconciler, gateway, tasks))
+        while not stopping.done():
+            # A second Ctrl-C shortens the instances' grace period to nothing.
+            await asyncio.wait([stopping], timeout=0.1)
+            if self._force:
+                self._force = False
+                await reconciler.shutdown(grace_s=0)
+        await stopping
+        stop_task.cancel()
+        log.info("stopped")
+        return self.exit_code
+
+    async def _shutdown(
+        self, reconciler: Reconciler, gateway: GatewaySupervisor, tasks: list[asyncio.Task[Any]]
+    ) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(tasks[0]), 5)
+        await reconciler.shutdown()
+        await gateway.stop()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _announce(self, info: ServerInfo, gateway: GatewaySupervisor) -> None:
+        try:
+            await asyncio.wait_for(gateway.ready.wait(), 30)
+        except TimeoutError:
+            log.error("gateway %s is not ready after 30 s; still trying (see the messages above)", SHARED)
+            await gateway.ready.wait()
+        log.info("ready: API %s, data dir %s", info.api_url, info.data_dir)
+        if self.on_ready is None:
+            return
+        try:
+            code = await asyncio.to_thread(self.on_ready, info)
+        except Exception as exc:
+            log_failure(log, "startup action failed", exc)
+            code = 1
+        if code is not None:
+            self.request_stop(code)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger("openeas")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s openeas %(levelname)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run_server(
+    config: ServerConfig,
+    on_ready: Callable[[ServerInfo], int | None] | None = None,
+    settings: ReconcilerSettings | None = None,
+) -> int:
+    """Run `openeas server` until SIGINT/SIGTERM; returns the exit code. Raises ServerError
+    (with a message for the user) when it cannot start."""
+    return ControlServer(config, on_ready, settings).run()
