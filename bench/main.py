@@ -101,10 +101,16 @@ def body_file(work: Path, size: int) -> Path:
 
 
 def machine_busy_s() -> float:
-    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+    """CPU seconds the whole machine (all cores) spent in processes (user + nice + system) since
+    boot, from /proc/stat. Interrupt and softirq time (loopback TCP work) and steal are left out:
+    they are accounted to no process."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1] + fields[2]) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_s() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_s() -> float:
@@ -143,11 +149,11 @@ def run_cell(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
     pids = ctx.cpu_pids.get(cell.path, [])
     up_pids = ctx.cpu_pids.get("upstream", [])
     (cu0, cs0), u0 = cpu_split(pids), cpu_seconds(up_pids)
-    m0, o0 = machine_busy_s(), ours_cpu_s(ctx)
+    m0, o0, st0 = machine_busy_s(), ours_cpu_s(ctx), steal_s()
     t0 = time.monotonic()
     res = run_wrk(cell, duration)
     wall = time.monotonic() - t0
-    m1, o1 = machine_busy_s(), ours_cpu_s(ctx)
+    m1, o1, st1 = machine_busy_s(), ours_cpu_s(ctx), steal_s()
     (cu1, cs1), u1 = cpu_split(pids), cpu_seconds(up_pids)
     n = max(1, res["requests"])
     res["proxy_cpu_s"] = (cu1 - cu0) + (cs1 - cs0)
@@ -158,6 +164,7 @@ def run_cell(ctx: Context, cell: Cell, duration: float) -> dict[str, Any]:
     # CPU the machine spent on processes that are not the bench's: noise from elsewhere.
     res["foreign_cpu_pct"] = max(0.0, 100.0 * ((m1 - m0) - (o1 - o0)) / wall) if wall > 0 else 0.0
     res["machine_busy_pct"] = 100.0 * (m1 - m0) / wall if wall > 0 else 0.0
+    res["steal_pct"] = 100.0 * (st1 - st0) / wall if wall > 0 else 0.0
     return res
 
 
