@@ -210,7 +210,7 @@ def test_onnx_sdk_tf_request(onnx_proc: Running, classifier: Any, eas_python: Pa
                         "values": ["a", "b", "c", "d"],
                     }
                 ],
-            },  # fmt: skip
+            },
         ],
     )
     assert res["outputs"]["label"] == {"shape": [3], "values": [0, 1, 2]}

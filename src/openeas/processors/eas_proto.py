@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
+from openeas.processors._np import np
 
 # ArrayDataType values, shared by both protos
 DT_INVALID = 0

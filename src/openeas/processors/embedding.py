@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from openeas.processors._np import np
 from openeas.processors.sentence_models import ModelNames, check_dir, load_sentence_transformers, served_names
 from openeas.processors.serving import (
     Batcher,
@@ -50,9 +50,8 @@ class Embedder:
             fail_start(f"sentence-transformers cannot load {path}: {exc}")
         self.normalize = bool(config.get("normalize", True))
         self.batch_size = int(config.get("batch_size", 32))
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        model = self._model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = get_dim()
         self.dimension = int(dim) if dim is not None else None
 

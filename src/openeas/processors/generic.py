@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from openeas.processors import eas_proto
+from openeas.processors._np import np
 from openeas.processors.serving import (
     Batcher,
     ProcessorError,

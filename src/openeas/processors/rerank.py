@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from openeas.processors._np import np
 from openeas.processors.sentence_models import ModelNames, check_dir, load_sentence_transformers, served_names
 from openeas.processors.serving import (
     ProcessorOptions,

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from openeas.processors import eas_proto
+from openeas.processors._np import np
 from openeas.processors.serving import bad_request
 
 

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from openeas.processors._np import np
 from openeas.processors.generic import declared_specs, run_generic
 from openeas.processors.serving import ProcessorOptions, fail_start, require
 from openeas.processors.tensors import TensorSpec
