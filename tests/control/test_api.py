@@ -355,3 +355,19 @@ def test_json_body_shapes(api: httpx.Client, tmp_path: Path) -> None:
     assert "shapes" in [s["name"] for s in listed["services"]]
     json.dumps(listed)
     api.delete(f"{SVC}/local/shapes")
+
+
+def test_gateway_is_restarted_when_it_dies(server: Server) -> None:
+    info = json.loads((server.data_dir / "server.json").read_text())
+    (old,) = info["gateway_pids"]
+    assert httpx.get(server.internet + "/api/predict/none").status_code == 404
+    os.kill(old, signal.SIGKILL)
+
+    def serving_again() -> bool:
+        new = json.loads((server.data_dir / "server.json").read_text())["gateway_pids"]
+        if not new or new == [old]:
+            return False
+        return httpx.get(server.vpc + "/api/predict/none", timeout=2).status_code == 404
+
+    wait_for(serving_again, timeout=15, what="a new gateway serving")
+    assert "gateway shared exited (killed by signal 9)" in server.log()

@@ -31,6 +31,7 @@ from openeas.config import (
     ServerConfig,
     default_data_dir,
 )
+from openeas.spec import SpecError, assignments_to_patch
 
 app = typer.Typer(
     name="openeas",
@@ -118,9 +119,11 @@ def show_endpoints(data: dict[str, Any]) -> None:
 
 
 def curl_line(endpoint: str, token: str) -> str:
+    """A curl line that works pasted into a POSIX shell (tokens and URLs need no escaping inside
+    double quotes: a token is letters, digits and ._~+/=- only)."""
     return (
-        f"curl {shlex.quote(endpoint + '/v1/chat/completions')} -H {shlex.quote('Authorization: ' + token)} "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(DEMO_BODY)}"
+        f'curl "{endpoint}/v1/chat/completions" -H "Authorization: {token}" '
+        f'-H "Content-Type: application/json" -d {shlex.quote(DEMO_BODY)}'
     )
 
 
@@ -260,6 +263,10 @@ def modify(
         patch = read_json_file(spec_file, "spec file") if spec_file is not None else None
         if patch is not None and not isinstance(patch, dict):
             raise CliError(f"spec file {spec_file} must hold a JSON object")
+        try:
+            assignments_to_patch(define or [])  # the server checks again; this fails sooner
+        except SpecError as exc:
+            raise CliError(f"-D {exc}") from None
     view_command(data_dir, json_out, lambda c: c.modify(name, patch, define or []), wait, timeout)
 
 
