@@ -371,3 +371,21 @@ def test_gateway_is_restarted_when_it_dies(server: Server) -> None:
 
     wait_for(serving_again, timeout=15, what="a new gateway serving")
     assert "gateway shared exited (killed by signal 9)" in server.log()
+
+
+def test_failing_liveness_check_restarts_the_instance(api: httpx.Client, tmp_path: Path) -> None:
+    spec = app_spec(
+        tmp_path,
+        "unlively",
+        liveness_check={"http_get": {"path": "/missing"}, "period_seconds": 0.2, "failure_threshold": 2},
+    )
+    assert api.post(SVC, json=spec).status_code == 201
+
+    def restarted() -> dict[str, Any] | None:
+        rows = api.get(f"{SVC}/local/unlively/instances").json()["instances"]
+        return rows[0] if rows and rows[0]["restarts"] >= 1 else None
+
+    wait_for(restarted, timeout=10, what="a restart after liveness failures")
+    log = "\n".join(api.get(f"{SVC}/local/unlively/logs").json()["logs"][0]["lines"])
+    assert "GET /missing" in log and "killed by SIGTERM" in log
+    api.delete(f"{SVC}/local/unlively")

@@ -444,6 +444,11 @@ class Reconciler:
         if tasks:
             await asyncio.wait(tasks, timeout=(grace_s if grace_s is not None else self.settings.grace_s) + 5)
 
+    async def kill_now(self) -> None:
+        """Skip what is left of the grace period: SIGKILL every instance being stopped."""
+        handles = [w.handle for w in list(self._stopping) if w.handle is not None]
+        await asyncio.gather(*(self.runtime.stop(h, 0) for h in handles), return_exceptions=True)
+
     # -- the pass --------------------------------------------------------------------------
     async def reconcile_once(self) -> None:
         async with self._lock:

@@ -319,9 +319,14 @@ class ControlServer:
 
     def run(self) -> int:
         data_dir = self.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        check_no_other_server(data_dir)
-        admin_token = ensure_admin_token(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            check_no_other_server(data_dir)
+            admin_token = ensure_admin_token(data_dir)
+        except OSError as exc:
+            raise ServerError(
+                f"cannot use data dir {data_dir}: {exc.strerror or exc}; pick another with --data-dir"
+            ) from None
         api_sock, self.config = check_ports(self.config)
         cfg = self.config
         store_url = cfg.store_url or sqlite_url(data_dir)
@@ -424,7 +429,7 @@ class ControlServer:
             await asyncio.wait([stopping], timeout=0.1)
             if self._force:
                 self._force = False
-                await reconciler.shutdown(grace_s=0)
+                await reconciler.kill_now()
         await stopping
         stop_task.cancel()
         log.info("stopped")
