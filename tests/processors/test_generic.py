@@ -396,3 +396,41 @@ def test_full_queue_answers_450_and_recovers(work: Path) -> None:
         err = next(r.json() for r in results if r.status_code == 450)
         assert err["code"] == 450 and "queue is full" in err["message"]
         assert post(p, [[5.0]]).json()["outputs"]["prediction"] == [5.0]
+
+
+def test_sklearn_feature_names_and_text_pipeline(work: Path, classifier: Any, eas_python: Path) -> None:
+    import copy
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    named = copy.deepcopy(classifier)
+    named.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)  # as if fitted on a DataFrame
+    texts = ["good great fine", "bad awful poor", "great good", "poor bad"]
+    text_clf = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, ["pos", "neg", "pos", "neg"])
+    named_path = models.save_joblib(named, work / "named.joblib")
+    text_path = models.save_joblib(text_clf, work / "text.joblib")
+    with processor("sklearn", named_path, work) as p:
+        assert [i["name"] for i in requests.get(p.url, timeout=10).json()["inputs"]] == ["a", "b", "c", "d"]
+        records = [dict(zip("abcd", row, strict=True)) for row in ROWS]
+        r = post(p, records)
+        assert r.status_code == 200, r.text
+        assert [rec["label"] for rec in r.json()] == [0, 1, 2]
+    with processor("sklearn", text_path, work) as p:
+        r = post(p, {"inputs": ["a great day", "a bad day"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"]["label"] == ["pos", "neg"]
+        [res] = run_sdk(
+            eas_python,
+            p.port,
+            [
+                {
+                    "kind": "tf",
+                    "feeds": [
+                        {"name": "input", "shape": [2], "dtype": "DT_STRING", "values": ["great", "awful"]}
+                    ],
+                }
+            ],
+        )
+        assert res["outputs"]["label"] == {"shape": [2], "values": ["pos", "neg"]}

@@ -12,6 +12,7 @@ classifier; `prediction` for other estimators) and, for classifiers that have it
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,13 @@ def _model_file(path: str) -> Path:
     return p
 
 
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
 class SklearnModel:
     default_float = np.dtype(np.float64)
 
@@ -51,12 +59,13 @@ class SklearnModel:
         if not hasattr(self._model, "predict"):
             fail_start(f"{file} holds a {type(self._model).__name__}, which has no predict()")
         self._features: list[str] | None = None
+        self._pd: Any = None
         names = getattr(self._model, "feature_names_in_", None)
         declared = declared_specs(config, "inputs")
         if declared is not None:
             self._inputs = declared
         elif names is not None:
-            self._pd = require("pandas", extra="sklearn", processor=PROCESSOR)
+            self._pd = _optional("pandas")  # without it, a matrix in feature order (sklearn warns)
             self._features = [str(n) for n in names]
             self._inputs = [TensorSpec(n, None, (None,)) for n in self._features]
         else:
@@ -90,6 +99,8 @@ class SklearnModel:
 
     def _matrix(self, inputs: dict[str, np.ndarray]) -> Any:
         if self._features is not None:
+            if self._pd is None:
+                return np.column_stack([inputs[n] for n in self._features])
             return self._pd.DataFrame({n: inputs[n] for n in self._features})
         return inputs[self._inputs[0].name]
 
