@@ -205,14 +205,14 @@ def test_client_hanging_up_frees_the_slot(llm: Running) -> None:
     start = time.monotonic()
     r2 = chat(llm, messages=QUESTION, max_tokens=4)
     assert r2.status_code == 200
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 6  # the 900-token generation stopped
 
 
 def test_queue_full_is_450(gguf: Path, tmp_path: Path) -> None:
     config = json.dumps({"n_ctx": 512, "n_parallel": 1})
     with processor("llm", gguf, tmp_path, "--max-queue-size", "1", "--model-config", config) as p:
         name = gguf.stem
-        body = {"model": name, "messages": QUESTION, "max_tokens": 120, "temperature": 0}
+        body = {"model": name, "messages": QUESTION, "max_tokens": 40, "temperature": 0}
 
         def call(_: int) -> requests.Response:
             return requests.post(p.url + "/v1/chat/completions", json=body, timeout=120)
@@ -220,5 +220,20 @@ def test_queue_full_is_450(gguf: Path, tmp_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(5) as pool:
             codes = sorted(r.status_code for r in pool.map(call, range(5)))
         assert codes.count(200) >= 2 and codes.count(450) >= 1, codes
+        # streams give their slot back, whether read to the end or abandoned
+        for i in range(4):
+            with requests.post(
+                p.url + "/v1/chat/completions",
+                json={**body, "max_tokens": 8, "stream": True},
+                stream=True,
+                timeout=120,
+            ) as r:
+                assert r.status_code == 200, r.text
+                lines = r.iter_lines()
+                if i % 2:
+                    next(lines)
+                else:
+                    assert [x for x in lines if x][-1] == b"data: [DONE]"
+        assert call(0).status_code == 200
         models = requests.get(p.url + "/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == name  # default served name: the file name without .gguf

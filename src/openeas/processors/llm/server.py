@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -383,9 +383,10 @@ class LlmService:
                 }
             )
         admission = self.pool.admit()
-        admission.__enter__()  # 450 now, before the stream starts; released when it ends
-        return StreamingResponse(
-            self._sse(job, model, rid, created, chat, admission),
+        admission.__enter__()  # 450 now, before the stream starts
+        return AdmittedStream(
+            self._sse(job, model, rid, created, chat),
+            release=lambda: admission.__exit__(None, None, None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -397,7 +398,6 @@ class LlmService:
         rid: str,
         created: int,
         chat: bool,
-        admission: contextlib.AbstractContextManager[None],
     ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -419,26 +419,23 @@ class LlmService:
                 return chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason})
             return chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": reason})
 
+        if chat:
+            yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None})  # fmt: skip
         try:
-            if chat:
-                yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                             "finish_reason": None})  # fmt: skip
-            try:
-                async with contextlib.aclosing(self.events(job)) as events:
-                    async for event in events:
-                        if isinstance(event, Delta):
-                            if event.text:
-                                yield piece(event.text, None)
-                            continue
-                        yield piece("", event.reason)
-                        if job.include_usage:
-                            yield chunk(None, _usage(event))
-            except ProcessorError as exc:
-                error = {"object": "error", "message": exc.message, "type": exc.type, "code": exc.status}
-                yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-        finally:
-            admission.__exit__(None, None, None)
+            async with contextlib.aclosing(self.events(job)) as events:
+                async for event in events:
+                    if isinstance(event, Delta):
+                        if event.text:
+                            yield piece(event.text, None)
+                        continue
+                    yield piece("", event.reason)
+                    if job.include_usage:
+                        yield chunk(None, _usage(event))
+        except ProcessorError as exc:
+            error = {"object": "error", "message": exc.message, "type": exc.type, "code": exc.status}
+            yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
     def app(self) -> Starlette:
         routes = [
@@ -448,6 +445,35 @@ class LlmService:
             Route("/v1/completions", self.completions, methods=["POST"]),
         ]
         return make_app(routes, on_shutdown=self.pool.shutdown)
+
+
+class AdmittedStream(StreamingResponse):
+    """A streaming response that holds a queue slot until it has been sent or abandoned.
+
+    The slot is released when the response finishes for any reason (done, client gone,
+    cancelled), even if the body generator never started.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, release: Callable[[], object], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+    def __del__(self) -> None:  # never sent at all (the app failed before calling it)
+        self.release()
 
 
 def _usage(fin: Finish) -> dict[str, int]:
