@@ -17,6 +17,9 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+import requests
+from requests.adapters import HTTPAdapter
+
 from openeas.store import InstanceRecord, Registry, sqlite_url
 
 HERE = Path(__file__).resolve().parent
@@ -133,14 +136,25 @@ def add_service(
     ports: list[int],
     keepalive_ms: int = 5000,
     gateway: str = "shared",
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """A service with ready instances on `ports`; `extra` is merged into its spec (nested dicts)."""
     spec: dict[str, Any] = {
         "metadata": {"name": name, "instance": len(ports), "rpc": {"keepalive": keepalive_ms}}
     }
+    _merge(spec, extra or {})
     registry.create_service(name, spec, token, gateway)
     for i, port in enumerate(ports):
         add_instance(registry, name, f"{name}-{i}", port)
     registry.set_status(name, "Running" if ports else "Waiting")
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def add_instance(registry: Registry, service: str, instance_id: str, port: int, state: str = "ready") -> None:
@@ -207,3 +221,70 @@ def read_responses(sock: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
         out.append((head, rest[:length]))
         buf = rest[length:]
     return out
+
+
+class _SourceAdapter(HTTPAdapter):
+    """Connections from a chosen local address (any of 127.0.0.0/8 works on loopback)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(source: str) -> requests.Session:
+    """A requests Session whose connections come from `source` (e.g. "127.0.0.2")."""
+    session = requests.Session()
+    adapter = _SourceAdapter(source)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def connect_from(source: str, port: int, timeout: float = 5) -> socket.socket:
+    """A TCP connection from `source` to 127.0.0.1:port."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+
+
+def make_cert(directory: Path, names: list[str]) -> tuple[Path, Path]:
+    """A self-signed certificate (and its key) for `names` (DNS names and IP addresses)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path

@@ -27,9 +27,11 @@ from dataclasses import replace
 import uvloop
 
 from openeas.gateway.accesslog import AccessLog
-from openeas.gateway.app import BindError, Gateway, bind_socket, ready_line
+from openeas.gateway.app import BindError, Gateway, TlsError, bind_socket, ready_line
 from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
+from openeas.gateway.tls import server_context
 from openeas.gateway.watcher import SnapshotWatcher
+from openeas.spec import SpecError
 from openeas.store import NotFound, Registry
 
 log = logging.getLogger("openeas.gateway")
@@ -74,10 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"there is no gateway named '{args.name}' in the store")
     except Exception as exc:
         return _fail(f"cannot read the store ({type(exc).__name__}); is --store-url right?")
-    settings = gateway_settings(record)
+    try:
+        settings = gateway_settings(record)
+    except SpecError as exc:
+        registry.close()
+        return _fail(f"the record of gateway '{args.name}' is not valid: {exc}")
     if not settings.listeners:
         registry.close()
         return _fail(f"gateway '{args.name}' has no enabled listener (listen.internet / listen.intranet)")
+    if settings.tls is not None:
+        try:
+            server_context(settings.tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            registry.close()
+            tls = settings.tls
+            return _fail(f"cannot load the TLS certificate {tls.cert} / key {tls.key}: {exc}")
     if args.workers > 1:
         registry.close()
         return _run_workers(args, settings)
@@ -106,7 +119,7 @@ async def serve(
     gateway = Gateway(settings, snapshot, access_log=access_log, reuse_port=reuse_port)
     try:
         await gateway.start()
-    except BindError as exc:
+    except (BindError, TlsError) as exc:
         registry.close()
         return _fail(str(exc))
     watcher = SnapshotWatcher(registry, args.name, gateway.set_snapshot, loop, version=snapshot.version)

@@ -16,13 +16,17 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import replace
+import ssl
+from dataclasses import dataclass, replace
 
 from openeas.gateway.accesslog import AccessLog
+from openeas.gateway.acl import Acl
 from openeas.gateway.balancer import RouteEntry, UpstreamState
-from openeas.gateway.proxy import Exchange
-from openeas.gateway.server import ClientConnection
-from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, Upstream
+from openeas.gateway.limits import GroupBuckets, ServiceLimits
+from openeas.gateway.proxy import Exchange, drain_queue
+from openeas.gateway.server import SPECIAL_DENIED, ClientConnection
+from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
+from openeas.gateway.tls import TlsListener, server_context
 from openeas.gateway.upstream import prune_idle
 
 log = logging.getLogger("openeas.gateway")
@@ -42,6 +46,31 @@ class BindError(Exception):
             f"{error.strerror or error}"
         )
         self.listener = listener
+
+
+class TlsError(Exception):
+    """The TLS certificate or key cannot be loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerAccess:
+    """Who may call through one listener: compiled from the gateway settings."""
+
+    acl: Acl
+    trusted: Acl  # peers whose X-Forwarded-For names the client
+    open: bool  # anyone: nothing to check at accept
+
+    @classmethod
+    def build(cls, entries: tuple[str, ...] | None, trusted: tuple[str, ...]) -> ListenerAccess:
+        acl = Acl(entries)
+        return cls(acl, Acl(trusted), acl.allow_all)
+
+
+def listener_access(settings: GatewaySettings) -> dict[str, ListenerAccess]:
+    return {
+        "internet": ListenerAccess.build(settings.internet_acl, settings.trusted_proxies),
+        "intranet": ListenerAccess.build(settings.intranet_acl, settings.trusted_proxies),
+    }
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -77,6 +106,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
+        self.access = listener_access(settings)
         self.access_log = access_log
         self.reuse_port = reuse_port
         self.idle_timeout_s = idle_timeout_s
@@ -85,10 +115,15 @@ class Gateway:
         self.snapshot = RoutingSnapshot(version=0)
         self.routes: dict[bytes, RouteEntry] = {}
         self.states: dict[Upstream, UpstreamState] = {}
+        self.service_limits: dict[str, ServiceLimits] = {}  # kept across snapshots, by service
+        self.group_buckets = GroupBuckets()
         self.connections: set[ClientConnection] = set()
         self.bound: list[Listener] = []  # the listeners with their actual ports
         self.stopping = False
         self._servers: list[asyncio.Server] = []
+        self._tls_listeners: list[TlsListener] = []
+        self._record_settings: GatewaySettings | None = None  # the last settings read from the record
+        self._settings_error: str | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._rid_prefix = os.urandom(5).hex().encode()
         self._rid_next = 0
@@ -103,8 +138,15 @@ class Gateway:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind every listener (BindError if one cannot be bound) and start serving."""
-        self._loop = asyncio.get_running_loop()
+        """Bind every listener (BindError if one cannot be bound, TlsError for a bad certificate)."""
+        self._loop = loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        tls = self.settings.tls
+        if tls is not None:
+            try:
+                ctx = server_context(tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise TlsError(f"cannot load the TLS certificate {tls.cert} / key {tls.key}: {exc}") from exc
         socks: list[tuple[Listener, socket.socket]] = []
         try:
             for listener in self.settings.listeners:
@@ -115,27 +157,45 @@ class Gateway:
                 socks.append((listener, sock))
             for listener, sock in socks:
                 kind = listener.kind
-                server = await self._loop.create_server(
+                self.bound.append(replace(listener, port=sock.getsockname()[1]))
+                if ctx is not None:
+                    tls_listener = TlsListener(
+                        loop,
+                        sock,
+                        ctx,
+                        lambda plain, kind=kind: ClientConnection(self, kind, plain),  # type: ignore[misc]
+                        BACKLOG,
+                    )
+                    tls_listener.start()
+                    self._tls_listeners.append(tls_listener)
+                    continue
+                server = await loop.create_server(
                     lambda kind=kind: ClientConnection(self, kind),  # type: ignore[misc]
                     sock=sock,
                     backlog=BACKLOG,
                 )
                 self._servers.append(server)
-                self.bound.append(replace(listener, port=sock.getsockname()[1]))
         except BaseException:
             for _, sock in socks:
                 sock.close()
             for server in self._servers:
                 server.close()
             self._servers.clear()
+            for tls_listener in self._tls_listeners:
+                tls_listener.close()
+            self._tls_listeners.clear()
+            self.bound.clear()
             raise
-        self._sweeper = self._loop.call_later(1.0, self._sweep)
+        self._sweeper = loop.call_later(1.0, self._sweep)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace_s`), close the rest."""
         self.stopping = True
         for server in self._servers:
             server.close()
+        for tls_listener in self._tls_listeners:
+            tls_listener.close()
+        self._tls_listeners.clear()
         for conn in list(self.connections):
             conn.shutdown()
         loop = self.loop
@@ -160,24 +220,83 @@ class Gateway:
 
     # -- routing snapshot ------------------------------------------------------------------
     def set_snapshot(self, snapshot: RoutingSnapshot) -> None:
-        """Serve `snapshot` from now on. Instances that stay keep their pools and counters."""
+        """Serve `snapshot` from now on. Instances that stay keep their pools, counters and queues;
+        services keep their rate buckets and in-flight counts."""
+        if snapshot.settings_error != self._settings_error:
+            self._settings_error = snapshot.settings_error
+            if snapshot.settings_error:
+                log.warning("%s; keeping the settings in use", snapshot.settings_error)
+        if snapshot.settings is not None and snapshot.settings != self._record_settings:
+            self._apply_settings(snapshot.settings)
+        self._install(snapshot)
+
+    def _install(self, snapshot: RoutingSnapshot) -> None:
         old = self.states
         states: dict[Upstream, UpstreamState] = {}
         routes: dict[bytes, RouteEntry] = {}
+        old_limits = self.service_limits
+        service_limits: dict[str, ServiceLimits] = {}
+        groups: set[str] = set()
         for name, route in snapshot.services.items():
             ups: list[UpstreamState] = []
             for upstream in route.upstreams:
                 state = states.get(upstream) or old.get(upstream) or UpstreamState(upstream)
+                state.configure(route)
                 states[upstream] = state
                 ups.append(state)
-            routes[name.encode()] = RouteEntry(route, ups)
-        for upstream, state in old.items():
-            if upstream not in states:
-                state.retired = True
-                prune_idle(state, float("inf"), 0.0)
+            limits = service_limits[name] = old_limits.get(name) or ServiceLimits()
+            self._configure_limits(limits, route)
+            if route.group:
+                groups.add(route.group)
+            routes[name.encode()] = RouteEntry(route, ups, limits if limits.active else None)
+        self.group_buckets.keep_only(groups)
+        retired = [state for upstream, state in old.items() if upstream not in states]
         self.states = states
         self.routes = routes
+        self.service_limits = service_limits
         self.snapshot = snapshot
+        now = self._loop.time() if self._loop is not None else 0.0
+        for state in states.values():
+            if state.waiting and state.active < state.limit:  # worker_threads was raised
+                drain_queue(state, now)
+        for state in retired:
+            state.retired = True
+            prune_idle(state, float("inf"), 0.0)
+            while state.waiting:  # requests queued for an instance that left: pick again
+                state.waiting[0].reroute(routes)
+
+    def _configure_limits(self, limits: ServiceLimits, route: ServiceRoute) -> None:
+        settings = self.settings
+        qps = route.rate_limit if route.rate_limit is not None else settings.rate_limit
+        group = self.group_buckets.get(route.group, settings.group_rate_limit)
+        limits.configure(qps, route.group, group, route.concurrency_limit)
+
+    def _apply_settings(self, new: GatewaySettings) -> None:
+        """Allow-lists, limits and the body limit from the record apply at once; listeners and
+        TLS are bound at start (a change there is logged: restart the gateway to apply it)."""
+        previous = self._record_settings
+        self._record_settings = new
+        if previous is not None and new.restart_needed(previous):
+            log.warning(
+                "the listeners or TLS settings of gateway '%s' changed in the store; "
+                "restart the gateway to apply them (allow-lists and limits apply now)",
+                new.name,
+            )
+        current = self.settings
+        self.settings = replace(
+            new, listeners=current.listeners, tls=current.tls, ssl_redirect=current.ssl_redirect
+        )
+        self.max_body_bytes = new.max_body_bytes
+        if (new.internet_acl, new.intranet_acl, new.trusted_proxies) != (
+            current.internet_acl,
+            current.intranet_acl,
+            current.trusted_proxies,
+        ):
+            self.access = listener_access(new)
+            for conn in list(self.connections):
+                conn.check_access()
+                if conn.special & SPECIAL_DENIED and conn.current is None and conn.reading is None:
+                    conn.shutdown()  # idle and no longer allowed: closed now
 
     # -- per request -----------------------------------------------------------------------
     def new_request_id(self) -> bytes:
@@ -197,6 +316,9 @@ class Gateway:
         for state in self.states.values():
             if state.idle:
                 prune_idle(state, now, self.pool_idle_s)
+        for tls_listener in self._tls_listeners:
+            if tls_listener.sniffing:
+                tls_listener.sweep(now, self.idle_timeout_s)
         if self.access_log is not None:
             try:
                 self.access_log.flush()

@@ -1,17 +1,23 @@
 """Pick an instance: least outstanding requests, ties broken round-robin (no I/O).
 
 An `UpstreamState` lives as long as its instance is in the routing snapshot: it carries the
-count of requests in flight on it, a short local "down" mark after a refused connection, and
-the pool of idle keep-alive connections to it (see `upstream.py`).
+count of requests assigned to it (in flight and waiting in its queue), a short local "down" mark
+after a refused connection, the pool of idle keep-alive connections to it (see `upstream.py`), and
+its limits: at most `limit` requests in flight (metadata.rpc.worker_threads), at most `queue_max`
+more waiting in `waiting` (metadata.rpc.max_queue_size), and an optional QPS bucket
+(metadata.rpc.rate_limit).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
-from openeas.gateway.snapshot import ServiceRoute, Upstream
+from openeas.gateway.limits import ServiceLimits, TokenBucket
+from openeas.gateway.snapshot import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_WORKER_THREADS, ServiceRoute, Upstream
 
 if TYPE_CHECKING:
+    from openeas.gateway.proxy import Exchange
     from openeas.gateway.upstream import UpstreamConnection
 
 DOWN_PENALTY = 1 << 30  # a marked-down instance is picked only when nothing else is left
@@ -19,14 +25,33 @@ DOWN_FOR_S = 1.0
 
 
 class UpstreamState:
-    __slots__ = ("addr", "down_until", "host", "idle", "outstanding", "port", "retired", "upstream")
+    __slots__ = (
+        "active",
+        "addr",
+        "bucket",
+        "down_until",
+        "host",
+        "idle",
+        "limit",
+        "outstanding",
+        "port",
+        "queue_max",
+        "retired",
+        "upstream",
+        "waiting",
+    )
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.host = upstream.host
         self.port = upstream.port
         self.addr = f"{upstream.host}:{upstream.port}"
-        self.outstanding = 0
+        self.outstanding = 0  # requests assigned here: in flight + waiting (the balancing key)
+        self.active = 0  # requests in flight (holding one of `limit`)
+        self.limit = DEFAULT_WORKER_THREADS
+        self.queue_max = DEFAULT_MAX_QUEUE_SIZE
+        self.waiting: deque[Exchange] = deque()  # FIFO of requests waiting for a free slot
+        self.bucket: TokenBucket | None = None
         self.down_until = 0.0
         self.idle: list[UpstreamConnection] = []  # LIFO: the most recently used is on top
         self.retired = False  # no longer in the snapshot: its connections are not pooled again
@@ -34,19 +59,35 @@ class UpstreamState:
     def mark_down(self, now: float) -> None:
         self.down_until = now + DOWN_FOR_S
 
+    def configure(self, route: ServiceRoute) -> None:
+        """Take the instance limits of the service's current spec."""
+        self.limit = route.worker_threads
+        self.queue_max = route.max_queue_size
+        qps = route.instance_rate_limit
+        if qps <= 0:
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = TokenBucket(qps)
+        else:
+            self.bucket.set_rate(qps)
+
 
 class RouteEntry:
     """A service as the hot path sees it: the snapshot's route plus live upstream states."""
 
-    __slots__ = ("name", "route", "rr", "status", "timeout_s", "token", "upstreams")
+    __slots__ = ("instance_qps", "limits", "name", "route", "rr", "status", "timeout_s", "token", "upstreams")
 
-    def __init__(self, route: ServiceRoute, upstreams: list[UpstreamState]) -> None:
+    def __init__(
+        self, route: ServiceRoute, upstreams: list[UpstreamState], limits: ServiceLimits | None = None
+    ) -> None:
         self.route = route
         self.name = route.name
         self.token = route.token
         self.timeout_s = route.timeout_s
         self.status = route.status
         self.upstreams = upstreams
+        self.limits = limits  # None when no service / group / concurrency limit applies
+        self.instance_qps = route.instance_rate_limit
         self.rr = 0
 
 

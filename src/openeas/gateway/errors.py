@@ -12,13 +12,16 @@ import json
 REASONS: dict[int, str] = {
     100: "Continue",
     200: "OK",
+    308: "Permanent Redirect",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Payload Too Large",
     429: "Too Many Requests",
+    450: "Queue Full",
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
@@ -41,19 +44,28 @@ def error_body(status: int, message: str, request_id: str) -> bytes:
     ).encode()
 
 
-def error_response(status: int, message: str, request_id: bytes, close: bool, keep_alive_10: bool) -> bytes:
+def error_response(
+    status: int,
+    message: str,
+    request_id: bytes,
+    close: bool,
+    keep_alive_10: bool,
+    extra_headers: bytes = b"",
+) -> bytes:
     """The whole response (head and body) for an error the gateway answers itself.
 
     `close` adds `Connection: close`; `keep_alive_10` adds `Connection: keep-alive` for an
-    HTTP/1.0 client that asked to keep the connection.
+    HTTP/1.0 client that asked to keep the connection. `extra_headers` are complete header lines
+    (`Retry-After: 1\r\n`, `Location: ...\r\n`).
     """
     body = error_body(status, message, request_id.decode())
     head = _STATUS_LINES.get(status) or (b"HTTP/1.1 %d Error\r\nContent-Type: application/json\r\n" % status)
     conn = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b"")
-    return b"%sContent-Length: %d\r\nX-Request-Id: %s\r\n%s\r\n%s" % (
+    return b"%sContent-Length: %d\r\nX-Request-Id: %s\r\n%s%s\r\n%s" % (
         head,
         len(body),
         request_id,
+        extra_headers,
         conn,
         body,
     )
@@ -136,6 +148,50 @@ def msg_connect_timeout(service: str) -> str:
 
 
 MSG_BAD_REQUEST = "the request is not valid HTTP/1.x; the connection is closed."
+
+
+def msg_acl_denied(address: str, gateway: str, kind: str) -> str:
+    method, field = ("Internet", "internet_acl") if kind == "internet" else ("VPC (intranet)", "intranet_acl")
+    return (
+        f"the caller's address {address} is not in the allow-list of gateway '{gateway}' for "
+        f"{method} access. To allow it, add its CIDR block (for example {_cidr(address)}) to the "
+        f"gateway's `{field}` and update the gateway; changes apply to new connections at once."
+    )
+
+
+def _cidr(address: str) -> str:
+    return f"{address}/128" if ":" in address else f"{address}/32"
+
+
+def msg_rate_limited(which: str, name: str, limit: int) -> str:
+    what = {
+        "service": f"service '{name}'",
+        "group": f"service group '{name}'",
+        "instance": f"every instance of service '{name}' (metadata.rpc.rate_limit)",
+    }[which]
+    return (
+        f"too many requests: the {which} rate limit of {limit} requests per second for {what} is "
+        "reached at this gateway. Retry after the time in Retry-After, or raise the limit."
+    )
+
+
+def msg_concurrency_limited(service: str, limit: int) -> str:
+    return (
+        f"too many requests: service '{service}' already has {limit} requests in flight, its "
+        "concurrency limit at the gateway (networking.gateway_policy.concurrency_limit). Retry shortly."
+    )
+
+
+def msg_queue_full(service: str, workers: int, queue: int) -> str:
+    return (
+        f"queue full: every instance of service '{service}' is busy with {workers} requests "
+        f"(metadata.rpc.worker_threads) and has {queue} more waiting (metadata.rpc.max_queue_size). "
+        "The request was shed; retry later, or scale the service out."
+    )
+
+
+MSG_HTTPS_ONLY = "this port speaks HTTPS (TLS): the request came as plain HTTP. Use https:// in the endpoint."
+MSG_REDIRECT = "this gateway serves HTTPS only: repeat the request at the URL in the Location header."
 
 
 def msg_head_too_large(limit: int) -> str:

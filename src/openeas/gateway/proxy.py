@@ -1,21 +1,23 @@
 """One request through the gateway: route -> auth -> limits -> pick instance -> proxy -> log.
 
 An `Exchange` is created by the client connection (server.py) when a request's head has been
-parsed. It owns everything about that request: the checks, the instance it goes to, streaming
-the request body up and the response back (with flow control both ways), the keepalive timer
-and the access log line. It is driven by callbacks only; a task exists only while a new
-connection to an instance is being opened.
+parsed. It owns everything about that request: the checks, the instance it goes to (or the
+instance queue it waits in), streaming the request body up and the response back (with flow
+control both ways), the keepalive timer and the access log line. It is driven by callbacks only;
+a task exists only while a new connection to an instance is being opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 from openeas.gateway import errors
 from openeas.gateway.auth import is_authorized
 from openeas.gateway.balancer import RouteEntry, UpstreamState, pick
 from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
+from openeas.gateway.limits import ServiceLimits
 from openeas.gateway.routing import path_of, split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
@@ -66,6 +68,7 @@ _CONNECTION_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT", b"TRACK"})
 MAX_ATTEMPTS = 3
+_HOST_RE = re.compile(rb"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 PENDING_HIGH_WATER = 256 * 1024  # body bytes buffered before an instance connection is ready
 CRLF = b"\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -89,6 +92,7 @@ class Exchange:
         "connect_timer",
         "content_length",
         "corked",
+        "counted",
         "deadline",
         "discard",
         "entry",
@@ -107,6 +111,7 @@ class Exchange:
         "pending",
         "pending_size",
         "phase",
+        "queued",
         "req_done",
         "request_id",
         "resp_chunked",
@@ -144,7 +149,7 @@ class Exchange:
         self.has_host = False
         self.extra_drop: list[bytes] | None = None
         self.fwd: list[bytes] = []
-        self.forced: tuple[int, str] | None = None  # an error decided while parsing
+        self.forced: tuple[int, str, bool] | None = None  # (status, message, close) decided early
         self.req_done = False
         self.body_in = 0
         self.discard = False
@@ -156,7 +161,9 @@ class Exchange:
         self.target = b""
         self.head = b""
         self.deadline = 0.0
-        self.state: UpstreamState | None = None
+        self.state: UpstreamState | None = None  # the instance this request is assigned to
+        self.queued = False  # waiting in `state.waiting` for a free slot
+        self.counted: ServiceLimits | None = None  # holds one of the service's concurrency slots
         self.up: UpstreamConnection | None = None
         self.up_addr = ""
         self.tried: list[UpstreamState] | None = None
@@ -210,7 +217,7 @@ class Exchange:
         if self.extra_drop:
             self._drop_connection_listed()
         if method in _NOT_ALLOWED:
-            self.forced = (405, errors.msg_method(method.decode("latin-1")))
+            self.forced = (405, errors.msg_method(method.decode("latin-1")), True)
 
     def _drop_connection_listed(self) -> None:
         drop = self.extra_drop or []
@@ -230,8 +237,11 @@ class Exchange:
         self.request_id = gw.new_request_id()
         self.phase = WAITING
         if self.forced is not None:
-            status, message = self.forced
-            self.respond_error(status, message, close=True)
+            status, message, close = self.forced
+            if status == 308:
+                self._redirect_to_https()
+            else:
+                self.respond_error(status, message, close=close)
             return
         split = split_target(self.url)
         if split is None:
@@ -252,6 +262,9 @@ class Exchange:
         if self.content_length > gw.max_body_bytes:
             self.respond_error(413, errors.msg_too_large(gw.max_body_bytes), close=True)
             return
+        limits = entry.limits
+        if limits is not None and not self._admit(entry, limits):
+            return
         loop = gw.loop
         self.deadline = self.t0 + entry.timeout_s
         self.timer = loop.call_at(self.deadline, self._on_timeout)
@@ -259,6 +272,52 @@ class Exchange:
         if self.expect_continue and not self.req_done:
             client.write(errors.CONTINUE_100)
         self._acquire()
+
+    def _admit(self, entry: RouteEntry, limits: ServiceLimits) -> bool:
+        """Service and group QPS, service concurrency: False when answered 429."""
+        now = self.client.gw.loop.time()
+        bucket = limits.bucket
+        if bucket is not None and not bucket.take(now):
+            message = errors.msg_rate_limited("service", entry.name, limits.qps)
+            self._too_many(message, bucket.retry_after())
+            return False
+        group = limits.group
+        if group is not None and not group.take(now):
+            message = errors.msg_rate_limited("group", limits.group_name or "", int(group.rate))
+            self._too_many(message, group.retry_after())
+            return False
+        if limits.concurrency:
+            if limits.in_flight >= limits.concurrency:
+                self._too_many(errors.msg_concurrency_limited(entry.name, limits.concurrency), 1)
+                return False
+            limits.in_flight += 1
+            self.counted = limits
+        return True
+
+    def _too_many(self, message: str, retry_after: int) -> None:
+        self.respond_error(429, message, extra_headers=b"Retry-After: %d\r\n" % retry_after)
+
+    def _redirect_to_https(self) -> None:
+        """A plain-HTTP request on a TLS port with ssl_redirect: 308 to the same URL over https."""
+        host = b""
+        for name, value in self.headers:
+            if name.lower() == b"host":
+                host = value.strip()
+                break
+        if not host:
+            sockname = self.client.transport.get_extra_info("sockname") if self.client.transport else None
+            if sockname:
+                h = str(sockname[0])
+                host = (f"[{h}]" if ":" in h else h).encode() + b":%d" % sockname[1]
+        if not _HOST_RE.match(host):
+            self.respond_error(400, errors.MSG_HTTPS_ONLY, close=True)
+            return
+        url = self.url
+        if not url.startswith(b"/"):  # absolute-form: keep only the path
+            slash = url.find(b"/", url.find(b"://") + 3) if b"://" in url else -1
+            url = url[slash:] if slash >= 0 else b"/"
+        location = b"https://" + host + url
+        self.respond_error(308, errors.MSG_REDIRECT, close=True, extra_headers=b"Location: %s\r\n" % location)
 
     def _request_head(self) -> bytes:
         client = self.client
@@ -326,7 +385,7 @@ class Exchange:
     def request_broken(self) -> None:
         """The client sent bytes that are not HTTP in the middle of this request."""
         if self.phase == QUEUED:
-            self.forced = (400, errors.MSG_BAD_REQUEST)
+            self.forced = (400, errors.MSG_BAD_REQUEST, True)
         elif self.phase == WAITING:
             self._drop_upstream()
             self.respond_error(400, errors.MSG_BAD_REQUEST, close=True)
@@ -338,7 +397,7 @@ class Exchange:
 
     def _body_too_large(self) -> None:
         if self.phase == QUEUED:
-            self.forced = (413, errors.msg_too_large(self.client.gw.max_body_bytes))
+            self.forced = (413, errors.msg_too_large(self.client.gw.max_body_bytes), True)
             return
         if self.phase == WAITING:
             self._drop_upstream()
@@ -351,6 +410,7 @@ class Exchange:
 
     # == instance side =====================================================================
     def _acquire(self) -> None:
+        """Pick an instance and send the request there, or queue it there (or answer 503/429/450)."""
         entry = self.entry
         assert entry is not None
         gw = self.client.gw
@@ -362,8 +422,40 @@ class Exchange:
             else:
                 self.respond_error(503, errors.msg_no_ready(entry.name, entry.status))
             return
-        state.outstanding += 1
-        self.state = state
+        if entry.instance_qps:
+            state = self._instance_with_tokens(entry, state, now)
+            if state is None:
+                return
+        if state.active < state.limit:
+            state.active += 1
+            state.outstanding += 1
+            self.state = state
+            self._dispatch(state, now)
+        elif state.outstanding - state.active < state.queue_max:
+            state.outstanding += 1
+            state.waiting.append(self)
+            self.state = state
+            self.queued = True
+        else:  # the least loaded instance's queue is full: so is every other's (load shedding)
+            self.respond_error(450, errors.msg_queue_full(entry.name, state.limit, state.queue_max))
+
+    def _instance_with_tokens(
+        self, entry: RouteEntry, state: UpstreamState | None, now: float
+    ) -> UpstreamState | None:
+        """`state`, or the next best instance under its own QPS limit; None: answered 429."""
+        skipped = list(self.tried) if self.tried else []
+        while state is not None:
+            bucket = state.bucket
+            if bucket is None or bucket.take(now):
+                return state
+            skipped.append(state)
+            state = pick(entry, now, skipped)
+        self._too_many(errors.msg_rate_limited("instance", entry.name, entry.instance_qps), 1)
+        return None
+
+    def _dispatch(self, state: UpstreamState, now: float) -> None:
+        """Holding one of the instance's slots: send the request on a pooled or new connection."""
+        gw = self.client.gw
         self.up_addr = state.addr
         self.attempts += 1
         conn = take_idle(state, now, gw.pool_idle_s)
@@ -437,10 +529,29 @@ class Exchange:
             conn.pause_reading()
 
     def _release_state(self) -> None:
+        """Give back this request's place at its instance (a slot, or a place in its queue)."""
         state = self.state
-        if state is not None:
-            state.outstanding -= 1
-            self.state = None
+        if state is None:
+            return
+        self.state = None
+        state.outstanding -= 1
+        if self.queued:
+            self.queued = False
+            state.waiting.remove(self)
+            return
+        state.active -= 1
+        if state.waiting:
+            drain_queue(state, self.client.gw.loop.time())
+
+    def reroute(self, routes: dict[bytes, RouteEntry]) -> None:
+        """Waiting in the queue of an instance that left the snapshot: pick again."""
+        self._release_state()
+        entry = routes.get(self.service)
+        if entry is None:
+            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
+            return
+        self.entry = entry
+        self._acquire()
 
     def _drop_upstream(self) -> None:
         """Forget the instance side of this request, closing its connection (not reusable)."""
@@ -587,7 +698,9 @@ class Exchange:
         self.respond_error(408, errors.msg_timeout(self.entry.name, self.entry.timeout_s))
 
     # == answers ============================================================================
-    def respond_error(self, status: int, message: str, close: bool = False) -> None:
+    def respond_error(
+        self, status: int, message: str, close: bool = False, extra_headers: bytes = b""
+    ) -> None:
         """Answer with a JSON error; the connection stays usable when the body can be skipped."""
         if self.phase == DONE or self.phase == STREAMING:
             return
@@ -609,7 +722,8 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             client.resume(PAUSE_BUFFER)
-        client.write(errors.error_response(status, message, self.request_id, close, self.http10))
+        response = errors.error_response(status, message, self.request_id, close, self.http10, extra_headers)
+        client.write(response)
         if self.req_done or close:
             self._finish()
 
@@ -636,6 +750,9 @@ class Exchange:
             return
         self.finished = True
         self._cancel_timer()
+        if self.counted is not None:
+            self.counted.in_flight -= 1
+            self.counted = None
         self.client.exchange_finished(self)
 
     def abort(self) -> None:
@@ -648,3 +765,16 @@ class Exchange:
         self._drop_upstream()
         self.finished = True
         self._cancel_timer()
+        if self.counted is not None:
+            self.counted.in_flight -= 1
+            self.counted = None
+
+
+def drain_queue(state: UpstreamState, now: float) -> None:
+    """Send waiting requests to the instance while it has free slots (FIFO)."""
+    waiting = state.waiting
+    while waiting and state.active < state.limit:
+        ex = waiting.popleft()
+        ex.queued = False
+        state.active += 1
+        ex._dispatch(state, now)

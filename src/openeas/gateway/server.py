@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from openeas.gateway import errors
+from openeas.gateway.acl import client_address
 from openeas.gateway.flow import PAUSE_PIPELINE
 from openeas.gateway.proxy import Exchange
 
@@ -30,6 +31,11 @@ LINGER_MAX_S = 10.0
 
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
+
+# ClientConnection.special: what every request on the connection needs besides the usual path
+SPECIAL_DENIED = 1  # the peer is not in the listener's allow-list: 403, then close
+SPECIAL_XFF = 2  # the peer is a trusted proxy: check the client named by X-Forwarded-For
+SPECIAL_PLAIN_ON_TLS = 4  # plain HTTP on a TLS port: 308 to https (ssl_redirect) or 400
 
 
 class _StopParsing(Exception):
@@ -59,13 +65,15 @@ class ClientConnection(asyncio.Protocol):
         "peer",
         "queue",
         "reading",
+        "special",
         "transport",
         "write_paused",
     )
 
-    def __init__(self, gw: Gateway, listener: str) -> None:
+    def __init__(self, gw: Gateway, listener: str, plain_on_tls: bool = False) -> None:
         self.gw = gw
         self.listener = listener
+        self.special = SPECIAL_PLAIN_ON_TLS if plain_on_tls else 0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"-"
@@ -95,6 +103,40 @@ class ClientConnection(asyncio.Protocol):
         if self.gw.stopping:
             self.closing = True
             transport.close()
+            return
+        if not self.gw.access[self.listener].open:
+            self.check_access()
+
+    def check_access(self) -> None:
+        """Check the peer against the listener's allow-list (at accept, and when the list changes)."""
+        access = self.gw.access[self.listener]
+        self.special &= ~(SPECIAL_DENIED | SPECIAL_XFF)
+        if access.open:
+            return
+        peer = self.peer.decode("latin-1")
+        if access.trusted and access.trusted.allows(peer):
+            self.special |= SPECIAL_XFF
+        elif not access.acl.allows(peer):
+            self.special |= SPECIAL_DENIED  # answered 403 at its first request, then closed
+
+    def _special_request(self, ex: Exchange) -> None:
+        """Mark `ex` to be answered by the gateway when the connection's peer must not pass."""
+        special = self.special
+        if special & SPECIAL_PLAIN_ON_TLS:
+            if self.gw.settings.ssl_redirect:
+                ex.forced = (308, errors.MSG_REDIRECT, True)
+            else:
+                ex.forced = (400, errors.MSG_HTTPS_ONLY, True)
+            return
+        access = self.gw.access[self.listener]
+        peer = self.peer.decode("latin-1")
+        if special & SPECIAL_DENIED:
+            ex.forced = (403, errors.msg_acl_denied(peer, self.gw.settings.name, self.listener), True)
+        elif special & SPECIAL_XFF:
+            address = client_address(peer, ex.xff, access.trusted)
+            if not access.acl.allows(address):
+                # a trusted proxy carries other callers too: its connection stays open
+                ex.forced = (403, errors.msg_acl_denied(address, self.gw.settings.name, self.listener), False)
 
     def data_received(self, data: bytes) -> None:
         if self.ignore_input:
@@ -177,6 +219,8 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         self.keep_alive = keep_alive = parser.should_keep_alive()
         ex.on_head(parser.get_method(), parser.get_http_version() == "1.0", keep_alive)
+        if self.special:
+            self._special_request(ex)
         self._enqueue(ex)
 
     def on_body(self, body: bytes) -> None:
@@ -243,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
         bad.headers_done = True
         bad.req_done = True
         bad.keep_alive = False
-        bad.forced = (400, message or errors.MSG_BAD_REQUEST)
+        bad.forced = (400, message or errors.MSG_BAD_REQUEST, True)
         self._enqueue(bad)
 
     # -- I/O helpers used by Exchange ------------------------------------------------------

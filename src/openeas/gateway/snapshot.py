@@ -2,17 +2,27 @@
 
 A gateway never asks the control plane anything on the request path. It holds one
 RoutingSnapshot and replaces it whole (one reference swap) when the store's change feed moves.
+The snapshot also carries the gateway's own settings (allow-lists, limits) read from its record,
+so those apply without a restart; listeners and TLS are bound at start only.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from openeas.store import GatewayRecord, Registry
+from openeas.spec import SpecError, parse_gateway_spec
+from openeas.spec.gateway import SHARED_GROUP_QPS, SHARED_SERVICE_QPS
+from openeas.spec.service import RpcSpec
+from openeas.store import GatewayRecord, NotFound, Registry
+
+log = logging.getLogger("openeas.gateway")
 
 SHARED_GATEWAY = "shared"
 SHARED_MAX_BODY_BYTES = 1024 * 1024  # EAS gateway limit: 1 MB request bodies
+DEFAULT_WORKER_THREADS: int = RpcSpec.model_fields["worker_threads"].default
+DEFAULT_MAX_QUEUE_SIZE: int = RpcSpec.model_fields["max_queue_size"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,12 @@ class ServiceRoute:
     upstreams: tuple[Upstream, ...]  # ready instances only
     timeout_s: float  # metadata.rpc.keepalive: receive + queue + compute until the response starts
     status: str  # service status, to explain an empty upstream list ("Stopped", "Waiting", ...)
+    group: str | None = None  # metadata.group: counted against the gateway's group_rate_limit
+    rate_limit: int | None = None  # gateway_policy.rate_limit.limit when enabled; None: gateway default
+    concurrency_limit: int = 0  # gateway_policy.concurrency_limit.limit when enabled; 0: none
+    instance_rate_limit: int = 0  # metadata.rpc.rate_limit: QPS per instance; 0: none
+    worker_threads: int = DEFAULT_WORKER_THREADS  # requests in flight per instance
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per instance beyond those
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,38 +55,96 @@ class Listener:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert: str  # PEM certificate chain file
+    key: str  # PEM private key file
+    domains: tuple[str, ...] = ()  # custom domains, served with the same certificate
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     name: str
     listeners: tuple[Listener, ...]
     max_body_bytes: int = SHARED_MAX_BODY_BYTES
+    # allow-lists as CIDR strings; None: anyone (the record does not restrict that access method)
+    internet_acl: tuple[str, ...] | None = None
+    intranet_acl: tuple[str, ...] | None = None
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
+    tls: TlsSettings | None = None
+    ssl_redirect: bool = False
+    rate_limit: int = 0  # QPS per service unless the service sets its own; 0: none
+    group_rate_limit: int = 0  # QPS per service group; 0: none
+
+    def restart_needed(self, other: GatewaySettings) -> bool:
+        """True when `other` differs in what is bound at start (listeners, TLS)."""
+        return (self.listeners, self.tls, self.ssl_redirect) != (
+            other.listeners,
+            other.tls,
+            other.ssl_redirect,
+        )
 
 
 @dataclass(frozen=True)
 class RoutingSnapshot:
     version: int
     services: dict[str, ServiceRoute] = field(default_factory=dict)
+    settings: GatewaySettings | None = None  # None: keep the settings the gateway has
+    settings_error: str | None = None  # why the gateway record could not be used, if it could not
 
 
 def gateway_settings(record: GatewayRecord) -> GatewaySettings:
-    spec: dict[str, Any] = record.spec
+    """The settings of a gateway record; raises SpecError naming the bad field.
+
+    Tolerant of the records the control plane and tests write: `name` comes from the record,
+    an access method whose `enable_*` flag is absent is on when it has a `listen` address, and
+    the gateway named "shared" without `rate_limit` gets the shared gateway's EAS defaults
+    (1,000 QPS per service, 10,000 per group).
+    """
+    raw: dict[str, Any] = dict(record.spec)
+    raw["name"] = record.name
+    listen = raw.get("listen") or {}
+    for kind in ("internet", "intranet"):
+        raw.setdefault(f"enable_{kind}", bool(listen.get(kind)))
+    if record.name == SHARED_GATEWAY and "rate_limit" not in raw:
+        raw["rate_limit"] = SHARED_SERVICE_QPS
+        raw.setdefault("group_rate_limit", SHARED_GROUP_QPS)
+    spec = parse_gateway_spec(raw)
     listeners = []
-    listen = spec.get("listen", {})
-    if spec.get("enable_internet", True) and listen.get("internet"):
-        host, port = _split_hostport(listen["internet"])
+    if spec.enable_internet and spec.listen.internet:
+        host, port = _split_hostport(spec.listen.internet)
         listeners.append(Listener("internet", host, port))
-    if spec.get("enable_intranet", True) and listen.get("intranet"):
-        host, port = _split_hostport(listen["intranet"])
+    if spec.enable_intranet and spec.listen.intranet:
+        host, port = _split_hostport(spec.listen.intranet)
         listeners.append(Listener("intranet", host, port))
+    tls = None
+    if spec.tls is not None:
+        tls = TlsSettings(spec.tls.cert, spec.tls.key, tuple(spec.tls.domains))
     return GatewaySettings(
         name=record.name,
         listeners=tuple(listeners),
-        max_body_bytes=int(spec.get("max_body_bytes", SHARED_MAX_BODY_BYTES)),
+        max_body_bytes=spec.max_body_bytes,
+        # absent from the record: no restriction (the spec's default for the Internet is 0.0.0.0/0)
+        internet_acl=tuple(a.entry for a in spec.internet_acl) if "internet_acl" in raw else None,
+        intranet_acl=tuple(a.entry for a in spec.intranet_acl) or None,
+        trusted_proxies=tuple(a.entry for a in spec.trusted_proxies),
+        tls=tls,
+        ssl_redirect=spec.ssl_redirect,
+        rate_limit=spec.rate_limit,
+        group_rate_limit=spec.group_rate_limit,
     )
 
 
 def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
     """Read the store once and build the routes of the services bound to `gateway`."""
     version = registry.version()
+    settings: GatewaySettings | None = None
+    settings_error: str | None = None
+    try:
+        settings = gateway_settings(registry.get_gateway(gateway))
+    except NotFound:
+        settings_error = f"the gateway record '{gateway}' is gone from the store"
+    except SpecError as exc:
+        settings_error = f"the gateway record '{gateway}' is not valid: {exc}"
     ready: dict[str, list[Upstream]] = {}
     for inst in registry.list_instances():
         if inst.state == "ready":
@@ -79,15 +153,53 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
     for svc in registry.list_services():
         if svc.gateway != gateway:
             continue
-        keepalive_ms = svc.spec.get("metadata", {}).get("rpc", {}).get("keepalive", 5000)
-        services[svc.name] = ServiceRoute(
-            name=svc.name,
-            token=svc.token.encode(),
-            upstreams=tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
-            timeout_s=keepalive_ms / 1000.0,
-            status=svc.status,
+        services[svc.name] = service_route(
+            svc.name,
+            svc.token,
+            svc.spec,
+            tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
+            svc.status,
         )
-    return RoutingSnapshot(version=version, services=services)
+    return RoutingSnapshot(version, services, settings, settings_error)
+
+
+def service_route(
+    name: str, token: str, spec: dict[str, Any], upstreams: tuple[Upstream, ...], status: str
+) -> ServiceRoute:
+    """The route of one service from its stored spec (missing fields take the EAS defaults)."""
+    metadata = _obj(spec.get("metadata"))
+    rpc = _obj(metadata.get("rpc"))
+    policy = _obj(_obj(spec.get("networking")).get("gateway_policy"))
+    return ServiceRoute(
+        name=name,
+        token=token.encode(),
+        upstreams=upstreams,
+        timeout_s=_int(rpc.get("keepalive"), 5000, 1) / 1000.0,
+        status=status,
+        group=metadata.get("group") or None,
+        rate_limit=_policy_limit(policy.get("rate_limit")),
+        concurrency_limit=_policy_limit(policy.get("concurrency_limit")) or 0,
+        instance_rate_limit=_int(rpc.get("rate_limit"), 0, 0),
+        worker_threads=_int(rpc.get("worker_threads"), DEFAULT_WORKER_THREADS, 1),
+        max_queue_size=_int(rpc.get("max_queue_size"), DEFAULT_MAX_QUEUE_SIZE, 0),
+    )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any, default: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return max(int(value), minimum)
+
+
+def _policy_limit(policy: Any) -> int | None:
+    """`{"enable": true, "limit": N}` -> N; disabled or absent -> None."""
+    if not isinstance(policy, dict) or not policy.get("enable"):
+        return None
+    return _int(policy.get("limit"), 1000, 1)
 
 
 def _split_hostport(text: str) -> tuple[str, int]:

@@ -1,0 +1,108 @@
+"""Rate and concurrency limits (no I/O): token buckets and in-flight counters.
+
+A `TokenBucket` admits `rate` requests per second with a burst of `rate` (at least 1): it starts
+full and refills continuously, so from full, exactly `rate` requests pass at once and then one
+every 1/rate s. It is updated on demand with the loop's clock (no timer, no task): O(1) per
+request. A `ServiceLimits` groups what one service is held to at the gateway; it outlives routing
+snapshots (kept by service name), so a snapshot swap does not refill buckets or forget requests in
+flight.
+
+The counters live in one gateway process: with `--workers N` each worker enforces every limit on
+its own (see docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class TokenBucket:
+    __slots__ = ("rate", "stamp", "tokens")
+
+    def __init__(self, rate: int) -> None:
+        self.rate = float(max(rate, 1))
+        self.tokens = self.rate
+        self.stamp = -math.inf  # first use: full
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one (refilling first for the time elapsed)."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.rate:
+            tokens = self.rate
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next token (at least 1), for a `Retry-After` header."""
+        return max(1, math.ceil((1.0 - self.tokens) / self.rate))
+
+    def set_rate(self, rate: int) -> None:
+        self.rate = float(max(rate, 1))
+        if self.tokens > self.rate:
+            self.tokens = self.rate
+
+
+class ServiceLimits:
+    """The gateway-side limits of one service, and its requests in flight.
+
+    `bucket`: QPS of the service (its gateway_policy.rate_limit, else the gateway's default);
+    `group`: the bucket of its group (shared by the group's services); `concurrency`: at most this
+    many requests of the service at once (gateway_policy.concurrency_limit), counted from the
+    checks until the response is complete. None / 0 means no such limit.
+    """
+
+    __slots__ = ("bucket", "concurrency", "group", "group_name", "in_flight", "qps")
+
+    def __init__(self) -> None:
+        self.qps = 0
+        self.bucket: TokenBucket | None = None
+        self.group_name: str | None = None
+        self.group: TokenBucket | None = None
+        self.concurrency = 0
+        self.in_flight = 0
+
+    def configure(
+        self, qps: int, group_name: str | None, group: TokenBucket | None, concurrency: int
+    ) -> None:
+        if qps <= 0:
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = TokenBucket(qps)
+        else:
+            self.bucket.set_rate(qps)
+        self.qps = qps
+        self.group_name = group_name
+        self.group = group
+        self.concurrency = concurrency
+
+    @property
+    def active(self) -> bool:
+        """Whether any check applies (else the hot path skips this object entirely)."""
+        return self.bucket is not None or self.group is not None or self.concurrency > 0
+
+
+class GroupBuckets:
+    """Token buckets by group name, kept across routing snapshots."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def get(self, name: str | None, qps: int) -> TokenBucket | None:
+        if not name or qps <= 0:
+            return None
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = TokenBucket(qps)
+        else:
+            bucket.set_rate(qps)
+        return bucket
+
+    def keep_only(self, names: set[str]) -> None:
+        for name in [n for n in self.buckets if n not in names]:
+            del self.buckets[name]
