@@ -146,7 +146,7 @@ def start_cluster(procs: ProcessSet, work: Path, timeout: float = 90.0) -> Clust
     raise BenchError(f"openeas server did not become ready in {timeout}s:\n{log_path.read_text()[-4000:]}")
 
 
-def add_routes(store_url: str, count: int, prefix: str) -> float:
+def add_routes(store_url: str, count: int, prefix: str, gateway: str = "shared") -> float:
     """Write `count` service rows (with tokens, no instances) straight into the registry, in one
     transaction that bumps the change feed once, so the gateway's snapshot grows to count+N
     routes. `metadata.instance` is 0, so the reconciler has nothing to start. Returns seconds."""
@@ -166,9 +166,9 @@ def add_routes(store_url: str, count: int, prefix: str) -> float:
                 "name": name,
                 "spec": json.dumps(spec),
                 "token": secrets.token_urlsafe(30),
-                "gateway": "shared",
+                "gateway": gateway,
                 "desired": "running",
-                "status": "Waiting",
+                "status": "Running",  # what the reconciler settles on for 0 instances
                 "message": "",
                 "revision": 1,
                 "created_at": now,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -44,6 +46,15 @@ SSE_SERVICE = "bench_sse"
 ROUTE_PREFIX = "bench_r"
 BODY_SIZES = {"POST 6KB": 6 * 1024, "POST 900KB": 900 * 1024}
 MAX_BODY = 1024 * 1024
+# The shared gateway applies EAS's default of 1,000 QPS per service, which would cap every figure;
+# the bench's services raise it (the limiter stays on the request path).
+NETWORKING = {"gateway_policy": {"rate_limit": {"enable": True, "limit": 100_000_000}}}
+# EAS admits `worker_threads` requests per instance (default 5) and queues `max_queue_size` more;
+# a held SSE stream occupies one for its whole life. The bench raises it to the spec's maximum so
+# the proxy, not the admission limit, is measured (64 connections; 1,000 streams per SSE instance).
+WORKER_THREADS = 1024
+STREAMS_PER_SSE_INSTANCE = 1000
+RPC = {"keepalive": 30000, "worker_threads": WORKER_THREADS}
 
 
 @dataclass
@@ -273,43 +284,100 @@ def wait_status(url: str, want_404: bool, timeout: float) -> float | None:
 
 
 def measure_routing(ctx: Context, rounds: int, duration: float, count: int) -> dict[str, Any]:
-    gw_url = ctx.urls["gateway"]["get"]
-    probe = f"http://127.0.0.1:{ctx.cluster.gateway_port}/api/predict/{ROUTE_PREFIX}{count - 1:05d}/get"
-    server_pids = [ctx.cluster.pid]
+    """The same GET/64 cell with the bench's own routes, then with `count` more, then without.
 
-    def phase(label: str) -> dict[str, Any]:
+    Twice: "system", the shared gateway under `openeas server` (whose control plane then also
+    works through the extra services on the same two cores), and "gateway alone", a gateway the
+    bench starts from a private registry that nothing else reads, which isolates the gateway's
+    routing table from the control plane's CPU."""
+    out: dict[str, Any] = {"extra_routes": count}
+    server_pids = [ctx.cluster.pid]
+    system = _routing_pass(
+        ctx,
+        "system",
+        ctx.urls["gateway"]["get"],
+        ctx.cluster.store_url,
+        "shared",
+        ctx.cluster.gateway_port,
+        lambda: ctx.cluster.gateway_pids(),
+        server_pids,
+        rounds,
+        duration,
+        count,
+    )
+    out["system"] = system
+    alone = start_private_gateway(ctx, "routes", 1)
+    try:
+        if alone.error:
+            out["alone"] = {"error": alone.error}
+        else:
+            out["alone"] = _routing_pass(
+                ctx,
+                "gateway alone",
+                alone.url,
+                alone.store_url,
+                alone.name,
+                alone.port,
+                lambda: [alone.proc.pid],
+                [],
+                rounds,
+                duration,
+                count,
+            )
+    finally:
+        stop_process(alone.proc)
+    return out
+
+
+def _routing_pass(
+    ctx: Context,
+    label: str,
+    url: str,
+    store_url: str,
+    gateway_name: str,
+    port: int,
+    gw_pids: Callable[[], list[int]],
+    control_pids: list[int],
+    rounds: int,
+    duration: float,
+    count: int,
+) -> dict[str, Any]:
+    probe = f"http://127.0.0.1:{port}/api/predict/{ROUTE_PREFIX}{count - 1:05d}/get"
+    ctx.cpu_pids[f"routing {label}"] = gw_pids()
+
+    def phase(what: str) -> dict[str, Any]:
         runs = []
-        s0 = cpu_seconds(server_pids)
+        s0 = cpu_seconds(control_pids)
         for r in range(rounds):
-            res = run_cell_quiet(ctx, Cell("gateway", "GET", 64, gw_url, "GET", None, ctx.token), duration)
+            res = run_cell_quiet(
+                ctx, Cell(f"routing {label}", "GET", 64, url, "GET", None, ctx.token), duration
+            )
             res["round"] = r
             runs.append(res)
-            log(f"routing {label}: {fmt_cell(res)}")
+            log(f"routing, {label}, {what}: {fmt_cell(res)}")
         return {
             "rps": statistics.median(x["rps"] for x in runs),
             "rps_all": [x["rps"] for x in runs],
             "p99_us": statistics.median(x["latency_us"]["p99"] for x in runs),
             "errors": sum(x["error_count"] for x in runs),
-            "gateway_rss_kib": rss_kib(ctx.cluster.gateway_pid()),
-            "control_cpu_s": cpu_seconds(server_pids) - s0,
+            "gateway_cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in runs),
+            "gateway_rss_kib": sum(rss_kib(p) for p in gw_pids()),
+            "control_cpu_s": cpu_seconds(control_pids) - s0 if control_pids else 0.0,
+            "foreign_cpu_pct_max": max(x["foreign_cpu_pct"] for x in runs),
         }
 
-    base_routes = len(ctx.cluster.api_get("/api/v2/services") or []) if _list_ok(ctx) else None
+    run_wrk(Cell("gateway", "GET", 64, url, "GET", None, ctx.token), 1)  # warm-up
     before = phase("before")
-    insert_s = add_routes(ctx.cluster.store_url, count, ROUTE_PREFIX)
+    insert_s = add_routes(store_url, count, ROUTE_PREFIX, gateway_name)
     seen = wait_status(probe, want_404=False, timeout=60)
-    if seen is None:
-        time.sleep(3)
-    time.sleep(1.0)
-    big = phase(f"{count} extra")
-    remove_routes(ctx.cluster.store_url, ROUTE_PREFIX)
+    time.sleep(2.0 if seen is not None else 5.0)
+    big = phase(f"+{count}")
+    remove_routes(store_url, ROUTE_PREFIX)
     gone = wait_status(probe, want_404=True, timeout=60)
     time.sleep(1.0)
     after = phase("after removal")
     small = statistics.median(before["rps_all"] + after["rps_all"])
     return {
-        "extra_routes": count,
-        "base_services": base_routes,
         "insert_s": insert_s,
         "snapshot_visible_after_s": seen,
         "snapshot_shrunk_after_s": gone,
@@ -321,11 +389,37 @@ def measure_routing(ctx: Context, rounds: int, duration: float, count: int) -> d
     }
 
 
-def _list_ok(ctx: Context) -> bool:
+def measure_access_log(ctx: Context, rounds: int, duration: float) -> dict[str, Any]:
+    """What the access log costs: two private gateways, with and without --access-log, GET/64."""
+    on = start_private_gateway(ctx, "log-on", 1, access_log=True)
+    off = start_private_gateway(ctx, "log-off", 1, access_log=False)
     try:
-        return isinstance(ctx.cluster.api_get("/api/v2/services"), list)
-    except Exception:
-        return False
+        if on.error or off.error:
+            return {"error": on.error or off.error}
+        pairs = (("access log on", on), ("access log off", off))
+        rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in pairs}
+        for label, gw in pairs:
+            ctx.cpu_pids[label] = [gw.proc.pid]
+            run_wrk(Cell(label, "GET", 64, gw.url, "GET", None, ctx.token), 1)
+        for r in range(rounds):
+            for label, gw in pairs if r % 2 == 0 else pairs[::-1]:
+                res = run_cell_quiet(ctx, Cell(label, "GET", 64, gw.url, "GET", None, ctx.token), duration)
+                rows[label].append(res)
+                log(f"access log: {fmt_cell(res)}")
+        out: dict[str, Any] = {}
+        for label, runs in rows.items():
+            out[label] = {
+                "rps": statistics.median(x["rps"] for x in runs),
+                "cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in runs),
+                "user_us_per_req": statistics.median(x["proxy_user_us_per_req"] for x in runs),
+                "errors": sum(x["error_count"] for x in runs),
+            }
+        a, b = out["access log on"], out["access log off"]
+        out["rps_ratio_on_off"] = a["rps"] / b["rps"] if b["rps"] else float("nan")
+        return out
+    finally:
+        stop_process(on.proc)
+        stop_process(off.proc)
 
 
 def gateway_help() -> str:
@@ -350,17 +444,25 @@ def measure_workers(ctx: Context, rounds: int, duration: float) -> dict[str, Any
     return out
 
 
-def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> dict[str, Any]:
-    """nginx with `workers` workers and a gateway started with `--workers`, on the same upstream.
+@dataclass
+class PrivateGateway:
+    proc: subprocess.Popen[bytes]
+    name: str
+    port: int
+    store_url: str
+    url: str
+    error: str = ""
 
-    The gateway runs from a private registry (in the bench's temp dir) that holds one gateway
-    record and the bench service with its one ready instance (the openeas-deployed nginx), so the
-    server's control plane neither sees nor manages this extra gateway."""
+
+def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool = True) -> PrivateGateway:
+    """A gateway started by the bench (`python -m openeas.gateway --workers N`) from a private
+    registry in the temp dir holding one gateway record and the bench service with its one ready
+    instance (the openeas-deployed nginx): the server's control plane neither sees nor manages it."""
     from openeas.store import InstanceRecord, Registry, sqlite_url
 
-    name = f"bench_w{workers}"
-    gw_port, vpc_port, np_port = free_port(), free_port(), free_port()
-    reg_dir = ctx.work / f"registry-w{workers}"
+    name = f"bench_{tag}"
+    gw_port, vpc_port = free_port(), free_port()
+    reg_dir = ctx.work / f"registry-{tag}"
     reg_dir.mkdir(exist_ok=True)
     store_url = sqlite_url(reg_dir)
     registry = Registry(store_url)
@@ -375,8 +477,12 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
                 "max_body_bytes": MAX_BODY,
             },
         )
-        spec = {"metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}}}
+        spec = {
+            "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": RPC},
+            "networking": NETWORKING,
+        }
         registry.create_service(UPSTREAM_SERVICE, spec, ctx.token, name)
+        registry.update_service(UPSTREAM_SERVICE, status="Running")
         now = time.time()
         registry.put_instance(
             InstanceRecord(
@@ -395,6 +501,42 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
         )
     finally:
         registry.close()
+    argv = [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name]
+    if access_log:  # as the server runs its gateway
+        argv += ["--access-log", str(ctx.work / f"gateway-{tag}-access.log")]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    proc = ctx.procs.spawn(f"gateway-{tag}", argv, ctx.work / f"gateway-{tag}.log", env=ctx.cluster.env)
+    url = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
+    gw = PrivateGateway(proc, name, gw_port, store_url, url)
+    if not wait_port(gw_port, 60, proc):
+        gw.error = (
+            f"the gateway ({tag}) did not start: {(ctx.work / f'gateway-{tag}.log').read_text()[-1000:]}"
+        )
+        return gw
+    time.sleep(0.5)  # let every worker come up
+    status = call(url, auth=ctx.token).status
+    if status != 200:
+        gw.error = f"the gateway ({tag}) answered {status}"
+    return gw
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> dict[str, Any]:
+    """nginx with `workers` workers and a private gateway with `--workers`, on the same upstream."""
+    np_port = free_port()
     conf = ctx.work / "nginx" / f"proxy-w{workers}.conf"
     conf.write_text(
         nginx.proxy_config(ctx.work / "nginx", np_port, ctx.upstream_port, UPSTREAM_SERVICE, workers)
@@ -404,34 +546,16 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
         nginx.proxy_argv(ctx.work / "nginx", conf),
         ctx.work / f"nginx-w{workers}.log",
     )
-    gw = ctx.procs.spawn(
-        f"gateway-w{workers}",
-        [
-            sys.executable,
-            "-m",
-            "openeas.gateway",
-            "--store-url",
-            store_url,
-            "--name",
-            name,
-            "--workers",
-            str(workers),
-        ],
-        ctx.work / f"gateway-w{workers}.log",
-        env=ctx.cluster.env,
-    )
+    gw = start_private_gateway(ctx, f"w{workers}", workers)
     try:
-        if not (wait_port(np_port, 20, proxy) and wait_port(gw_port, 60, gw)):
-            return {"error": f"gateway or nginx with {workers} workers did not start"}
-        gurl = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
+        if gw.error:
+            return {"error": gw.error}
+        if not wait_port(np_port, 20, proxy):
+            return {"error": f"nginx with {workers} workers did not start"}
         nurl = f"http://127.0.0.1:{np_port}/api/predict/{UPSTREAM_SERVICE}/get"
-        time.sleep(0.5)  # let every worker come up
         ctx.cpu_pids["nginx+w"] = [proxy.pid, *descendants(proxy.pid)]
-        ctx.cpu_pids["gateway+w"] = [gw.pid, *descendants(gw.pid)]
-        status = call(gurl, auth=ctx.token).status
-        if status != 200:
-            return {"error": f"gateway with {workers} workers answered {status}"}
-        pairs = (("nginx", nurl), ("gateway", gurl))
+        ctx.cpu_pids["gateway+w"] = [gw.proc.pid, *descendants(gw.proc.pid)]
+        pairs = (("nginx", nurl), ("gateway", gw.url))
         for path, url in pairs:
             run_wrk(Cell(path, "GET", 64, url, "GET", None, ctx.token), 2)
         rows: dict[str, list[dict[str, Any]]] = {"nginx": [], "gateway": []}
@@ -448,18 +572,13 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
             "ratio": g / n if n else 0.0,
             "nginx_cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in rows["nginx"]),
             "gateway_cpu_us_per_req": statistics.median(x["proxy_cpu_us_per_req"] for x in rows["gateway"]),
-            "gateway_processes": 1 + len(descendants(gw.pid)),
+            "gateway_processes": 1 + len(descendants(gw.proc.pid)),
             "errors": sum(x["error_count"] for v in rows.values() for x in v),
+            "foreign_cpu_pct_max": max(x["foreign_cpu_pct"] for v in rows.values() for x in v),
         }
     finally:
-        for proc in (gw, proxy):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+        stop_process(gw.proc)
+        stop_process(proxy)
 
 
 def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]:
@@ -505,16 +624,18 @@ def _nofile(pid: int) -> str:
     return "unknown"
 
 
-def setup(work: Path, out: Path, procs: ProcessSet) -> Context:
+def setup(work: Path, out: Path, procs: ProcessSet, sse_streams: int) -> Context:
     log(f"starting openeas server in {work}")
     cluster = start_cluster(procs, work)
     ndir = work / "nginx"
     tmpl = nginx.prepare_upstream(ndir)
     os.chmod(work, 0o755)
+    sse_instances = max(1, -(-sse_streams // STREAMS_PER_SSE_INSTANCE))
     specs = work / "specs"
     specs.mkdir()
     up_spec = {
-        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}},
+        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": RPC},
+        "networking": NETWORKING,
         "containers": [
             {
                 "command": nginx.upstream_command(ndir, tmpl),
@@ -524,7 +645,8 @@ def setup(work: Path, out: Path, procs: ProcessSet) -> Context:
         ],
     }
     sse_spec = {
-        "metadata": {"name": SSE_SERVICE, "instance": 1, "rpc": {"keepalive": 30000}},
+        "metadata": {"name": SSE_SERVICE, "instance": sse_instances, "rpc": RPC},
+        "networking": NETWORKING,
         "containers": [
             {
                 "command": f"{sys.executable} {BENCH / 'sse_upstream.py'} --port $PORT",
@@ -587,7 +709,7 @@ def run_all(
 ) -> None:
     results["quiet_before"] = wait_quiet(args.wait_quiet)
     log(f"machine {results['quiet_before']['idle_pct']:.0f}% idle before the run")
-    ctx = setup(work, out, procs)
+    ctx = setup(work, out, procs, args.sse_streams)
     gw_pid = ctx.cluster.gateway_pid()
     results["setup"] = {
         "upstream_port": ctx.upstream_port,
@@ -631,6 +753,11 @@ def run_all(
         log("profiling the gateway under GET c64 with py-spy")
         results["profile"] = measure_profile(ctx, args.duration)
     _save(out, results)
+
+    if not args.skip_profile:
+        log("access log on vs off (private gateways)")
+        results["access_log"] = measure_access_log(ctx, args.rounds, args.duration)
+        _save(out, results)
 
     log(f"routing table: +{args.routes} services")
     results["routing"] = measure_routing(ctx, args.rounds, args.duration, args.routes)
