@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytest
 
+from openeas.gateway import Gateway
 from openeas.gateway.acl import Acl, client_address, parse_address
 from openeas.gateway.limits import GroupBuckets, TokenBucket
-from openeas.gateway.snapshot import Listener, gateway_settings, service_route
+from openeas.gateway.snapshot import Listener, RoutingSnapshot, gateway_settings, service_route
 from openeas.spec import SpecError, shared_gateway_spec
 from openeas.store import GatewayRecord
 
@@ -71,6 +73,29 @@ def test_invalid_record_names_the_field() -> None:
     assert "internet_acl" in str(exc.value)
     with pytest.raises(SpecError):
         gateway_settings(_record("gw3", {"listen": {}}))  # nobody served
+
+
+def test_record_name_outside_the_spec_rules_is_tolerated() -> None:
+    settings = gateway_settings(_record("Old_GW", {"listen": {"intranet": "127.0.0.1:0"}}))
+    assert settings.name == "Old_GW" and settings.listeners == (Listener("intranet", "127.0.0.1", 0),)
+
+
+def test_listener_changes_need_a_restart_limits_do_not(caplog: pytest.LogCaptureFixture) -> None:
+    spec: dict[str, Any] = {"listen": {"internet": "127.0.0.1:0"}, "rate_limit": 5}
+    settings = gateway_settings(_record("gw4", spec))
+    gw = Gateway(settings, RoutingSnapshot(1, {}, settings))
+    changed = gateway_settings(
+        _record("gw4", {**spec, "listen": {"internet": "127.0.0.1:9"}, "rate_limit": 7, "internet_acl": []})
+    )
+    with caplog.at_level(logging.WARNING, logger="openeas.gateway"):
+        gw.set_snapshot(RoutingSnapshot(2, {}, changed))
+        gw.set_snapshot(RoutingSnapshot(3, {}, changed))
+    warnings = [r.getMessage() for r in caplog.records if "restart the gateway" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per change, not once per snapshot
+    assert gw.settings.listeners == settings.listeners  # still what was bound
+    assert gw.settings.rate_limit == 7 and not gw.access["internet"].open  # applied now
+    gw.set_snapshot(RoutingSnapshot(4, {}, None, "the gateway record 'gw4' is gone from the store"))
+    assert gw.settings.rate_limit == 7  # a missing record keeps what is in use
 
 
 def test_service_route_reads_limits_with_eas_defaults() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openeas.spec import SpecError, parse_gateway_spec
-from openeas.spec.gateway import SHARED_GROUP_QPS, SHARED_SERVICE_QPS
+from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
 from openeas.spec.service import RpcSpec
 from openeas.store import GatewayRecord, NotFound, Registry
 
@@ -101,7 +101,8 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
     (1,000 QPS per service, 10,000 per group).
     """
     raw: dict[str, Any] = dict(record.spec)
-    raw["name"] = record.name
+    # the name is the record's; one the spec rules would refuse (an older record) is not an error here
+    raw["name"] = record.name if GATEWAY_NAME_RE.match(record.name) else "gateway"
     listen = raw.get("listen") or {}
     for kind in ("internet", "intranet"):
         raw.setdefault(f"enable_{kind}", bool(listen.get(kind)))
