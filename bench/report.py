@@ -609,16 +609,20 @@ def plot(results: dict[str, Any], png_path: Path) -> None:
     except ImportError:
         return
     colors = {"direct": "#7f8c8d", "nginx": "#27ae60", "gateway": "#2980b9"}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 9))
+    axes = list(grid.flat)
     width = 0.26
-    for ax, conns, metric, title, ylabel in (
-        (axes[0], 64, "rps", "Throughput, 64 connections", "req/s"),
-        (axes[1], 1, "p50_us", "Latency p50, 1 connection", "µs"),
-        (axes[2], 1, "p99_us", "Latency p99, 1 connection", "µs"),
-    ):
-        for i, path in enumerate(PATHS):
+    panels = (
+        (axes[0], 64, "rps", "Throughput, 64 connections", "req/s", PATHS),
+        (axes[1], 64, "proxy_cpu_us_per_req", "Proxy CPU per request, 64 connections", "µs", PATHS[1:]),
+        (axes[2], 1, "p50_us", "Latency p50, 1 connection", "µs", PATHS),
+        (axes[3], 1, "p99_us", "Latency p99, 1 connection", "µs", PATHS),
+    )
+    for ax, conns, metric, title, ylabel, paths in panels:
+        for i, path in enumerate(paths):
             vals = [(_cell(results, path, c, conns) or {}).get(metric, 0.0) for c in CASES]
-            xs = [j + (i - 1) * width for j in range(len(CASES))]
+            offset = (i - (len(paths) - 1) / 2) * width
+            xs = [j + offset for j in range(len(CASES))]
             bars = ax.bar(xs, vals, width, label=path, color=colors[path])
             ax.bar_label(bars, labels=[f"{v:,.0f}" for v in vals], fontsize=7, padding=2)
         ax.set_xticks(range(len(CASES)), list(CASES))
