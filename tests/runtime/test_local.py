@@ -115,7 +115,7 @@ def test_exit_is_detected_at_once_and_logged(tmp_path: Path) -> None:
         started = time.monotonic()
         code = await asyncio.wait_for(runtime.wait(handle), 5)
         assert code == 7
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 3
         assert runtime.exit_code(handle) == 7
         lines = runtime.read_log("crash", "crash-1-0", 10)
         assert "boom" in lines and lines[-1].endswith("exited: exit code 7")
