@@ -10,10 +10,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-APT_PACKAGES = {"nginx": "nginx", "wrk": "wrk"}
-PIP_PACKAGES = {"matplotlib": "matplotlib", "py-spy": "py-spy"}
+APT_PACKAGES = MappingProxyType({"nginx": "nginx", "wrk": "wrk"})  # tool -> Debian package
+PIP_PACKAGES = MappingProxyType({"matplotlib": "matplotlib", "py-spy": "py-spy"})
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 from bench import deps, nginx, report, sse_client
@@ -44,17 +44,24 @@ CONNS = (1, 64)
 UPSTREAM_SERVICE = "bench_nginx"
 SSE_SERVICE = "bench_sse"
 ROUTE_PREFIX = "bench_r"
-BODY_SIZES = {"POST 6KB": 6 * 1024, "POST 900KB": 900 * 1024}
+BODY_SIZES = MappingProxyType({"POST 6KB": 6 * 1024, "POST 900KB": 900 * 1024})
 MAX_BODY = 1024 * 1024
 # The shared gateway applies EAS's default of 1,000 QPS per service, which would cap every figure;
 # the bench's services raise it (the limiter stays on the request path).
-NETWORKING = {"gateway_policy": {"rate_limit": {"enable": True, "limit": 100_000_000}}}
+RATE_LIMIT_QPS = 100_000_000
 # EAS admits `worker_threads` requests per instance (default 5) and queues `max_queue_size` more;
 # a held SSE stream occupies one for its whole life. The bench raises it to the spec's maximum so
 # the proxy, not the admission limit, is measured (64 connections; 1,000 streams per SSE instance).
 WORKER_THREADS = 1024
 STREAMS_PER_SSE_INSTANCE = 1000
-RPC = {"keepalive": 30000, "worker_threads": WORKER_THREADS}
+
+
+def service_fields() -> dict[str, Any]:
+    """The `rpc` and `networking` parts of the bench's service specs (a fresh dict each call)."""
+    return {
+        "rpc": {"keepalive": 30000, "worker_threads": WORKER_THREADS},
+        "networking": {"gateway_policy": {"rate_limit": {"enable": True, "limit": RATE_LIMIT_QPS}}},
+    }
 
 
 @dataclass
@@ -478,8 +485,8 @@ def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool
             },
         )
         spec = {
-            "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": RPC},
-            "networking": NETWORKING,
+            "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": service_fields()["rpc"]},
+            "networking": service_fields()["networking"],
         }
         registry.create_service(UPSTREAM_SERVICE, spec, ctx.token, name)
         registry.update_service(UPSTREAM_SERVICE, status="Running")
@@ -634,8 +641,8 @@ def setup(work: Path, out: Path, procs: ProcessSet, sse_streams: int) -> Context
     specs = work / "specs"
     specs.mkdir()
     up_spec = {
-        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": RPC},
-        "networking": NETWORKING,
+        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": service_fields()["rpc"]},
+        "networking": service_fields()["networking"],
         "containers": [
             {
                 "command": nginx.upstream_command(ndir, tmpl),
@@ -645,8 +652,8 @@ def setup(work: Path, out: Path, procs: ProcessSet, sse_streams: int) -> Context
         ],
     }
     sse_spec = {
-        "metadata": {"name": SSE_SERVICE, "instance": sse_instances, "rpc": RPC},
-        "networking": NETWORKING,
+        "metadata": {"name": SSE_SERVICE, "instance": sse_instances, "rpc": service_fields()["rpc"]},
+        "networking": service_fields()["networking"],
         "containers": [
             {
                 "command": f"{sys.executable} {BENCH / 'sse_upstream.py'} --port $PORT",
@@ -723,7 +730,7 @@ def run_all(
         "urls": ctx.urls,
         "response_bytes": len(nginx.RESPONSE_JSON),
         "proxy_request_buffering": "off",
-        "body_sizes": BODY_SIZES,
+        "body_sizes": dict(BODY_SIZES),
     }
     expected = nginx.RESPONSE_JSON.encode()
     bodies = {name: ctx.body_files[name].read_bytes() for name in BODY_SIZES}

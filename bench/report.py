@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-RATIO_HEAD = [
+RATIO_HEAD = (
     "case",
     "conns",
     "direct req/s",
@@ -69,10 +70,10 @@ RATIO_HEAD = [
     "gateway added p50/p99 µs",
     "proxy CPU µs/req nginx/gw",
     "errors",
-]
+)
 
 
-def text_table(head: list[str], rows: list[list[str]]) -> str:
+def text_table(head: Sequence[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))
     out = [line, "-" * len(line)]
@@ -80,7 +81,7 @@ def text_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def md_table(head: list[str], rows: list[list[str]]) -> str:
+def md_table(head: Sequence[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
@@ -189,7 +190,7 @@ def full_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-FULL_HEAD = [
+FULL_HEAD = (
     "path",
     "case",
     "conns",
@@ -201,7 +202,7 @@ FULL_HEAD = [
     "errors",
     "runs",
     "other CPU % (max)",
-]
+)
 
 
 def render(results: dict[str, Any], md_path: Path | None, png_path: Path | None) -> str:
