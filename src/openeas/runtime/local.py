@@ -52,7 +52,9 @@ def instance_command(spec: ServiceSpec) -> str:
     if spec.processor:
         from openeas.processors import processor_command
 
-        return processor_command(spec.processor, spec.model_path or "")
+        return processor_command(
+            spec.processor, spec.model_path or "", spec.metadata.rpc.model_dump(), spec.model_config_
+        )
     return spec.containers[0].entry
 
 
