@@ -84,6 +84,23 @@ def test_unknown_gateway_and_bad_store_exit_2(store: tuple[Registry, str, Path],
     assert result.returncode == 2 and "store" in result.stderr
 
 
+def test_bad_record_or_certificate_exit_2(store: tuple[Registry, str, Path], tmp_path: Path) -> None:
+    registry, url, _ = store
+    registry.put_gateway(
+        "badacl", {"listen": {"internet": "127.0.0.1:0"}, "internet_acl": [{"entry": "1.2.3"}]}
+    )
+    result = _run(["--store-url", url, "--name", "badacl"])
+    assert result.returncode == 2 and "internet_acl" in result.stderr and "CIDR" in result.stderr, result
+    missing = tmp_path / "missing.pem"
+    registry.put_gateway(
+        "badtls", {"listen": {"internet": "127.0.0.1:0"}, "tls": {"cert": str(missing), "key": str(missing)}}
+    )
+    for extra in ([], ["--workers", "2"]):
+        result = _run(["--store-url", url, "--name", "badtls", *extra])
+        assert result.returncode == 2 and "TLS certificate" in result.stderr and str(missing) in result.stderr
+        assert "ready" not in result.stdout
+
+
 def test_sigterm_lets_requests_in_flight_finish(store: tuple[Registry, str, Path]) -> None:
     _, url, work = store
     gw = start_gateway(url, "shared", work)

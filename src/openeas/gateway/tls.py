@@ -109,6 +109,9 @@ class TlsListener:
                 )
             else:
                 await self.loop.connect_accepted_socket(lambda: self.factory(True), conn)
+        except asyncio.CancelledError:  # the gateway is stopping
+            conn.close()
+            raise
         except Exception as exc:  # a failed handshake concerns that client only
             log.debug("TLS handshake failed: %r", exc)
             conn.close()
