@@ -45,6 +45,11 @@ RESTART_FREE_FIELDS: tuple[tuple[str, ...], ...] = (
     ("labels",),
     ("token",),
 )
+# Enforced by the gateway for container services, but passed as flags to built-in processors.
+GATEWAY_ONLY_FOR_CONTAINERS: tuple[tuple[str, ...], ...] = (
+    ("metadata", "rpc", "worker_threads"),
+    ("metadata", "rpc", "max_queue_size"),
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class ReconcilerSettings:
 def runtime_fingerprint(spec: dict[str, Any]) -> str:
     """What the instances' processes depend on: the spec minus RESTART_FREE_FIELDS."""
     data = copy.deepcopy(spec)
-    for path in RESTART_FREE_FIELDS:
+    free = RESTART_FREE_FIELDS if spec.get("processor") else RESTART_FREE_FIELDS + GATEWAY_ONLY_FOR_CONTAINERS
+    for path in free:
         node: Any = data
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
