@@ -185,6 +185,55 @@ class ApiClient:
         out: dict[str, Any] = self.request("GET", self.service_path(name, what), params=params)
         return out
 
+    # -- gateways --------------------------------------------------------------------------
+    def gateway_path(self, name: str) -> str:
+        return f"/api/v2/gateways/{self.region}/{name}"
+
+    def gateway_create(self, spec: Any) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("POST", "/api/v2/gateways", spec)
+        return out
+
+    def gateway_list(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", "/api/v2/gateways")["gateways"]
+        return out
+
+    def gateway_describe(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("GET", self.gateway_path(name))
+        return out
+
+    def gateway_modify(
+        self, name: str, patch: dict[str, Any] | None, assignments: list[str]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if patch is not None:
+            body["spec"] = patch
+        if assignments:
+            body["assignments"] = assignments
+        out: dict[str, Any] = self.request("PUT", self.gateway_path(name), body)
+        return out
+
+    def gateway_delete(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("DELETE", self.gateway_path(name))
+        return out
+
+    def wait_gateway_running(self, name: str, timeout: float, interval: float = 0.2) -> dict[str, Any]:
+        """Poll until the gateway is Running; Failed or the timeout raise CliError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.gateway_describe(name)
+            if view["status"] == "Running":
+                return view
+            if view["status"] == "Failed":
+                raise CliError(f"gateway {name} failed: {view.get('message')}", view)
+            if time.monotonic() >= deadline:
+                detail = f": {view['message']}" if view.get("message") else ""
+                raise CliError(
+                    f"timed out after {timeout:g} s waiting for gateway {name} to be Running "
+                    f"(status {view['status']}{detail})",
+                    view,
+                )
+            time.sleep(interval)
+
     def wait_running(
         self,
         name: str,

@@ -14,7 +14,7 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +24,20 @@ from rich.table import Table
 
 import openeas
 from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
+from openeas.cli.gateways import gateway_app
+from openeas.cli.output import (
+    DataDir,
+    JsonOut,
+    Timeout,
+    Wait,
+    client_for,
+    emit_json,
+    fail,
+    pairs,
+    print_table,
+    read_json_file,
+    user_errors,
+)
 from openeas.config import (
     DEFAULT_API_PORT,
     DEFAULT_GATEWAY_PORT,
@@ -43,53 +57,19 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+app.add_typer(gateway_app, name="gateway")
+
 DEMO_SERVICE = "demo_chat"
 DEMO_BODY = '{"model":"demo","messages":[{"role":"user","content":"hello!"}]}'
 LLM_DEMO_BODY = '{"model":"smollm2","messages":[{"role":"user","content":"What is the capital of France?"}]}'
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="the server's data dir (default: $OPENEAS_DATA_DIR or ~/.openeas)",
-        show_default=False,
-    ),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-Wait = Annotated[bool, typer.Option("--wait", help="wait until the service is Running (exit 1 if it fails)")]
-Timeout = Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")]
 
-
-# -- output ----------------------------------------------------------------------------------
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def fail(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
-
-
-@contextlib.contextmanager
-def user_errors(json_out: bool = False) -> Iterator[None]:
-    """Turn CliError into one message on stderr (and the server's JSON error with --json), exit 1."""
-    try:
-        yield
-    except CliError as exc:
-        if json_out:
-            payload = exc.payload if isinstance(exc.payload, dict) else {"message": str(exc)}
-            emit_json({"error": payload})
-        fail(str(exc))
-        raise typer.Exit(1) from None
-
-
-def _pairs(rows: list[tuple[str, Any]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        text = str(value if value is not None else "-")
-        indent = "\n" + " " * (width + 4)
-        print(f"  {key.ljust(width)}  {text.replace(chr(10), indent)}")
+def _endpoint_text(view: dict[str, Any], which: str) -> str:
+    url = view["endpoints"].get(which)
+    if url:
+        return str(url)
+    what = "Internet" if which == "internet" else "VPC (intranet)"
+    return f"- ({what} access is off on gateway {view.get('gateway')})"
 
 
 def show_view(view: dict[str, Any]) -> None:
@@ -97,8 +77,8 @@ def show_view(view: dict[str, Any]) -> None:
         ("Service", view["name"]),
         ("Status", view["status"]),
         ("Instances", f"{view['running_instances']}/{view['instance']} ready"),
-        ("Internet endpoint", view["endpoints"].get("internet")),
-        ("VPC endpoint", view["endpoints"].get("vpc")),
+        ("Internet endpoint", _endpoint_text(view, "internet")),
+        ("VPC endpoint", _endpoint_text(view, "vpc")),
         ("Token", view["token"]),
         ("Gateway", view["gateway"]),
         ("Revision", view["revision"]),
@@ -106,18 +86,21 @@ def show_view(view: dict[str, Any]) -> None:
     if view.get("message"):
         rows.insert(2, ("Message", view["message"]))
     rows += [("Warning", w) for w in view.get("warnings", [])]
-    _pairs(rows)
+    pairs(rows)
 
 
 def show_endpoints(data: dict[str, Any]) -> None:
-    print(f"View Endpoint Information: {data['name']}")
-    _pairs(
-        [
-            ("Internet endpoint", data["endpoints"].get("internet")),
-            ("VPC endpoint", data["endpoints"].get("vpc")),
-            ("Token", data["token"]),
-        ]
-    )
+    """The endpoints that exist on the service's gateway (EAS shows only those), and the token."""
+    print(f"View Endpoint Information: {data['name']} (gateway {data.get('gateway')})")
+    rows: list[tuple[str, Any]] = []
+    if data["endpoints"].get("internet"):
+        rows.append(("Internet endpoint", data["endpoints"]["internet"]))
+    if data["endpoints"].get("vpc"):
+        rows.append(("VPC endpoint", data["endpoints"]["vpc"]))
+    if not rows:
+        rows.append(("Endpoint", f"- (gateway {data.get('gateway')} has no access method on)"))
+    rows.append(("Token", data["token"]))
+    pairs(rows)
 
 
 def curl_line(endpoint: str, token: str, body: str = DEMO_BODY) -> str:
@@ -130,25 +113,6 @@ def curl_line(endpoint: str, token: str, body: str = DEMO_BODY) -> str:
 
 
 # -- client plumbing -------------------------------------------------------------------------
-
-
-def client_for(data_dir: Path | None) -> ApiClient:
-    return ApiClient(locate_server(data_dir))
-
-
-def read_json_file(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise CliError(f"cannot read {what} {path}: no such file") from None
-    except OSError as exc:
-        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(
-            f"{what} {path} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
-        ) from None
 
 
 def wait_running(client: ApiClient, name: str, timeout: float, json_out: bool) -> dict[str, Any]:
@@ -222,14 +186,7 @@ def list_services(json_out: JsonOut = False, data_dir: DataDir = None) -> None:
             s["gateway"],
             s["endpoints"].get("internet") or "-",
         )
-    _print_table(table)
-
-
-def _print_table(table: Table) -> None:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200))  # piped: do not fold the endpoints
-    console.print(table)
+    print_table(table)
 
 
 @app.command()
@@ -370,7 +327,7 @@ def instances(
         table.add_row(
             i["id"], i["state"], str(i["port"]), str(i["pid"] or "-"), str(i["restarts"]), i["message"]
         )
-    _print_table(table)
+    print_table(table)
 
 
 @app.command()
@@ -519,13 +476,13 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
         emit_json({**view, "curl": curl, "api": ref.api, "llm": llm_out})
         return view
     print(f"\nopeneas is up: service {DEMO_SERVICE} is {view['status']}.\n")
-    _pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
+    pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
     print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
     print(curl)
     if llm_view and llm_curl:
         status = llm_view["status"]
         print(f"\nLLM service {LLM_DEMO_SERVICE} (SmolLM2-135M-Instruct, llama.cpp) is {status}:\n")
-        _pairs(
+        pairs(
             [
                 ("Internet endpoint", llm_view["endpoints"]["internet"]),
                 ("VPC endpoint", llm_view["endpoints"]["vpc"]),

@@ -4,8 +4,11 @@ Every route but `GET /api/v2/health` needs `Authorization: Bearer <admin token>`
 JSON `{"code": "...", "message": "what is wrong and what to do", ...}`:
 
     400 InvalidJSON / InvalidSpec (with "problems": [{"field", "problem"}]) / InvalidRequest
-    401 Unauthorized          404 ServiceNotFound / RegionNotFound / InstanceNotFound / NotFound
-    405 MethodNotAllowed      409 ServiceAlreadyExists           500 InternalError
+    401 Unauthorized          404 ServiceNotFound / GatewayNotFound / RegionNotFound /
+                                  InstanceNotFound / NotFound
+    405 MethodNotAllowed      409 ServiceAlreadyExists / GatewayAlreadyExists / GatewayInUse /
+                                  SharedGatewayReadOnly / GatewayDeleting
+    500 InternalError
 
 Routes (region is the server's `--region`, "local" by default):
 
@@ -22,6 +25,11 @@ Routes (region is the server's `--region`, "local" by default):
     GET    /api/v2/services/{region}/{name}/instances    -> {"name", "instances": [...]}
     GET    /api/v2/services/{region}/{name}/logs?instance=ID&tail=200
                                                          -> {"name", "logs": [{"instance", "lines"}]}
+    /api/v2/gateways[/{region}/{name}]                   gateways: see control/gateway_api.py
+
+A service's `endpoints` always has the keys `internet` and `vpc`; each is None when the service's
+gateway has that access method off. `networking.gateway` must name an existing gateway, and a
+service on a dedicated gateway needs `metadata.instance` >= 1 (EAS: no scale from zero there).
 """
 
 from __future__ import annotations
@@ -42,16 +50,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from openeas.config import ServerConfig
+from openeas.control.endpoints import gateway_bases, service_endpoints
 from openeas.control.errors import ApiError, log_failure
+from openeas.control.gateway_api import GatewayApi
+from openeas.control.gateways import GatewayManager
 from openeas.control.reconciler import Reconciler
 from openeas.runtime.base import Runtime
-from openeas.spec import SpecError, assignments_to_patch, deep_merge, new_token, parse_service_spec
+from openeas.spec import (
+    ServiceSpec,
+    SpecError,
+    assignments_to_patch,
+    deep_merge,
+    new_token,
+    parse_service_spec,
+)
 from openeas.spec.errors import FieldProblem
 from openeas.store import AlreadyExists, GatewayRecord, InstanceRecord, NotFound, Registry, ServiceRecord
 
 log = logging.getLogger("openeas.control")
 
 PREFIX = "/api/v2"
+SHARED_GATEWAY = "shared"
 MAX_LOG_TAIL = 10_000
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -64,23 +83,10 @@ class ControlContext:
     reconciler: Reconciler
     runtime: Runtime
     admin_token: str
+    gateways: GatewayManager
 
 
 # -- views -----------------------------------------------------------------------------------
-
-
-def endpoints_of(gateway: GatewayRecord | None, service: str) -> dict[str, str | None]:
-    """`<advertise.X>/api/predict/<service>` for each access the gateway has enabled."""
-    out: dict[str, str | None] = {"internet": None, "vpc": None}
-    if gateway is None:
-        return out
-    spec = gateway.spec
-    advertise = spec.get("advertise", {})
-    if spec.get("enable_internet", True) and advertise.get("internet"):
-        out["internet"] = f"{advertise['internet'].rstrip('/')}/api/predict/{service}"
-    if spec.get("enable_intranet", True) and advertise.get("intranet"):
-        out["vpc"] = f"{advertise['intranet'].rstrip('/')}/api/predict/{service}"
-    return out
 
 
 def instance_view(inst: InstanceRecord) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def instance_view(inst: InstanceRecord) -> dict[str, Any]:
 def service_view(
     svc: ServiceRecord,
     instances: list[InstanceRecord],
-    gateway: GatewayRecord | None,
+    bases: dict[str, str | None],
     region: str,
     observed_revision: int,
 ) -> dict[str, Any]:
@@ -122,7 +128,8 @@ def service_view(
         else 0,
         "token": svc.token,
         "gateway": svc.gateway,
-        "endpoints": endpoints_of(gateway, svc.name),
+        # both keys always present; None where the service's gateway has that access method off
+        "endpoints": service_endpoints(bases, svc.name),
         "spec": svc.spec,
         "warnings": warnings,
         "created_at": svc.created_at,
@@ -167,14 +174,14 @@ class ControlApi:
                 "in the file `admin_token` of the server's data dir (the openeas CLI reads it there)",
             )
 
-    def check_region(self, request: Request) -> str:
+    def check_region(self, request: Request, kind: str = "services") -> str:
         region = str(request.path_params["region"])
         if region != self.region:
             raise ApiError(
                 404,
                 "RegionNotFound",
                 f"this server serves region '{self.region}', not '{region}'; "
-                f"use {PREFIX}/services/{self.region}/<name>",
+                f"use {PREFIX}/{kind}/{self.region}/<name>",
             )
         return str(request.path_params["name"])
 
@@ -203,10 +210,17 @@ class ControlApi:
 
     async def view(self, svc: ServiceRecord) -> dict[str, Any]:
         instances = await self.db(self.registry.list_instances, svc.name)
-        gateway = await self.gateway_or_none(svc.gateway)
+        bases = self.bases(await self.gateway_or_none(svc.gateway))
         return service_view(
-            svc, instances, gateway, self.region, self.ctx.reconciler.observed_revision(svc.name)
+            svc, instances, bases, self.region, self.ctx.reconciler.observed_revision(svc.name)
         )
+
+    def bases(self, gateway: GatewayRecord | None) -> dict[str, str | None]:
+        """The gateway's base URLs (None for an access method that is off, or no gateway)."""
+        if gateway is None:
+            return {"internet": None, "intranet": None}
+        sup = self.ctx.gateways.get(gateway.name)
+        return gateway_bases(gateway.spec, sup.bound if sup is not None else None)
 
     async def gateway_or_none(self, name: str) -> GatewayRecord | None:
         try:
@@ -214,13 +228,24 @@ class ControlApi:
         except NotFound:
             return None
 
-    async def check_gateway(self, name: str) -> None:
-        if await self.gateway_or_none(name) is None:
-            known = ", ".join(g.name for g in await self.db(self.registry.list_gateways)) or "none"
+    async def check_binding(self, spec: ServiceSpec) -> None:
+        """`networking.gateway` names a gateway that exists and can serve this service."""
+        name = spec.gateway_name
+        gateway = await self.gateway_or_none(name)
+        if gateway is None or gateway.status == "Deleting":
+            gateways = await self.db(self.registry.list_gateways)
+            known = ", ".join(g.name for g in gateways if g.status != "Deleting") or "none"
+            what = "is being deleted" if gateway is not None else "does not exist"
             raise SpecError.one(
                 "networking.gateway",
-                f"there is no gateway named '{name}' (gateways: {known}); create it first, or leave "
-                "the field out to use the shared gateway",
+                f"gateway '{name}' {what} (gateways: {known}); create it first with `openeas gateway "
+                "create`, or leave the field out to use the shared gateway",
+            )
+        if name != SHARED_GATEWAY and spec.metadata.instance == 0:
+            raise SpecError.one(
+                "metadata.instance",
+                f"a service on a dedicated gateway ('{name}') cannot scale to zero (as in EAS); keep "
+                "at least 1 instance, stop it with `openeas stop`, or move it to the shared gateway",
             )
 
     # -- routes ----------------------------------------------------------------------------
@@ -230,7 +255,7 @@ class ControlApi:
     async def create(self, request: Request) -> Response:
         data = await self.body_json(request)
         spec = parse_service_spec(data)
-        await self.check_gateway(spec.gateway_name)
+        await self.check_binding(spec)
         stored = spec.to_json()
         stored.pop("token", None)  # the token lives in its own column
         token = spec.token or new_token()
@@ -251,13 +276,13 @@ class ControlApi:
     async def list_services(self, request: Request) -> Response:
         services = await self.db(self.registry.list_services)
         instances = await self.db(self.registry.list_instances)
-        gateways = {g.name: g for g in await self.db(self.registry.list_gateways)}
+        bases = {g.name: self.bases(g) for g in await self.db(self.registry.list_gateways)}
         observed = self.ctx.reconciler.observed_revision
         views = [
             service_view(
                 s,
                 [i for i in instances if i.service == s.name],
-                gateways.get(s.gateway),
+                bases.get(s.gateway) or self.bases(None),
                 self.region,
                 observed(s.name),
             )
@@ -300,7 +325,7 @@ class ControlApi:
                 "metadata.name", "a service cannot be renamed; create a new service and delete this one"
             )
         spec = parse_service_spec(merged)
-        await self.check_gateway(spec.gateway_name)
+        await self.check_binding(spec)
         stored = spec.to_json()
         stored.pop("token", None)
         token = spec.token or new_token()  # "token": null asks for a fresh one
@@ -359,11 +384,11 @@ class ControlApi:
 
     async def endpoints(self, request: Request) -> Response:
         svc = await self.get_service(self.check_region(request))
-        gateway = await self.gateway_or_none(svc.gateway)
+        bases = self.bases(await self.gateway_or_none(svc.gateway))
         return JSONResponse(
             {
                 "name": svc.name,
-                "endpoints": endpoints_of(gateway, svc.name),
+                "endpoints": service_endpoints(bases, svc.name),
                 "token": svc.token,
                 "gateway": svc.gateway,
             }
@@ -416,6 +441,7 @@ def create_app(ctx: ControlContext) -> Starlette:
         Route(one + "/endpoints", a(api.endpoints), methods=["GET"]),
         Route(one + "/instances", a(api.instances), methods=["GET"]),
         Route(one + "/logs", a(api.logs), methods=["GET"]),
+        *GatewayApi(api).routes(PREFIX),
     ]
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -463,4 +489,4 @@ def create_app(ctx: ControlContext) -> Starlette:
     )
 
 
-__all__ = ["ApiError", "ControlContext", "FieldProblem", "create_app", "endpoints_of", "service_view"]
+__all__ = ["ApiError", "ControlContext", "FieldProblem", "create_app", "service_view"]

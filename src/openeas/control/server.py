@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,8 @@ import uvicorn
 from openeas.config import SERVER_FILE, ServerConfig, ensure_admin_token
 from openeas.control.api import ControlContext, create_app
 from openeas.control.errors import log_failure
+from openeas.control.gateway_api import gateway_processes
+from openeas.control.gateways import GatewayManager, GatewaySupervisor
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
@@ -53,127 +54,6 @@ class ServerInfo:
     data_dir: Path
     internet_url: str
     vpc_url: str
-
-
-# -- gateway supervision ---------------------------------------------------------------------
-
-
-class GatewaySupervisor:
-    """Runs `python -m openeas.gateway --store-url URL --name NAME`, restarting it when it dies.
-
-    The gateway runs in its own session (Ctrl-C in a terminal reaches the server only, which
-    then stops the gateway in order). It is ready once it prints its `... ready ...` line.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        store_url: str,
-        log_dir: Path,
-        python: str = sys.executable,
-        on_pid: Callable[[], None] = lambda: None,
-        grace_s: float = 5.0,
-    ):
-        self.name = name
-        self.store_url = store_url
-        self.log_dir = log_dir
-        self.python = python
-        self.on_pid = on_pid
-        self.grace_s = grace_s
-        self.ready = asyncio.Event()
-        self.ready_line = ""
-        self.proc: asyncio.subprocess.Process | None = None
-        self._stopping = asyncio.Event()
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
-
-    def command(self) -> list[str]:
-        return [
-            self.python,
-            "-m",
-            "openeas.gateway",
-            "--store-url",
-            self.store_url,
-            "--name",
-            self.name,
-            "--access-log",
-            str(self.log_dir / f"{self.name}-access.log"),
-            "--grace",
-            str(self.grace_s),
-        ]
-
-    async def run(self) -> None:
-        backoff = 1.0
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            self.starts += 1
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *self.command(),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.error("cannot start gateway %s: %s", self.name, exc)
-            else:
-                self.on_pid()
-                code = await self._follow(self.proc)
-                self.ready.clear()
-                if self._stopping.is_set():
-                    break
-                if self.ready_line:
-                    log.error("gateway %s exited (%s)", self.name, _exit_text(code))
-                else:
-                    log.error(
-                        "gateway %s exited (%s) before it was ready; see its messages above",
-                        self.name,
-                        _exit_text(code),
-                    )
-            if time.monotonic() - started > 60:
-                backoff = 1.0
-            log.info("restarting gateway %s in %g s", self.name, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, 10.0)
-
-    async def _follow(self, proc: asyncio.subprocess.Process) -> int:
-        assert proc.stdout is not None
-        self.ready_line = ""
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                break
-            text = line.decode(errors="replace").rstrip()
-            if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
-                self.ready_line = text
-                self.ready.set()
-                log.info("gateway %s ready (pid %d): %s", self.name, proc.pid, text)
-            elif text:
-                log.info("gateway %s: %s", self.name, text)
-        return await proc.wait()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.grace_s + 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-def _exit_text(code: int) -> str:
-    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 # -- startup checks --------------------------------------------------------------------------
@@ -311,7 +191,7 @@ class ControlServer:
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._force = False
-        self.gateways: list[GatewaySupervisor] = []
+        self.gateways: GatewayManager | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -367,7 +247,7 @@ class ControlServer:
             "pid": os.getpid(),
             "region": info.region,
             "gateway": {"internet": info.internet_url, "vpc": info.vpc_url},
-            "gateway_pids": [g.pid for g in self.gateways if g.pid],
+            "gateway_pids": self.gateways.leader_pids() if self.gateways is not None else [],
         }
         path = self.data_dir / SERVER_FILE
         tmp = path.with_suffix(".tmp")
@@ -396,34 +276,35 @@ class ControlServer:
         runtime = LocalRuntime(self.data_dir)
         reconciler = Reconciler(registry, runtime, self.settings)
         await reconciler.recover()
-        ctx = ControlContext(self.config, registry, reconciler, runtime, info.admin_token)
-        app = create_app(ctx)
-        uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
 
         def pids_changed() -> None:
             self._write_server_file(info)
 
-        gateway = GatewaySupervisor(
-            SHARED, store_url, self.data_dir / "logs" / "gateway", on_pid=pids_changed
+        gateways = GatewayManager(
+            registry, store_url, self.data_dir / "logs" / "gateway", on_pids=pids_changed
         )
-        self.gateways = [gateway]
+        self.gateways = gateways
+        ctx = ControlContext(self.config, registry, reconciler, runtime, info.admin_token, gateways)
+        app = create_app(ctx)
+        uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        shared = gateways.start(SHARED)
+        await self._start_dedicated(registry, gateways)
         self._write_server_file(info)
         tasks = [
             asyncio.create_task(uv.serve(sockets=[sock]), name="api"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
-            asyncio.create_task(gateway.run(), name="gateway"),
         ]
-        ready_task = asyncio.create_task(self._announce(info, gateway), name="ready")
+        ready_task = asyncio.create_task(self._announce(info, shared), name="ready")
         stop_task = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stop_task and task.exception() is not None:
                 log_failure(log, f"{task.get_name()} failed", task.exception() or Exception())
                 self.exit_code = 1
-        log.info("stopping: API, instances, gateway")
+        log.info("stopping: API, instances, gateways")
         ready_task.cancel()
         uv.should_exit = True
-        stopping = asyncio.create_task(self._shutdown(reconciler, gateway, tasks))
+        stopping = asyncio.create_task(self._shutdown(reconciler, gateways, tasks))
         while not stopping.done():
             # A second Ctrl-C shortens the instances' grace period to nothing.
             await asyncio.wait([stopping], timeout=0.1)
@@ -435,13 +316,25 @@ class ControlServer:
         log.info("stopped")
         return self.exit_code
 
+    async def _start_dedicated(self, registry: Registry, gateways: GatewayManager) -> None:
+        """Start the dedicated gateways of the store; finish deletes a previous server left."""
+        for record in await asyncio.to_thread(registry.list_gateways):
+            if record.name == SHARED:
+                continue
+            if record.status == "Deleting":
+                bound = await asyncio.to_thread(registry.delete_unused_gateway, record.name)
+                if not bound:
+                    log.info("gateway %s: deleted (its delete was interrupted)", record.name)
+                    continue
+            gateways.start(record.name, gateway_processes(record.spec))
+
     async def _shutdown(
-        self, reconciler: Reconciler, gateway: GatewaySupervisor, tasks: list[asyncio.Task[Any]]
+        self, reconciler: Reconciler, gateways: GatewayManager, tasks: list[asyncio.Task[Any]]
     ) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(tasks[0]), 5)
         await reconciler.shutdown()
-        await gateway.stop()
+        await gateways.stop_all()
         for task in tasks:
             if not task.done():
                 task.cancel()

@@ -207,6 +207,61 @@ class Registry:
             if conn.execute(schema.gateways.delete().where(schema.gateways.c.name == name)).rowcount == 0:
                 raise NotFound(name)
 
+    def create_gateway(self, name: str, spec: dict[str, Any], status: str = "Creating") -> GatewayRecord:
+        """Insert a new gateway record; AlreadyExists if the name is taken."""
+        now = time.time()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    schema.gateways.insert().values(
+                        name=name, spec=json.dumps(spec), status=status, created_at=now, updated_at=now
+                    )
+                )
+        except IntegrityError:
+            raise AlreadyExists(name) from None
+        return self.get_gateway(name)
+
+    def update_gateway(self, name: str, spec: dict[str, Any]) -> GatewayRecord:
+        """Replace the spec of an existing gateway (the gateway sees it on its next poll)."""
+        with self._write() as conn:
+            stmt = (
+                update(schema.gateways)
+                .where(schema.gateways.c.name == name)
+                .values(spec=json.dumps(spec), updated_at=time.time())
+            )
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(name)
+        return self.get_gateway(name)
+
+    def set_gateway_status(self, name: str, status: str) -> None:
+        """Status changes do not bump the change feed: gateways do not serve on them."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.gateways)
+                .where(schema.gateways.c.name == name)
+                .values(status=status, updated_at=time.time())
+            )
+
+    def delete_unused_gateway(self, name: str) -> list[str]:
+        """Delete a gateway no service is bound to, in one transaction.
+
+        Returns the names of the services bound to it (and deletes nothing) when there are any.
+        """
+        with self._write() as conn:
+            bound = [
+                str(r[0])
+                for r in conn.execute(
+                    select(schema.services.c.name)
+                    .where(schema.services.c.gateway == name)
+                    .order_by(schema.services.c.name)
+                ).all()
+            ]
+            if bound:
+                return bound
+            if conn.execute(schema.gateways.delete().where(schema.gateways.c.name == name)).rowcount == 0:
+                raise NotFound(name)
+        return []
+
 
 def _service(m: Any) -> ServiceRecord:
     return ServiceRecord(

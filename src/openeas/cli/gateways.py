@@ -1,0 +1,212 @@
+"""`openeas gateway create|list|desc|modify|delete`: dedicated gateways (and a look at the shared one).
+
+A gateway spec is JSON (docs/gateways.md):
+
+    {"name": "gw1", "enable_internet": true, "listen": {"internet": "0.0.0.0:9000",
+     "intranet": "10.0.0.5:9001"}, "internet_acl": [{"entry": "203.0.113.0/24"}],
+     "max_body_bytes": 8388608, "rate_limit": 500}
+
+Relative `tls.cert` / `tls.key` paths are made absolute against the current directory before the
+spec is sent: the gateway process reads the files, from wherever the server runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from openeas.cli.client import ApiClient, CliError
+from openeas.cli.output import (
+    DataDir,
+    JsonOut,
+    client_for,
+    emit_json,
+    pairs,
+    print_table,
+    read_json_file,
+    user_errors,
+)
+from openeas.spec import SpecError, assignments_to_patch
+
+gateway_app = typer.Typer(
+    help="Dedicated gateways: create, list, desc, modify, delete (the shared one is listed too).",
+    no_args_is_help=True,
+)
+
+Name = Annotated[str, typer.Argument(help="gateway name", show_default=False)]
+WaitGw = Annotated[bool, typer.Option("--wait", help="wait until the gateway is Running (exit 1 if Failed)")]
+TimeoutGw = Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")]
+
+
+def absolute_tls_paths(spec: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of `spec` whose relative `tls.cert` / `tls.key` are absolute against `base`."""
+    tls = spec.get("tls")
+    if not isinstance(tls, dict):
+        return spec
+    fixed = dict(tls)
+    for key in ("cert", "key"):
+        value = fixed.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            fixed[key] = str((base / value).resolve())
+    return {**spec, "tls": fixed}
+
+
+def _acl_text(entries: Any, empty: str) -> str:
+    if not isinstance(entries, list) or not entries:
+        return empty
+    parts = []
+    for e in entries:
+        if isinstance(e, dict):
+            comment = f" ({e['comment']})" if e.get("comment") else ""
+            parts.append(f"{e.get('entry')}{comment}")
+    return ", ".join(parts)
+
+
+def show_gateway(view: dict[str, Any]) -> None:
+    spec: dict[str, Any] = view.get("spec") or {}
+    endpoints = view.get("endpoints") or {}
+    tls = spec.get("tls")
+    if isinstance(tls, dict):
+        domains = tls.get("domains") or []
+        tls_text = "on" + (f", domains {', '.join(domains)}" if domains else "")
+        tls_text += ", HTTP redirected to HTTPS" if spec.get("ssl_redirect") else ""
+    else:
+        tls_text = "off"
+    rate = spec.get("rate_limit") or 0
+    group = spec.get("group_rate_limit") or 0
+    rows: list[tuple[str, Any]] = [
+        ("Gateway", f"{view['name']} ({view.get('type', 'dedicated')})"),
+        ("Status", view["status"]),
+        ("Internet endpoint", endpoints.get("internet") or "- (Internet access off)"),
+        ("VPC endpoint", endpoints.get("intranet") or "- (VPC access off)"),
+        ("Internet allow-list", _acl_text(spec.get("internet_acl"), "nobody")),
+        ("VPC allow-list", _acl_text(spec.get("intranet_acl"), "any VPC caller")),
+        ("Trusted proxies", _acl_text(spec.get("trusted_proxies"), "none (X-Forwarded-For ignored)")),
+        ("Max request body", f"{spec.get('max_body_bytes', 1048576)} bytes"),
+        (
+            "Rate limit",
+            (f"{rate} QPS per service" if rate else "none") + (f", {group} QPS per group" if group else ""),
+        ),
+        ("TLS", tls_text),
+        ("Processes", f"{spec.get('workers', 1)} worker(s) x {spec.get('replicas', 1)} replica(s)"),
+        ("PIDs", ", ".join(str(p) for p in view.get("pids") or []) or "-"),
+        ("Services", ", ".join(view.get("services") or []) or "none"),
+    ]
+    if view.get("message"):
+        rows.insert(2, ("Message", view["message"]))
+    pairs(rows)
+
+
+def _emit(view: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(view)
+    else:
+        show_gateway(view)
+
+
+def _wait(client: ApiClient, view: dict[str, Any], wait: bool, timeout: float) -> dict[str, Any]:
+    return client.wait_gateway_running(view["name"], timeout) if wait else view
+
+
+@gateway_app.command("create")
+def create(
+    spec_file: Annotated[Path, typer.Argument(help="the gateway spec (JSON)", show_default=False)],
+    wait: WaitGw = False,
+    timeout: TimeoutGw = 60,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a dedicated gateway; its processes start at once (status Creating, then Running)."""
+    with user_errors(json_out):
+        spec = read_json_file(spec_file, "gateway spec file")
+        if not isinstance(spec, dict):
+            raise CliError(f"gateway spec file {spec_file} must hold a JSON object")
+        spec = absolute_tls_paths(spec, Path.cwd())
+        with client_for(data_dir) as client:
+            view = _wait(client, client.gateway_create(spec), wait, timeout)
+    _emit(view, json_out)
+
+
+@gateway_app.command("list")
+def list_gateways(json_out: JsonOut = False, data_dir: DataDir = None) -> None:
+    """List the gateways (the shared one and the dedicated ones)."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        gateways = client.gateway_list()
+    if json_out:
+        emit_json(gateways)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "TYPE", "STATUS", "INTERNET ENDPOINT", "VPC ENDPOINT", "SERVICES"):
+        table.add_column(col, overflow="fold")
+    for g in gateways:
+        table.add_row(
+            g["name"],
+            g.get("type", ""),
+            g["status"],
+            g["endpoints"].get("internet") or "-",
+            g["endpoints"].get("intranet") or "-",
+            str(len(g.get("services") or [])),
+        )
+    print_table(table)
+
+
+@gateway_app.command("desc")
+def desc(name: Name, json_out: JsonOut = False, data_dir: DataDir = None) -> None:
+    """Describe a gateway: status, endpoints, allow-lists, limits, TLS, processes, services."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        view = client.gateway_describe(name)
+    _emit(view, json_out)
+
+
+@gateway_app.command("modify")
+def modify(
+    name: Name,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option("-s", "--spec", help="JSON with the part of the gateway spec to change (deep-merged)"),
+    ] = None,
+    define: Annotated[
+        list[str] | None,
+        typer.Option("-D", help="key=value, e.g. -D rate_limit=20 (repeatable)", show_default=False),
+    ] = None,
+    wait: WaitGw = False,
+    timeout: TimeoutGw = 60,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Change a gateway: -s PATCH.json and/or -D key=value. Allow-lists and limits apply at once;
+    listeners, TLS and workers restart the gateway's processes."""
+    with user_errors(json_out):
+        if spec_file is None and not define:
+            raise CliError("nothing to change: give -s PATCH.json and/or -D key=value")
+        patch = read_json_file(spec_file, "spec file") if spec_file is not None else None
+        if patch is not None and not isinstance(patch, dict):
+            raise CliError(f"spec file {spec_file} must hold a JSON object")
+        try:
+            defined = assignments_to_patch(define or [])  # the server checks again; this fails sooner
+        except SpecError as exc:
+            raise CliError(f"-D {exc}") from None
+        if patch is not None:
+            patch = absolute_tls_paths(patch, Path.cwd())
+        assignments = list(define or [])
+        if isinstance(defined.get("tls"), dict):  # -D tls.cert=relative/path: made absolute too
+            fixed = absolute_tls_paths({"tls": defined["tls"]}, Path.cwd())["tls"]
+            assignments = [a for a in assignments if not a.startswith(("tls.cert=", "tls.key="))]
+            assignments += [f"tls.{k}={fixed[k]}" for k in ("cert", "key") if k in fixed]
+        with client_for(data_dir) as client:
+            view = _wait(client, client.gateway_modify(name, patch, assignments), wait, timeout)
+    _emit(view, json_out)
+
+
+@gateway_app.command("delete")
+def delete(name: Name, json_out: JsonOut = False, data_dir: DataDir = None) -> None:
+    """Delete a dedicated gateway (refused while services are bound to it)."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.gateway_delete(name)
+    if json_out:
+        emit_json(out)
+    else:
+        print(f"gateway {name} deleted")

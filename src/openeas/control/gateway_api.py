@@ -1,0 +1,342 @@
+"""The gateway routes of the control API (eas-reference section 10: /api/v2/gateways).
+
+    POST   /api/v2/gateways                        body: gateway spec -> 201 view (status Creating)
+    GET    /api/v2/gateways                        -> {"gateways": [view], "total": n} (shared included)
+    GET    /api/v2/gateways/{region}/{name}        -> view
+    PUT    /api/v2/gateways/{region}/{name}        body: {"spec": patch} and/or {"assignments": ["k=v"]}
+                                                     (deep-merged into the stored spec, re-validated)
+    DELETE /api/v2/gateways/{region}/{name}        -> {"name", "deleted": true}; 409 while services
+                                                     are bound to it (the message names them)
+
+A view: name, region, type (shared | dedicated), status (Creating, Running, Failed, Deleting),
+message, endpoints {internet, intranet} (base URLs, None where that access method is off),
+listeners (the addresses bound now), pids, services (bound to it), spec, created_at, updated_at.
+
+The shared gateway is configured by `openeas server` flags: it is listed and described, but PUT
+and DELETE answer 409 SharedGatewayReadOnly, and the name `shared` cannot be created.
+
+What a change needs: `listen`, `enable_internet`, `enable_intranet`, `tls`, `ssl_redirect`,
+`workers` and `replicas` restart the gateway's processes (a few hundred ms without a listener);
+allow-lists, `trusted_proxies`, `rate_limit`, `group_rate_limit` and `max_body_bytes` are read
+by the running gateway from the store within ~100 ms; `advertise` only changes the endpoints shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from openeas.control.endpoints import KINDS, WILDCARD_HOSTS, access_enabled, gateway_bases, split_hostport
+from openeas.control.errors import ApiError
+from openeas.control.gateways import GatewaySupervisor
+from openeas.spec import GatewaySpec, SpecError, assignments_to_patch, deep_merge, parse_gateway_spec
+from openeas.spec.errors import FieldProblem
+from openeas.store import AlreadyExists, GatewayRecord, NotFound
+
+if TYPE_CHECKING:
+    from openeas.control.api import ControlApi
+
+SHARED = "shared"
+RESTART_FIELDS = (
+    "listen",
+    "enable_internet",
+    "enable_intranet",
+    "tls",
+    "ssl_redirect",
+    "workers",
+    "replicas",
+)
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+
+
+def gateway_processes(spec: Mapping[str, Any]) -> int:
+    """Gateway processes to run: `workers` x `replicas` (on one machine a replica is more workers
+    on the same ports)."""
+    workers, replicas = spec.get("workers", 1), spec.get("replicas", 1)
+    w = workers if isinstance(workers, int) and workers > 0 else 1
+    r = replicas if isinstance(replicas, int) and replicas > 0 else 1
+    return w * r
+
+
+def gateway_view(
+    record: GatewayRecord, sup: GatewaySupervisor | None, services: list[str], region: str
+) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "region": region,
+        "type": "shared" if record.name == SHARED else "dedicated",
+        "status": sup.status if sup is not None else record.status,
+        "message": sup.message if sup is not None else "",
+        "endpoints": gateway_bases(record.spec, sup.bound if sup is not None else None),
+        "listeners": dict(sup.bound) if sup is not None else {},
+        "pids": sup.pids() if sup is not None else [],
+        "services": services,
+        "spec": record.spec,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _overlap(host_a: str, host_b: str) -> bool:
+    return host_a == host_b or host_a in WILDCARD_HOSTS or host_b in WILDCARD_HOSTS
+
+
+class GatewayApi:
+    def __init__(self, api: ControlApi):
+        self.api = api
+        self.registry = api.registry
+        self.manager = api.ctx.gateways
+
+    def routes(self, prefix: str) -> list[Route]:
+        a = self.api.authed
+        one = prefix + "/gateways/{region}/{name}"
+        return [
+            Route(prefix + "/gateways", a(self.create), methods=["POST"]),
+            Route(prefix + "/gateways", a(self.list_gateways), methods=["GET"]),
+            Route(one, a(self.describe), methods=["GET"]),
+            Route(one, a(self.modify), methods=["PUT"]),
+            Route(one, a(self.delete), methods=["DELETE"]),
+        ]
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def get(self, name: str) -> GatewayRecord:
+        try:
+            return await self.api.db(self.registry.get_gateway, name)
+        except NotFound:
+            raise ApiError(
+                404,
+                "GatewayNotFound",
+                f"there is no gateway named '{name}'; `openeas gateway list` shows the gateways",
+                name=name,
+            ) from None
+
+    async def bound_services(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for svc in await self.api.db(self.registry.list_services):
+            out.setdefault(svc.gateway, []).append(svc.name)
+        return out
+
+    async def view(self, record: GatewayRecord) -> dict[str, Any]:
+        services = (await self.bound_services()).get(record.name, [])
+        return gateway_view(record, self.manager.get(record.name), services, self.api.region)
+
+    def read_only(self, name: str, what: str) -> None:
+        if name == SHARED:
+            raise ApiError(
+                409,
+                "SharedGatewayReadOnly",
+                f"the shared gateway cannot be {what} through the API: it is configured by the flags "
+                "of `openeas server` (--gateway-port, --vpc-port, --internet-bind, --vpc-bind, "
+                "--internet-host, --vpc-host); create a dedicated gateway for other settings",
+                name=name,
+            )
+
+    def taken_addresses(self, records: list[GatewayRecord], exclude: str) -> list[tuple[str, str, int]]:
+        """(owner, host, port) of every listener other than gateway `exclude`'s, and the API's."""
+        config = self.api.ctx.config
+        out = [("the control API", config.api_host, config.api_port)]
+        for rec in records:
+            if rec.name == exclude:
+                continue
+            sup = self.manager.get(rec.name)
+            listen = rec.spec.get("listen") or {}
+            for kind in KINDS:
+                if not access_enabled(rec.spec, kind):
+                    continue
+                address = (sup.bound.get(kind) if sup is not None else None) or str(listen.get(kind))
+                host, port = split_hostport(address)
+                if port:
+                    out.append((f"gateway '{rec.name}' ({kind})", host, port))
+        return out
+
+    async def validate(self, spec: GatewaySpec) -> None:
+        """What the spec model cannot check alone: ports in use by other gateways, TLS files."""
+        problems: list[FieldProblem] = []
+        records = await self.api.db(self.registry.list_gateways)
+        taken = self.taken_addresses(records, spec.name)
+        mine: list[tuple[str, str, int]] = []
+        for kind in KINDS:
+            address = getattr(spec.listen, kind)
+            if not getattr(spec, f"enable_{kind}") or not address:
+                continue
+            host, port = split_hostport(address)
+            if not port:
+                continue
+            for owner, other_host, other_port in taken + mine:
+                if port == other_port and _overlap(host, other_host):
+                    problems.append(
+                        FieldProblem(
+                            f"listen.{kind}",
+                            f"{address} is used by {owner} ({other_host}:{other_port}); pick another "
+                            "port (or port 0 for any free one)",
+                        )
+                    )
+                    break
+            mine.append((f"this gateway's {kind} listener", host, port))
+        for kind, url in spec.advertise.items():
+            if kind not in KINDS:
+                problems.append(FieldProblem(f"advertise.{kind}", "the keys are `internet` and `intranet`"))
+            elif not re.match(r"^https?://[^/\s]+", url):
+                problems.append(
+                    FieldProblem(
+                        f"advertise.{kind}", f"expected a base URL such as http://host:port (got {url!r})"
+                    )
+                )
+        if spec.tls is not None:
+            problems += self.tls_problems(spec)
+        if problems:
+            raise SpecError(problems)
+
+    @staticmethod
+    def tls_problems(spec: GatewaySpec) -> list[FieldProblem]:
+        tls = spec.tls
+        assert tls is not None
+        problems: list[FieldProblem] = []
+        for field in ("cert", "key"):
+            path = getattr(tls, field)
+            if not os.path.isabs(path):
+                problems.append(
+                    FieldProblem(
+                        f"tls.{field}",
+                        f"give an absolute path (got {path!r}): the gateway process reads the file; "
+                        "`openeas gateway create` makes relative paths absolute",
+                    )
+                )
+            elif not os.path.isfile(path):
+                problems.append(FieldProblem(f"tls.{field}", f"no such file: {path}"))
+        if not problems:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert, tls.key)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                problems.append(
+                    FieldProblem(
+                        "tls", f"cannot load the certificate {tls.cert} with the key {tls.key}: {exc}"
+                    )
+                )
+        for i, domain in enumerate(tls.domains):
+            if not DOMAIN_RE.match(domain):
+                problems.append(FieldProblem(f"tls.domains[{i}]", f"not a domain name: {domain!r}"))
+        return problems
+
+    # -- routes ----------------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        data = await self.api.body_json(request)
+        if isinstance(data, dict) and data.get("name") == SHARED:
+            raise SpecError.one(
+                "name",
+                "'shared' is the shared gateway's name (it always exists and is configured by the "
+                "flags of `openeas server`); give the dedicated gateway another name",
+            )
+        spec = parse_gateway_spec(data)
+        async with self.manager.lock:
+            await self.validate(spec)
+            try:
+                record = await self.api.db(
+                    self.registry.create_gateway, spec.name, spec.to_json(), "Creating"
+                )
+            except AlreadyExists:
+                raise ApiError(
+                    409,
+                    "GatewayAlreadyExists",
+                    f"a gateway named '{spec.name}' exists already; change it with `openeas gateway "
+                    f"modify {spec.name}`, or delete it first",
+                    name=spec.name,
+                ) from None
+            self.manager.start(spec.name, gateway_processes(record.spec))
+        return JSONResponse(await self.view(record), status_code=201)
+
+    async def list_gateways(self, request: Request) -> Response:
+        records = await self.api.db(self.registry.list_gateways)
+        services = await self.bound_services()
+        views = [
+            gateway_view(r, self.manager.get(r.name), services.get(r.name, []), self.api.region)
+            for r in records
+        ]
+        return JSONResponse({"gateways": views, "total": len(views)})
+
+    async def describe(self, request: Request) -> Response:
+        record = await self.get(self.api.check_region(request, "gateways"))
+        return JSONResponse(await self.view(record))
+
+    async def modify(self, request: Request) -> Response:
+        name = self.api.check_region(request, "gateways")
+        body = await self.api.body_json(request)
+        if not isinstance(body, dict) or not body or set(body) - {"spec", "assignments"}:
+            raise ApiError(
+                400,
+                "InvalidRequest",
+                'send {"spec": {...part of the gateway spec to change...}} and/or '
+                '{"assignments": ["rate_limit=20", ...]}',
+            )
+        patch = body.get("spec", {})
+        if not isinstance(patch, dict):
+            raise SpecError.one("(top level)", "the spec patch must be a JSON object")
+        assignments = body.get("assignments", [])
+        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
+            raise ApiError(400, "InvalidRequest", '"assignments" is a list of "key=value" strings')
+        record = await self.get(name)
+        self.read_only(name, "modified")
+        async with self.manager.lock:
+            record = await self.get(name)
+            if record.status == "Deleting":
+                raise ApiError(409, "GatewayDeleting", f"gateway '{name}' is being deleted", name=name)
+            merged = deep_merge(record.spec, patch)
+            if assignments:
+                merged = deep_merge(merged, assignments_to_patch(assignments))
+            if merged.get("name") != name:
+                raise SpecError.one("name", "a gateway cannot be renamed; create another one")
+            spec = parse_gateway_spec(merged)
+            await self.validate(spec)
+            new, old = spec.to_json(), record.spec
+            if new == old:
+                return JSONResponse(await self.view(record))  # nothing changes
+            try:
+                record = await self.api.db(self.registry.update_gateway, name, new)
+            except NotFound:
+                raise ApiError(404, "GatewayNotFound", f"gateway '{name}' was deleted meanwhile") from None
+            changed = [f for f in RESTART_FIELDS if new.get(f) != old.get(f)]
+            sup = self.manager.get(name)
+            if sup is None:
+                self.manager.start(name, gateway_processes(new))
+            elif changed:
+                sup.restart(gateway_processes(new), f"{', '.join(changed)} changed")
+        return JSONResponse(await self.view(record))
+
+    async def delete(self, request: Request) -> Response:
+        name = self.api.check_region(request, "gateways")
+        await self.get(name)
+        self.read_only(name, "deleted")
+        async with self.manager.lock:
+            await self.get(name)
+            services = (await self.bound_services()).get(name, [])
+            if services:
+                raise self.in_use(name, services)
+            await self.api.db(self.registry.set_gateway_status, name, "Deleting")
+            await self.manager.stop(name, "Deleting")
+            services = await self.api.db(self.registry.delete_unused_gateway, name)
+            if services:  # a service was bound meanwhile: keep serving it
+                await self.api.db(self.registry.set_gateway_status, name, "Creating")
+                record = await self.get(name)
+                self.manager.start(name, gateway_processes(record.spec))
+                raise self.in_use(name, services)
+        return JSONResponse({"name": name, "deleted": True})
+
+    @staticmethod
+    def in_use(name: str, services: list[str]) -> ApiError:
+        return ApiError(
+            409,
+            "GatewayInUse",
+            f"gateway '{name}' still serves {len(services)} service(s): {', '.join(services)}; move "
+            "each to another gateway (`openeas modify SERVICE -D networking.gateway=shared`) or "
+            "delete it, then delete the gateway",
+            name=name,
+            services=services,
+        )
