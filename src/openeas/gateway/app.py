@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.acl import Acl
-from openeas.gateway.balancer import RouteEntry, UpstreamState
+from openeas.gateway.balancer import GroupEntry, RouteEntry, UpstreamState
+from openeas.gateway.groups import GroupRoute, SmoothWeightedRR, effective_weights
 from openeas.gateway.limits import GroupBuckets, ServiceLimits
 from openeas.gateway.proxy import Exchange, drain_queue
 from openeas.gateway.server import SPECIAL_DENIED, ClientConnection
@@ -114,6 +115,8 @@ class Gateway:
         self.connect_timeout_s = connect_timeout_s
         self.snapshot = RoutingSnapshot(version=0)
         self.routes: dict[bytes, RouteEntry] = {}
+        # `<G>` and `<G>.<service>`: looked up only when `routes` has no such service
+        self.groups: dict[bytes, GroupEntry] = {}
         self.states: dict[Upstream, UpstreamState] = {}
         self.service_limits: dict[str, ServiceLimits] = {}  # kept across snapshots, by service
         self.group_buckets = GroupBuckets()
@@ -253,6 +256,7 @@ class Gateway:
         retired = [state for upstream, state in old.items() if upstream not in states]
         self.states = states
         self.routes = routes
+        self.groups = group_entries(snapshot.groups, routes)
         self.service_limits = service_limits
         self.snapshot = snapshot
         now = self._loop.time() if self._loop is not None else 0.0
@@ -328,6 +332,21 @@ class Gateway:
 
     def ready_line(self) -> str:
         return ready_line(self.settings.name, self.bound)
+
+
+def group_entries(groups: dict[str, GroupRoute], routes: dict[bytes, RouteEntry]) -> dict[bytes, GroupEntry]:
+    """The group paths: `<G>` picks a member by weight, `<G>.<service>` reaches one member."""
+    out: dict[bytes, GroupEntry] = {}
+    for name, group in groups.items():
+        members = [routes[m.encode()] for m in group.members if m.encode() in routes]
+        ready = [(m.name, len(m.upstreams)) for m in members]
+        weights = effective_weights(group.traffic_mode, group.weights, ready)
+        out[name.encode()] = GroupEntry(name, group.token, SmoothWeightedRR(members, weights))
+        for member in members:
+            out[f"{name}.{member.name}".encode()] = GroupEntry(
+                name, group.token, SmoothWeightedRR([member], [1]), member
+            )
+    return out
 
 
 def ready_line(name: str, listeners: list[Listener] | tuple[Listener, ...]) -> str:

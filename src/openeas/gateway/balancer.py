@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from openeas.gateway.groups import SmoothWeightedRR
 from openeas.gateway.limits import ServiceLimits, TokenBucket
 from openeas.gateway.snapshot import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_WORKER_THREADS, ServiceRoute, Upstream
 
@@ -89,6 +90,26 @@ class RouteEntry:
         self.limits = limits  # None when no service / group / concurrency limit applies
         self.instance_qps = route.instance_rate_limit
         self.rr = 0
+
+
+class GroupEntry:
+    """A group path as the hot path sees it: `/api/predict/<G>` (member None: pick by weight) or
+    `/api/predict/<G>.<service>` (member: that service, which its own token also opens)."""
+
+    __slots__ = ("member", "name", "rr", "token")
+
+    def __init__(
+        self, name: str, token: bytes, rr: SmoothWeightedRR[RouteEntry], member: RouteEntry | None = None
+    ) -> None:
+        self.name = name
+        self.token = token
+        self.rr = rr
+        self.member = member
+
+    def pick(self) -> RouteEntry | None:
+        """The member this request goes to; None: no member takes group traffic now."""
+        member = self.member
+        return member if member is not None else self.rr.pick()
 
 
 def pick(entry: RouteEntry, now: float, tried: list[UpstreamState] | None) -> UpstreamState | None:

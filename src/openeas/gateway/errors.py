@@ -71,6 +71,20 @@ def error_response(
     )
 
 
+def json_response(status: int, body: bytes, request_id: bytes, close: bool, keep_alive_10: bool) -> bytes:
+    """A whole JSON response the gateway answers itself (service discovery)."""
+    head = _STATUS_LINES.get(status) or (b"HTTP/1.1 %d Error\r\nContent-Type: application/json\r\n" % status)
+    conn = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b"")
+    return b"%sContent-Length: %d\r\nX-Request-Id: %s\r\n%s\r\n%s" % (head, len(body), request_id, conn, body)
+
+
+def msg_group_no_member(group: str) -> str:
+    return (
+        f"no member of service group '{group}' takes traffic now: every member has no ready "
+        "instance or a weight of 0 (or -1). Check the members with `openeas group desc`."
+    )
+
+
 # Messages, kept together so their wording stays consistent.
 
 

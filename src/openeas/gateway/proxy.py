@@ -10,6 +10,7 @@ a task exists only while a new connection to an instance is being opened.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,10 @@ MAX_ATTEMPTS = 3
 _HOST_RE = re.compile(rb"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 PENDING_HIGH_WATER = 256 * 1024  # body bytes buffered before an instance connection is ready
 CRLF = b"\r\n"
+DISCOVERY_PREFIXES = (
+    b"/api/v1/servicediscovery/upstreams/",
+    b"/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/",
+)
 LAST_CHUNK = b"0\r\n\r\n"
 
 # response phases
@@ -245,20 +250,23 @@ class Exchange:
             return
         split = split_target(self.url)
         if split is None:
+            if client.listener == "intranet" and self._discovery():
+                return
             self.respond_error(404, errors.msg_not_found_path(path_of(self.url).decode("latin-1")[:200]))
             return
         self.service, self.target = split
         entry = gw.routes.get(self.service)
         if entry is None:
-            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
-            return
-        self.entry = entry
-        if not is_authorized(
+            entry = self._group_member()  # `<group>` or `<group>.<service>`; answers when None
+            if entry is None:
+                return
+        elif not is_authorized(
             self.authorization, entry.token, self.method, self.url, self.service, self.headers
         ):
             message = errors.MSG_UNAUTHORIZED_WRONG if self.authorization else errors.MSG_UNAUTHORIZED_MISSING
             self.respond_error(401, message)
             return
+        self.entry = entry
         if self.content_length > gw.max_body_bytes:
             self.respond_error(413, errors.msg_too_large(gw.max_body_bytes), close=True)
             return
@@ -272,6 +280,50 @@ class Exchange:
         if self.expect_continue and not self.req_done:
             client.write(errors.CONTINUE_100)
         self._acquire()
+
+    def _group_member(self) -> RouteEntry | None:
+        """The member of the group path `self.service` this request goes to (None: answered).
+
+        `<G>` takes the group's token; `<G>.<service>` the group's or the member's own."""
+        group = self.client.gw.groups.get(self.service)
+        if group is None:
+            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
+            return None
+        auth, method, url, headers = self.authorization, self.method, self.url, self.headers
+        ok = is_authorized(auth, group.token, method, url, self.service, headers)
+        if not ok and group.member is not None:
+            ok = is_authorized(auth, group.member.token, method, url, self.service, headers)
+        if not ok:
+            message = errors.MSG_UNAUTHORIZED_WRONG if auth else errors.MSG_UNAUTHORIZED_MISSING
+            self.respond_error(401, message)
+            return None
+        member = group.pick()
+        if member is None:
+            self.respond_error(503, errors.msg_group_no_member(group.name))
+        return member
+
+    def _discovery(self) -> bool:
+        """VPC direct-connection discovery (intranet listener only, no token): True when answered.
+
+        `GET /api/v1/servicediscovery/upstreams/<svc>` (and the older
+        `/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/<svc>`) -> the ready instances of
+        the service, which the SDK's DIRECT mode then calls itself (weighted round robin)."""
+        path = path_of(self.url)
+        for prefix in DISCOVERY_PREFIXES:
+            if path.startswith(prefix):
+                break
+        else:
+            return False
+        name = path[len(prefix) :].strip(b"/")
+        entry = self.client.gw.routes.get(name)
+        if entry is None:
+            self.respond_error(404, errors.msg_not_found_service(name.decode("latin-1")[:100]))
+            return True
+        app = entry.name
+        items = [{"app": app, "ip": s.host, "port": s.port, "weight": 100} for s in entry.upstreams]
+        body = json.dumps({"correlative": [app], "endpoints": {"items": items}}).encode()
+        self.respond(200, body)
+        return True
 
     def _admit(self, entry: RouteEntry, limits: ServiceLimits) -> bool:
         """Service and group QPS, service concurrency: False when answered 429."""
@@ -546,9 +598,10 @@ class Exchange:
     def reroute(self, routes: dict[bytes, RouteEntry]) -> None:
         """Waiting in the queue of an instance that left the snapshot: pick again."""
         self._release_state()
-        entry = routes.get(self.service)
+        name = self.entry.name if self.entry is not None else self.service.decode("latin-1")
+        entry = routes.get(name.encode())  # the same service (a group request stays with its member)
         if entry is None:
-            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
+            self.respond_error(404, errors.msg_not_found_service(name[:100]))
             return
         self.entry = entry
         self._acquire()
@@ -702,6 +755,17 @@ class Exchange:
         self, status: int, message: str, close: bool = False, extra_headers: bytes = b""
     ) -> None:
         """Answer with a JSON error; the connection stays usable when the body can be skipped."""
+        self.respond(status, None, message, close, extra_headers)
+
+    def respond(
+        self,
+        status: int,
+        body: bytes | None,
+        message: str = "",
+        close: bool = False,
+        extra_headers: bytes = b"",
+    ) -> None:
+        """Answer from the gateway itself: `body` (JSON) or, when None, the error for `message`."""
         if self.phase == DONE or self.phase == STREAMING:
             return
         self._cancel_timer()
@@ -722,7 +786,11 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             client.resume(PAUSE_BUFFER)
-        response = errors.error_response(status, message, self.request_id, close, self.http10, extra_headers)
+        rid = self.request_id
+        if body is None:
+            response = errors.error_response(status, message, rid, close, self.http10, extra_headers)
+        else:
+            response = errors.json_response(status, body, rid, close, self.http10)
         client.write(response)
         if self.req_done or close:
             self._finish()

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from openeas.gateway.groups import GroupRoute
 from openeas.spec import SpecError, parse_gateway_spec
 from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
 from openeas.spec.service import RpcSpec
@@ -90,6 +91,7 @@ class RoutingSnapshot:
     services: dict[str, ServiceRoute] = field(default_factory=dict)
     settings: GatewaySettings | None = None  # None: keep the settings the gateway has
     settings_error: str | None = None  # why the gateway record could not be used, if it could not
+    groups: dict[str, GroupRoute] = field(default_factory=dict)  # groups with a member on this gateway
 
 
 def gateway_settings(record: GatewayRecord) -> GatewaySettings:
@@ -161,7 +163,29 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
             tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
             svc.status,
         )
-    return RoutingSnapshot(version, services, settings, settings_error)
+    return RoutingSnapshot(version, services, settings, settings_error, group_routes(registry, services))
+
+
+def group_routes(registry: Registry, services: dict[str, ServiceRoute]) -> dict[str, GroupRoute]:
+    """The groups of the services routed here, with the token and weights of their store rows."""
+    members: dict[str, list[str]] = {}
+    for route in services.values():
+        if route.group:
+            members.setdefault(route.group, []).append(route.name)
+    if not members:
+        return {}
+    rows = {g.name: g for g in registry.list_groups()}
+    groups = {}
+    for name, names in members.items():
+        row = rows.get(name)
+        groups[name] = GroupRoute(
+            name=name,
+            token=row.token.encode() if row is not None else b"",
+            traffic_mode=row.traffic_mode if row is not None else "auto",
+            weights=dict(row.weights) if row is not None else {},
+            members=tuple(sorted(names)),
+        )
+    return groups
 
 
 def service_route(

@@ -42,3 +42,13 @@ class GatewayRecord:
     status: str
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    name: str
+    token: str
+    traffic_mode: str  # auto | customized
+    weights: dict[str, int]
+    created_at: float
+    updated_at: float

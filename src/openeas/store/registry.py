@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openeas.store import schema
-from openeas.store.records import GatewayRecord, InstanceRecord, ServiceRecord
+from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord
 
 VERSION_KEY = "version"
 
@@ -261,6 +261,70 @@ class Registry:
             if conn.execute(schema.gateways.delete().where(schema.gateways.c.name == name)).rowcount == 0:
                 raise NotFound(name)
         return []
+
+    # -- service groups --------------------------------------------------------------------
+    def ensure_group(self, name: str, token: str) -> GroupRecord:
+        """The group `name`, created (traffic mode auto, no weights, `token`) if it is absent."""
+        try:
+            return self.get_group(name)
+        except NotFound:
+            pass
+        now = time.time()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    schema.groups.insert().values(
+                        name=name,
+                        token=token,
+                        traffic_mode="auto",
+                        weights="{}",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            pass  # created meanwhile by another writer
+        return self.get_group(name)
+
+    def update_group(self, name: str, **values: Any) -> GroupRecord:
+        """Update `token`, `traffic_mode` and/or `weights` ({service: int}) of a group."""
+        values["updated_at"] = time.time()
+        if "weights" in values:
+            values["weights"] = json.dumps(values["weights"], sort_keys=True)
+        with self._write() as conn:
+            stmt = update(schema.groups).where(schema.groups.c.name == name).values(**values)
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(name)
+        return self.get_group(name)
+
+    def get_group(self, name: str) -> GroupRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.groups).where(schema.groups.c.name == name)).first()
+        if row is None:
+            raise NotFound(name)
+        return _group(row._mapping)
+
+    def list_groups(self) -> list[GroupRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.groups).order_by(schema.groups.c.name)).all()
+        return [_group(r._mapping) for r in rows]
+
+    def delete_group(self, name: str) -> None:
+        with self._write() as conn:
+            if conn.execute(schema.groups.delete().where(schema.groups.c.name == name)).rowcount == 0:
+                raise NotFound(name)
+
+
+def _group(m: Any) -> GroupRecord:
+    weights = json.loads(m["weights"] or "{}")
+    return GroupRecord(
+        name=m["name"],
+        token=m["token"],
+        traffic_mode=m["traffic_mode"],
+        weights={str(k): int(v) for k, v in weights.items()} if isinstance(weights, dict) else {},
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
 
 
 def _service(m: Any) -> ServiceRecord:

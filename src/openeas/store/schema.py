@@ -51,6 +51,20 @@ gateways = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Service groups (metadata.group). Added alongside the other tables: the row carries what the
+# group itself owns in EAS (its token, traffic mode and member weights); members are the services
+# whose spec names the group. `weights` is a JSON object {service: int -1..1000}.
+groups = Table(
+    "groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token", String(256), nullable=False),
+    Column("traffic_mode", String(16), nullable=False),  # auto | customized
+    Column("weights", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 # Change feed: `version` increases with every committed write that a gateway cares about.
 meta = Table(
     "meta",
