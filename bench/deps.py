@@ -107,6 +107,17 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
     repo = str(Path(__file__).resolve().parents[1])
     commit = _first_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    try:
+        status = subprocess.run(
+            ["git", "-C", repo, "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        status = []
+    if status:  # the gateway measured is the working tree's, not exactly the commit's
+        commit += f" + {len(status)} uncommitted change(s) under src/"
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_count": os.cpu_count(),
