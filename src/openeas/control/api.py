@@ -26,6 +26,9 @@ Routes (region is the server's `--region`, "local" by default):
     GET    /api/v2/services/{region}/{name}/logs?instance=ID&tail=200
                                                          -> {"name", "logs": [{"instance", "lines"}]}
     /api/v2/gateways[/{region}/{name}]                   gateways: see control/gateway_api.py
+    POST   /api/v2/services/{region}/{name}/debug        online debug (control/console/debug.py)
+
+The web console (control/console, docs/console.md) is served under /console; / redirects there.
 
 A service's `endpoints` always has the keys `internet` and `vpc`; each is None when the service's
 gateway has that access method off. `networking.gateway` must name an existing gateway, and a
@@ -50,6 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from openeas.config import ServerConfig
+from openeas.control.console import console_routes
 from openeas.control.endpoints import gateway_bases, service_endpoints
 from openeas.control.errors import ApiError, log_failure
 from openeas.control.gateway_api import GatewayApi
@@ -479,7 +483,7 @@ def create_app(ctx: ControlContext) -> Starlette:
         )
 
     return Starlette(
-        routes=routes,
+        routes=[*routes, *console_routes(api, PREFIX)],  # + the web console (/console), its debug route
         exception_handlers={
             ApiError: on_api_error,
             SpecError: on_spec_error,

@@ -56,6 +56,7 @@ const ROUTES = [
 async function render() {
   if (current) current.stop();
   current = null;
+  for (const d of document.querySelectorAll("dialog[open]")) d.close(); // dialogs belong to the page left
   const hash = location.hash || "#/services";
   for (const [re, show, needsLogin] of ROUTES) {
     const m = hash.match(re);
@@ -202,7 +203,7 @@ function serviceRow(s, refresh) {
     h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.name)}`, class: "strong" }, s.name)),
     h("td", { title: s.message || "" }, badge(s.status)),
     h("td", { class: "num", "data-instances": `${s.running_instances}/${s.instance}` }, `${s.running_instances} / ${s.instance}`),
-    h("td", {}, kindOf(s)),
+    h("td", { class: "nowrap" }, kindOf(s)),
     h("td", {}, s.gateway),
     h("td", { class: "endpoint-cell" }, endpoint ? [h("code", { class: "truncate", title: endpoint }, endpoint), copyButton(() => endpoint)] : "-"),
     h("td", { title: fmtTime(s.updated_at) }, fmtAgo(s.updated_at)),
@@ -524,7 +525,7 @@ async function tabDebug(body, state) {
   const path = h("input", { type: "text", id: "debug-path", value: profile.path, spellcheck: "false", placeholder: "/v1/chat/completions" });
   const headers = h("textarea", { id: "debug-headers", class: "code-input", rows: "3", spellcheck: "false" });
   headers.value = "Content-Type: application/json";
-  const reqBody = h("textarea", { id: "debug-body", class: "code-input", rows: "10", spellcheck: "false" });
+  const reqBody = h("textarea", { id: "debug-body", class: "code-input", rows: "8", spellcheck: "false" });
   reqBody.value = typeof profile.body === "string" ? profile.body : prettyJson(profile.body);
   const timeout = h("input", { type: "number", id: "debug-timeout", min: "1", max: "120", value: "30", class: "input-narrow" });
   const send = h("button", { type: "submit", class: "btn btn-primary", id: "debug-send" }, "Send request");
@@ -654,13 +655,17 @@ function endpointPanel(state) {
   let chosen = which[0] || "internet";
   let exampleTab = "curl";
   const examplesBox = h("div", { id: "examples" });
+  const noteBox = h("p", { class: "muted small", id: "example-note" });
   const endpointChoice = h("div", { class: "segmented", role: "radiogroup" });
 
   const drawExamples = () => {
     const list = examplesFor(state.view, chosen, state.signature);
+    const prof = profileOf(state.view, state.signature);
+    noteBox.hidden = !prof.note;
+    noteBox.textContent = prof.note;
     clear(endpointChoice).append(
       h("span", { class: "muted" }, "Examples use the "),
-      which.map((w) => h("button", { type: "button", class: w === chosen ? "seg active" : "seg", "data-endpoint": w,
+      ...which.map((w) => h("button", { type: "button", class: w === chosen ? "seg active" : "seg", "data-endpoint": w,
         onclick: () => { chosen = w; drawExamples(); } }, w === "internet" ? "Internet endpoint" : "VPC endpoint")),
     );
     clear(examplesBox);
@@ -691,7 +696,7 @@ function endpointPanel(state) {
     h("section", { class: "panel-section" },
       h("h3", {}, "Call examples ", h("span", { class: "muted small" }, `(${profile.label})`)),
       endpointChoice,
-      profile.note ? h("p", { class: "muted small", id: "example-note" }, profile.note) : null,
+      noteBox,
       examplesBox),
   );
   drawExamples();
@@ -710,7 +715,7 @@ function endpointPanel(state) {
 }
 
 function mask(token) {
-  return token ? `${token.slice(0, 4)}${"\u2022".repeat(Math.max(8, token.length - 8))}${token.slice(-4)}` : "";
+  return token ? `${token.slice(0, 4)}${"\u2022".repeat(12)}${token.slice(-4)}` : "";
 }
 
 // -- gateways ------------------------------------------------------------------------------

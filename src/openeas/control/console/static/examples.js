@@ -30,14 +30,16 @@ export function servedModel(spec) {
   return base.replace(MODEL_FILE, "");
 }
 
-function chatBody(model) {
-  return {
+function chatBody(model, maxTokens = 0) {
+  const body = {
     model,
     messages: [
       { role: "system", content: "You are a helpful assistant." },
       { role: "user", content: "hello!" },
     ],
   };
+  if (maxTokens) body.max_tokens = maxTokens; // an answer in seconds, not minutes, on a CPU
+  return body;
 }
 
 function sampleValue(dtype) {
@@ -84,7 +86,7 @@ export function profileOf(view, signature = null) {
   const command = String(container.command || container.script || "");
   if (processor === "llm") {
     return { kind: "chat", label: "LLM (OpenAI-compatible)", method: "POST", path: "/v1/chat/completions",
-             body: chatBody(servedModel(spec)), model: servedModel(spec), openai: "chat", note: "" };
+             body: chatBody(servedModel(spec), 128), model: servedModel(spec), openai: "chat", note: "" };
   }
   if (!processor && CHAT_DEMO.test(command)) {
     return { kind: "chat", label: "custom container (OpenAI-style chat demo)", method: "POST",
@@ -229,6 +231,7 @@ export function openaiExample(endpoint, token, profile) {
     "completion = client.chat.completions.create(",
     `    model=${pyStr(profile.model)},`,
     `    messages=${pyLiteral(profile.body.messages, 4)},`,
+    ...(profile.body.max_tokens ? [`    max_tokens=${profile.body.max_tokens},`] : []),
     ")",
     "print(completion.choices[0].message.content)",
   ].join("\n");
