@@ -13,6 +13,7 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v java >/dev/null || need+=(default-jre-headless)  # the pmml processor
+command -v chromium >/dev/null || need+=(chromium)  # the web console's browser tests
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
