@@ -25,6 +25,7 @@ from rich.table import Table
 import openeas
 from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
 from openeas.cli.gateways import gateway_app
+from openeas.cli.groups import group_app
 from openeas.cli.output import (
     DataDir,
     JsonOut,
@@ -58,6 +59,7 @@ app = typer.Typer(
 )
 
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(group_app, name="group")
 
 DEMO_SERVICE = "demo_chat"
 DEMO_BODY = '{"model":"demo","messages":[{"role":"user","content":"hello!"}]}'

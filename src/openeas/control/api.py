@@ -58,6 +58,7 @@ from openeas.control.endpoints import gateway_bases, service_endpoints
 from openeas.control.errors import ApiError, log_failure
 from openeas.control.gateway_api import GatewayApi
 from openeas.control.gateways import GatewayManager
+from openeas.control.groups import GroupApi, ensure_group
 from openeas.control.reconciler import Reconciler
 from openeas.runtime.base import Runtime
 from openeas.spec import (
@@ -274,6 +275,7 @@ class ControlApi:
                 name=spec.name,
             ) from None
         log.info("service %s created", spec.name)
+        await ensure_group(self, svc)
         self.ctx.reconciler.wake()
         return JSONResponse(await self.view(svc), status_code=201)
 
@@ -342,6 +344,7 @@ class ControlApi:
         except NotFound:
             raise ApiError(404, "ServiceNotFound", f"service '{svc.name}' was deleted meanwhile") from None
         log.info("service %s modified (revision %d)", svc.name, svc.revision)
+        await ensure_group(self, svc)
         self.ctx.reconciler.wake()
         return JSONResponse(await self.view(svc))
 
@@ -446,6 +449,7 @@ def create_app(ctx: ControlContext) -> Starlette:
         Route(one + "/instances", a(api.instances), methods=["GET"]),
         Route(one + "/logs", a(api.logs), methods=["GET"]),
         *GatewayApi(api).routes(PREFIX),
+        *GroupApi(api).routes(PREFIX),
     ]
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
