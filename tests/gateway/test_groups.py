@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from openeas.gateway.groups import SmoothWeightedRR, check_weight, effective_weights
+from openeas.gateway.app import group_entries
+from openeas.gateway.balancer import GroupEntry, RouteEntry
+from openeas.gateway.groups import GroupRoute, SmoothWeightedRR, check_weight, effective_weights
+from openeas.gateway.snapshot import ServiceRoute
+from openeas.gateway.snapshot import Upstream as Up
 from openeas.store import Registry, sqlite_url
 from tests.gateway.harness import (
     GatewayProc,
@@ -229,3 +233,22 @@ def test_discovery_on_the_intranet_listener_only(
     # the older prefix with a query string (the SDK appends ?internal=true inside a cluster)
     resp = requests.get(intranet + "/api/v1/servicediscovery/upstreams/solo?internal=true", timeout=10)
     assert resp.status_code == 200 and resp.json()["correlative"] == ["solo"]
+
+
+def test_rotation_survives_snapshot_swaps() -> None:
+    """A busy store swaps the snapshot often: the split must hold across swaps."""
+    ups = (Up("i1", "127.0.0.1", 1),)
+    services = {n: ServiceRoute(n, b"t", ups, 5.0, "Running", group="g") for n in ("big", "small")}
+    group = GroupRoute("g", b"tok", "customized", {"big": 90, "small": 10}, ("big", "small"))
+    seen: collections.Counter[str] = collections.Counter()
+    groups: dict[bytes, GroupEntry] = {}
+    for _ in range(100):  # a new snapshot every 3 requests
+        routes = {n.encode(): RouteEntry(r, []) for n, r in services.items()}
+        for entry in routes.values():
+            entry.upstreams = [object()]  # type: ignore[list-item]  # one "ready instance"
+        groups = group_entries({"g": group}, routes, groups)
+        for _ in range(3):
+            member = groups[b"g"].pick()
+            assert member is not None
+            seen[member.name] += 1
+    assert seen == {"big": 270, "small": 30}

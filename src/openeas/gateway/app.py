@@ -256,7 +256,7 @@ class Gateway:
         retired = [state for upstream, state in old.items() if upstream not in states]
         self.states = states
         self.routes = routes
-        self.groups = group_entries(snapshot.groups, routes)
+        self.groups = group_entries(snapshot.groups, routes, self.groups)
         self.service_limits = service_limits
         self.snapshot = snapshot
         now = self._loop.time() if self._loop is not None else 0.0
@@ -334,14 +334,26 @@ class Gateway:
         return ready_line(self.settings.name, self.bound)
 
 
-def group_entries(groups: dict[str, GroupRoute], routes: dict[bytes, RouteEntry]) -> dict[bytes, GroupEntry]:
-    """The group paths: `<G>` picks a member by weight, `<G>.<service>` reaches one member."""
+def group_entries(
+    groups: dict[str, GroupRoute],
+    routes: dict[bytes, RouteEntry],
+    old: dict[bytes, GroupEntry] | None = None,
+) -> dict[bytes, GroupEntry]:
+    """The group paths: `<G>` picks a member by weight, `<G>.<service>` reaches one member.
+
+    A group whose members and weights did not change keeps its place in the weighted rotation."""
     out: dict[bytes, GroupEntry] = {}
     for name, group in groups.items():
         members = [routes[m.encode()] for m in group.members if m.encode() in routes]
         ready = [(m.name, len(m.upstreams)) for m in members]
         weights = effective_weights(group.traffic_mode, group.weights, ready)
-        out[name.encode()] = GroupEntry(name, group.token, SmoothWeightedRR(members, weights))
+        key = name.encode()
+        entry = out[key] = GroupEntry(name, group.token, SmoothWeightedRR(members, weights))
+        previous = old.get(key) if old else None
+        if previous is not None:
+            rr, prev = entry.rr, previous.rr
+            same = [m.name for m in rr.items] == [m.name for m in prev.items] and rr.weights == prev.weights
+            rr.carry_over(prev, same)
         for member in members:
             out[f"{name}.{member.name}".encode()] = GroupEntry(
                 name, group.token, SmoothWeightedRR([member], [1]), member

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 TRAFFIC_MODES = ("auto", "customized")
 DEFAULT_WEIGHT = 100
@@ -75,6 +75,13 @@ class SmoothWeightedRR(Generic[T]):
         self.weights: list[int] = [w for _, w in pairs]
         self.current: list[int] = [0] * len(pairs)
         self.total = sum(self.weights)
+
+    def carry_over(self, old: SmoothWeightedRR[Any], same: bool) -> None:
+        """Continue `old`'s rotation when `same` (the same members with the same weights, new
+        objects after a snapshot swap): frequent swaps must not restart the cycle, which would
+        favour the heaviest member (a 90/10 split restarted every 4 picks never reaches the 10)."""
+        if same and len(old.current) == len(self.current):
+            self.current = list(old.current)
 
     def pick(self) -> T | None:
         n = len(self.items)
