@@ -33,7 +33,16 @@ from typing import Any
 from bench import deps, nginx, report, sse_client
 from bench.checks import call, run_checks
 from bench.cluster import BenchError, Cluster, add_routes, remove_routes, start_cluster
-from bench.procs import ProcessSet, cmdline, descendants, free_port, raise_nofile, rss_kib, wait_port
+from bench.procs import (
+    ProcessSet,
+    cmdline,
+    descendants,
+    free_port,
+    open_fds,
+    raise_nofile,
+    rss_kib,
+    wait_port,
+)
 from bench.profile import run_during, summarise
 from bench.wrk import Cell, run_wrk
 
@@ -595,9 +604,12 @@ def measure_sse(ctx: Context, streams: int, ttfe_samples: int) -> dict[str, Any]
     def gw_rss() -> int:
         return sum(rss_kib(p) for p in ctx.cluster.gateway_pids())
 
+    def gw_fds() -> int:
+        return sum(open_fds(p) for p in ctx.cluster.gateway_pids())
+
     async def go() -> dict[str, Any]:
         hold = await sse_client.hold_streams(
-            "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, streams, gw_rss
+            "127.0.0.1", ctx.cluster.gateway_port, gw_path, ctx.sse_token, streams, gw_rss, gw_fds
         )
         await asyncio.sleep(2.0)  # let the gateway finish closing the held streams
         direct: list[float] = []

@@ -100,6 +100,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def open_fds(pid: int) -> int:
+    """Open file descriptors of a process (0 when it is gone or not readable)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -459,7 +459,14 @@ def _sse_md(s: dict[str, Any] | None) -> str:
                         f"{_f(s['ttfe_direct_us'])} / {_f(s['ttfe_gateway_us'])} µs",
                     ],
                     ["**delay the gateway adds to the first event**", f"**{_f(s['ttfe_added_us'])} µs**"],
-                    ["gateway open-files limit (soft hard)", str(s.get("gateway_nofile"))],
+                    [
+                        "gateway open files with the streams / its limit (soft hard)",
+                        f"{_f(h.get('gateway_fds_with'))} / {s.get('gateway_nofile')}",
+                    ],
+                    [
+                        "statuses of the stream requests",
+                        ", ".join(f"{k}: {v}" for k, v in h.get("statuses", {}).items()),
+                    ],
                 ],
             ),
         ]

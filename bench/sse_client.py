@@ -142,6 +142,7 @@ class HoldResult:
     rss_with_kib: int
     rss_with_later_kib: int
     rss_after_close_kib: int
+    gateway_fds_with: int
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -158,9 +159,10 @@ async def hold_streams(
     auth: str,
     n: int,
     rss: Callable[[], int],
+    fds: Callable[[], int],
     concurrency: int = 200,
     hold_s: float = 3.0,
-    timeout_s: float = 120.0,
+    timeout_s: float = 0.0,  # 0: 30 s + 1 s per 500 streams
 ) -> HoldResult:
     """Open n streams, wait until each has two events (bounded), sample rss, close them all."""
     request = build_request(host, port, path, auth)
@@ -181,7 +183,8 @@ async def hold_streams(
     rss_before = rss()
     t0 = time.monotonic()
     opened = [s for s in await asyncio.gather(*(one() for _ in range(n))) if s is not None]
-    deadline = time.monotonic() + timeout_s
+    # Bounded: 30 s plus 1 s per 500 streams for the first events, then the hold.
+    deadline = time.monotonic() + (timeout_s or 30.0 + n / 500)
     try:
         while time.monotonic() < deadline:
             if all(s.lost or s.events >= 1 for s in opened):
@@ -195,6 +198,7 @@ async def hold_streams(
                 break
             await asyncio.sleep(0.2)
         rss_with = rss()
+        fds_with = fds()
         await asyncio.sleep(2.0)
         rss_later = rss()
         result = HoldResult(
@@ -205,12 +209,13 @@ async def hold_streams(
             with_first_event=sum(1 for s in opened if s.events >= 1),
             with_two_events=sum(1 for s in opened if s.events >= 2),
             lost_early=sum(1 for s in opened if s.lost),
-            statuses=dict(Counter(str(s.status) for s in opened)),
+            statuses=dict(Counter("no answer" if s.status is None else str(s.status) for s in opened)),
             open_seconds=open_seconds,
             rss_before_kib=rss_before,
             rss_with_kib=rss_with,
             rss_with_later_kib=rss_later,
             rss_after_close_kib=0,
+            gateway_fds_with=fds_with,
         )
     finally:
         for s in opened:
