@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ def test_registry_groups(tmp_path: Path) -> None:
 class GroupStack:
     registry: Registry
     gateway: GatewayProc
+    access_log: Path
 
     def url(self, name: str, sub: str = "/echo") -> str:
         return f"{self.gateway.internet}/api/predict/{name}{sub}"
@@ -103,9 +105,10 @@ def gstack(
     add_service(registry, "solo", SOLO_TOKEN, [a.port, b.port])
     registry.ensure_group("g", GROUP_TOKEN)
     registry.update_group("g", traffic_mode="customized", weights={"ga": 90, "gb": 10})
-    gateway = start_gateway(sqlite_url(data_dir), "shared", data_dir)
+    access_log = data_dir / "access.log"
+    gateway = start_gateway(sqlite_url(data_dir), "shared", data_dir, "--access-log", str(access_log))
     try:
-        yield GroupStack(registry, gateway)
+        yield GroupStack(registry, gateway, access_log)
     finally:
         rc = gateway.terminate()
         registry.close()
@@ -144,6 +147,25 @@ def test_group_splits_by_customized_weights(gstack: GroupStack) -> None:
             gstack.url("g", "/echo/x?q=1"), headers={"Authorization": GROUP_TOKEN}, timeout=10
         ).json()
         assert body["path"] == "/echo/x" and body["query"] == "q=1"
+
+
+def test_access_log_names_the_member(gstack: GroupStack) -> None:
+    with requests.Session() as s:
+        for path in ("/api/predict/g.gb/echo?n=1", "/api/predict/ga/echo?n=2"):
+            resp = s.get(gstack.gateway.internet + path, headers={"Authorization": GROUP_TOKEN}, timeout=10)
+            assert resp.status_code in (200, 401)
+    lines: list[dict[str, object]] = []
+
+    def logged() -> bool:
+        lines[:] = [json.loads(x) for x in gstack.access_log.read_text().splitlines()]
+        return any(x["service"] == "ga" for x in lines)
+
+    _wait(logged, "the access log flush")
+    member_line = [x for x in lines if x["service"] == "g.gb"][-1]
+    assert member_line["member"] == "gb" and member_line["path"] == "/echo"
+    group_lines = [x for x in lines if x["service"] == "g" and x["status"] == 200]
+    assert group_lines and all(x["member"] in ("ga", "gb") for x in group_lines)
+    assert all("member" not in x for x in lines if x["service"] == "ga")
 
 
 def test_group_token_rules(gstack: GroupStack) -> None:

@@ -1,7 +1,8 @@
 """Access log: one JSON line per request, written only when a path was given.
 
 Fields: time, method, service, path (the forwarded sub-path, without query), status, bytes
-(response body bytes sent), upstream (host:port or "-"), duration_ms, request_id, peer, listener.
+(response body bytes sent), upstream (host:port or "-"), duration_ms, request_id, peer, listener;
+and member (the service that answered) for a request on a group path (`<G>` or `<G>.<service>`).
 Never the token nor any header. Lines are buffered and flushed by the gateway's
 once-a-second sweep (and on stop), so logging costs one dict and one json.dumps per request.
 """
@@ -30,10 +31,11 @@ class AccessLog:
             self._file = sys.stderr
 
     def write(self, ex: Exchange, now_loop: float, listener: str) -> None:
-        record = {
+        service = ex.service.decode("latin-1")
+        record: dict[str, object] = {
             "time": round(time.time(), 3),
             "method": ex.method.decode("latin-1"),
-            "service": ex.service.decode("latin-1"),
+            "service": service,
             "path": path_of(ex.target).decode("latin-1") if ex.target else path_of(ex.url).decode("latin-1"),
             "status": ex.status,
             "bytes": ex.bytes_out,
@@ -43,6 +45,9 @@ class AccessLog:
             "peer": ex.client.peer.decode("latin-1"),
             "listener": listener,
         }
+        entry = ex.entry
+        if entry is not None and entry.name != service:  # came by a group path
+            record["member"] = entry.name
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
