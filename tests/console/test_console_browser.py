@@ -115,6 +115,9 @@ def test_console_end_to_end(page: Any, server: Server, eas_python: Path) -> None
 
     # -- deploy the demo service by pasting its spec -----------------------------------------
     page.click("#deploy-link")
+    page.fill("#spec-json", demo_spec_text())
+    page.locator("#spec-json").evaluate("area => { area.scrollTop = 0; area.blur(); }")
+    shot(page, "deploy")
     page.fill("#spec-json", "{not json")
     page.click("#deploy-submit")
     page.wait_for_selector("#deploy-result .alert-bad")
@@ -219,8 +222,12 @@ def test_console_end_to_end(page: Any, server: Server, eas_python: Path) -> None
     page.click("[data-action=confirm]")
     page.wait_for_selector("#service-status [data-status=Stopped]")
     status_only = curl + " -s -o /dev/null -w '%{http_code}'"
-    result = subprocess.run(["bash", "-c", status_only], capture_output=True, text=True, timeout=30)
-    assert result.stdout == "503"
+
+    def refused() -> bool:  # once the gateway has seen the stop (its snapshot follows the store)
+        result = subprocess.run(["bash", "-c", status_only], capture_output=True, text=True, timeout=30)
+        return result.stdout == "503"
+
+    wait_for(refused, 15, "503 from the stopped service")
     page.click("#delete")
     page.click("[data-action=confirm]")
     page.wait_for_url("**/console/#/services")

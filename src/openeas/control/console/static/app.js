@@ -170,10 +170,16 @@ async function pageServices(root, page) {
       empty),
   );
 
+  let shown = "";
   const refresh = async () => {
     const data = await services.list();
     if (!page.alive) return;
     const list = data.services.slice().sort((a, b) => a.name.localeCompare(b.name));
+    // Redraw only what changed: a row being clicked is not replaced under the pointer.
+    const key = JSON.stringify(list.map((s) => [s.name, s.status, s.message, s.running_instances, s.instance,
+      s.desired_state, s.endpoints, s.gateway, fmtAgo(s.updated_at)]));
+    if (key === shown) return;
+    shown = key;
     const running = list.filter((s) => s.status === "Running").length;
     const inst = list.reduce((n, s) => n + s.running_instances, 0);
     const want = list.reduce((n, s) => n + (s.desired_state === "running" ? s.instance : 0), 0);
@@ -442,10 +448,14 @@ async function tabInstances(body, state, page) {
           h("thead", {}, h("tr", {}, ["Instance", "State", "Address", "PID", "Restarts", "Revision", "Started", "Message"].map((t) => h("th", {}, t)))),
           tbody))),
   );
+  let shown = "";
   const update = async () => {
     const data = await services.instances(state.view.name);
     if (!page.alive) return;
     const rows = data.instances.slice().sort((a, b) => a.id.localeCompare(b.id));
+    const key = JSON.stringify(rows.map((i) => [i, fmtAgo(i.started_at)]));
+    if (key === shown) return;
+    shown = key;
     clear(tbody).append(
       ...(rows.length
         ? rows.map((i) => h("tr", { "data-instance": i.id, "data-state": i.state },
