@@ -78,7 +78,8 @@ def test_413_chunked_without_reading_it_all(server: RunningServer, svc: dict[str
     sock = socket.create_connection(("127.0.0.1", server.gateway_port), timeout=10)
     try:
         sock.sendall(
-            b"POST /api/predict/misbehaving/echo HTTP/1.1\r\nHost: x\r\n"
+            # /sleep answers only after 3 s: the instance cannot answer before the gateway's 413.
+            b"POST /api/predict/misbehaving/sleep?ms=3000 HTTP/1.1\r\nHost: x\r\n"
             b"Authorization: " + svc["token"].encode() + b"\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
@@ -133,8 +134,9 @@ def test_503_when_instance_dies_then_restarted(server: RunningServer, svc: dict[
     assert pid_after is not None, "the crashed instance was not restarted within 30 s"
     assert any("no ready instance" in m for m in messages), messages
     assert pid_after != pid_before
-    desc = server.cli_json("desc", "misbehaving")
-    assert desc["status"] == "Running"
+    server.wait_for(
+        lambda: server.cli_json("desc", "misbehaving")["status"] == "Running", what="status Running again"
+    )
 
 
 def test_503_when_service_stopped(server: RunningServer, svc: dict[str, Any]) -> None:
