@@ -208,12 +208,33 @@ def test_console_end_to_end(page: Any, server: Server, eas_python: Path) -> None
     page.wait_for_selector(f"#services-body tr[data-service={DEMO}] [data-instances='2/2']")
     assert row.locator("[data-status=Running]").count() == 1
     shot(page, "services")
+    dedicated = {
+        "name": "gw-prod",
+        "enable_internet": True,
+        "listen": {"internet": "127.0.0.1:0", "intranet": "127.0.0.1:0"},
+        "internet_acl": [{"entry": "203.0.113.0/24", "comment": "partners"}],
+        "intranet_acl": [{"entry": "10.0.0.0/8", "comment": "office VPC"}],
+    }
+    with server.client() as api:
+        assert api.post("/api/v2/gateways", json=dedicated).status_code == 201
+
+        def gateway_running() -> Any:
+            view = api.get("/api/v2/gateways/local/gw-prod").json()
+            return view if view["status"] == "Running" else None
+
+        wait_for(gateway_running, 60, "gateway gw-prod Running")
     page.click(".topnav >> text=Gateways")
     card = page.locator("[data-gateway=shared]")
     card.wait_for()
     assert internet.removesuffix(f"/api/predict/{DEMO}") in card.inner_text()
     assert DEMO in card.inner_text()
-    shot(page, "gateways")
+    page.wait_for_selector("[data-gateway=gw-prod] [data-status=Running]")  # the page refreshes
+    text = page.locator("[data-gateway=gw-prod]").inner_text()
+    assert "dedicated" in text and "203.0.113.0/24" in text and "partners" in text
+    assert "10.0.0.0/8" in text and "office VPC" in text
+    shot(page, "gateways", full_page=True)
+    with server.client() as api:
+        assert api.delete("/api/v2/gateways/local/gw-prod").status_code == 200
 
     # -- stop, delete, log out ------------------------------------------------------------------
     page.goto(f"{server.api}/console/#/services/{DEMO}")

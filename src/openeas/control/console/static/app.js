@@ -737,21 +737,34 @@ function gatewayList(data) {
   return (data && (data.gateways || data.items)) || [];
 }
 
-async function pageGateways(root) {
-  root.append(pageHeader("Gateways"));
-  const svcList = (await services.list()).services;
-  let list = null;
-  let note = null;
-  try {
-    list = gatewayList(await gateways.list());
-  } catch (err) {
-    if (!(err instanceof ApiError && (err.status === 404 || err.status === 405))) throw err;
-    note = "This server has no gateway API (/api/v2/gateways): shown are the gateways its services use, with their endpoints.";
-    list = fallbackGateways(svcList);
-  }
-  if (note) root.append(h("div", { class: "alert alert-info" }, note));
-  if (!list.length) root.append(h("p", { class: "muted" }, "No gateways."));
-  for (const g of list) root.append(gatewayCard(g, svcList));
+async function pageGateways(root, page) {
+  const noteBox = h("div", { class: "alert alert-info", hidden: true });
+  const cards = h("div", { id: "gateway-cards" });
+  root.append(pageHeader("Gateways"), noteBox, cards);
+  let shown = "";
+  const refresh = async () => {
+    const svcList = (await services.list()).services;
+    let list;
+    let note = "";
+    try {
+      list = gatewayList(await gateways.list());
+    } catch (err) {
+      if (!(err instanceof ApiError && (err.status === 404 || err.status === 405))) throw err;
+      note = "This server has no gateway API (/api/v2/gateways): shown are the gateways its services use, with their endpoints.";
+      list = fallbackGateways(svcList);
+    }
+    if (!page.alive) return;
+    // the shared gateway first, then by name
+    list.sort((a, b) => (a.name === "shared" ? -1 : b.name === "shared" ? 1 : String(a.name).localeCompare(String(b.name))));
+    const key = JSON.stringify([list, svcList.map((s) => [s.name, s.gateway]), note]);
+    if (key === shown) return;
+    shown = key;
+    noteBox.hidden = !note;
+    noteBox.textContent = note;
+    clear(cards).append(...(list.length ? list.map((g) => gatewayCard(g, svcList)) : [h("p", { class: "muted" }, "No gateways.")]));
+  };
+  await refresh();
+  page.every(3000, refresh);
 }
 
 function fallbackGateways(svcList) {
