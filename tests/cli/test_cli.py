@@ -190,7 +190,10 @@ def test_up_prints_a_curl_line_that_works(tmp_path: Path) -> None:
         demo_pid = next(
             int(p.name)
             for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _environ_has(p, b"OPENEAS_SERVICE=demo_chat")
+            if p.name.isdigit()
+            and _environ_has(p, b"OPENEAS_SERVICE=demo_chat")
+            # this server's instance, not another test's demo (they inherit the data dir)
+            and _environ_has(p, b"OPENEAS_DATA_DIR=" + str(data).encode())
         )
         assert server_pid == proc.pid
     finally:
