@@ -248,7 +248,9 @@ class ApiClient:
             view = self.describe(name)
             on_poll(view)
             settled = view.get("observed_revision", 0) >= view.get("revision", 0)
-            if settled and view["status"] == "Running":
+            # The status may still be the last pass's: also require the desired count ready.
+            enough = view.get("running_instances", 0) >= view.get("instance", 0)
+            if settled and enough and view["status"] == "Running":
                 return view
             if settled and view["status"] == "Failed":
                 raise CliError(f"service {name} failed: {view.get('message')}", view)
