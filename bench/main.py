@@ -890,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile(2 * args.sse_streams + 4096)
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join(["python3 -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "args": {k: str(v) for k, v in vars(args).items()},
         "machine": deps.machine(),
         "installed": installed,
