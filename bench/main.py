@@ -898,7 +898,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     work = Path(tempfile.mkdtemp(prefix="openeas-bench-"))
     procs = ProcessSet()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C, kill and a closed terminal all end in the same clean-up (also when the shell that
+    # started the bench in the background left SIGINT ignored).
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in stop_signals}
     t0 = time.monotonic()
     try:
         run_all(args, work, out, procs, results)
@@ -909,8 +912,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed: {exc}")
         return 1
     finally:
+        for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         procs.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         results["elapsed_s"] = time.monotonic() - t0
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
         _save(out, results)
