@@ -811,8 +811,13 @@ def run_all(
     _save(out, results)
 
 
-def _save(out: Path, results: dict[str, Any]) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+def _save(out: Path, results: dict[str, Any], complete: bool = False) -> None:
+    """Every run writes results-<start time>.json as it goes; a run that finished also becomes
+    results.json, so an interrupted run never replaces the last complete one."""
+    text = json.dumps(results, indent=2, default=str)
+    (out / f"results-{results['run_id']}.json").write_text(text)
+    if complete:
+        (out / "results.json").write_text(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -889,6 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     # The gateway holds two sockets per SSE stream (client + upstream); children inherit this.
     nofile = raise_nofile(2 * args.sse_streams + 4096)
     results: dict[str, Any] = {
+        "run_id": time.strftime("%Y%m%d-%H%M%S"),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": " ".join(["python3 -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -924,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    _save(out, results, complete=True)
     table = report.render(
         results,
         None if args.no_docs else docs / "benchmarks.md",
