@@ -59,12 +59,12 @@ from openeas.control.errors import ApiError, log_failure
 from openeas.control.gateway_api import GatewayApi
 from openeas.control.gateways import GatewayManager
 from openeas.control.groups import GroupApi, ensure_group
+from openeas.control.patches import apply_modify, read_modify_body
 from openeas.control.reconciler import Reconciler
 from openeas.runtime.base import Runtime
 from openeas.spec import (
     ServiceSpec,
     SpecError,
-    assignments_to_patch,
     deep_merge,
     new_token,
     parse_service_spec,
@@ -303,23 +303,9 @@ class ControlApi:
     async def modify(self, request: Request) -> Response:
         name = self.check_region(request)
         body = await self.body_json(request)
-        if not isinstance(body, dict) or not body or set(body) - {"spec", "assignments"}:
-            raise ApiError(
-                400,
-                "InvalidRequest",
-                'send {"spec": {...part of the spec to change...}} and/or '
-                '{"assignments": ["metadata.instance=2", ...]}',
-            )
-        patch = body.get("spec", {})
-        if not isinstance(patch, dict):
-            raise SpecError.one("(top level)", "the spec patch must be a JSON object")
-        assignments = body.get("assignments", [])
-        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
-            raise ApiError(400, "InvalidRequest", '"assignments" is a list of "key=value" strings')
+        patch, assignments = read_modify_body(body, "spec", "metadata.instance=2")
         svc = await self.get_service(name)
-        merged = deep_merge({**svc.spec, "token": svc.token}, patch)
-        if assignments:
-            merged = deep_merge(merged, assignments_to_patch(assignments))
+        merged = apply_modify({**svc.spec, "token": svc.token}, patch, assignments)
         return await self.apply(svc, merged)
 
     async def apply(self, svc: ServiceRecord, merged: dict[str, Any]) -> Response:

@@ -36,7 +36,8 @@ from starlette.routing import Route
 from openeas.control.endpoints import KINDS, WILDCARD_HOSTS, access_enabled, gateway_bases, split_hostport
 from openeas.control.errors import ApiError
 from openeas.control.gateways import GatewaySupervisor
-from openeas.spec import GatewaySpec, SpecError, assignments_to_patch, deep_merge, parse_gateway_spec
+from openeas.control.patches import apply_modify, read_modify_body
+from openeas.spec import GatewaySpec, SpecError, parse_gateway_spec
 from openeas.spec.errors import FieldProblem
 from openeas.store import AlreadyExists, GatewayRecord, NotFound
 
@@ -269,28 +270,14 @@ class GatewayApi:
     async def modify(self, request: Request) -> Response:
         name = self.api.check_region(request, "gateways")
         body = await self.api.body_json(request)
-        if not isinstance(body, dict) or not body or set(body) - {"spec", "assignments"}:
-            raise ApiError(
-                400,
-                "InvalidRequest",
-                'send {"spec": {...part of the gateway spec to change...}} and/or '
-                '{"assignments": ["rate_limit=20", ...]}',
-            )
-        patch = body.get("spec", {})
-        if not isinstance(patch, dict):
-            raise SpecError.one("(top level)", "the spec patch must be a JSON object")
-        assignments = body.get("assignments", [])
-        if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
-            raise ApiError(400, "InvalidRequest", '"assignments" is a list of "key=value" strings')
+        patch, assignments = read_modify_body(body, "gateway spec", "rate_limit=20")
         record = await self.get(name)
         self.read_only(name, "modified")
         async with self.manager.lock:
             record = await self.get(name)
             if record.status == "Deleting":
                 raise ApiError(409, "GatewayDeleting", f"gateway '{name}' is being deleted", name=name)
-            merged = deep_merge(record.spec, patch)
-            if assignments:
-                merged = deep_merge(merged, assignments_to_patch(assignments))
+            merged = apply_modify(record.spec, patch, assignments)
             if merged.get("name") != name:
                 raise SpecError.one("name", "a gateway cannot be renamed; create another one")
             spec = parse_gateway_spec(merged)
