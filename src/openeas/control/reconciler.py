@@ -41,7 +41,11 @@ RESTART_FREE_FIELDS: tuple[tuple[str, ...], ...] = (
     ("metadata", "instance"),
     ("metadata", "rpc", "keepalive"),
     ("metadata", "rpc", "rate_limit"),
+    ("metadata", "rolling_strategy"),
+    ("metadata", "eas"),
     ("networking",),
+    ("autoscaler",),
+    ("mirror",),
     ("labels",),
     ("token",),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -37,6 +37,51 @@ class RpcSpec(_Strict):
     enable_sigterm: bool = False
 
 
+SURGE_RE = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+def _count_or_percent(v: int | str, field: str) -> int | str:
+    if isinstance(v, str) and not SURGE_RE.match(v):
+        raise ValueError(f"{field} is a whole number of instances (like 2) or a percentage (like \"25%\")")
+    return v
+
+
+class RollingStrategySpec(_Strict):
+    """How `modify` replaces instances: at most `max_surge` extra ones, at most `max_unavailable`
+    of the desired count not ready. Numbers or percentages of `metadata.instance`."""
+
+    max_surge: Annotated[int, Field(ge=0, le=1000)] | str = "2%"  # EAS: 2%, at least 1
+    max_unavailable: Annotated[int, Field(ge=0, le=1000)] | str = 0  # our choice: never below desired
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _amount(cls, v: int | str) -> int | str:
+        return _count_or_percent(v, "the value")
+
+    def surge_for(self, desired: int) -> int:
+        """Extra instances allowed, rounded up like EAS (2% of 10 -> 1)."""
+        return _resolve(self.max_surge, desired, round_up=True)
+
+    def unavailable_for(self, desired: int) -> int:
+        """Instances allowed below `desired` while updating, rounded down (k8s rounds it down)."""
+        return _resolve(self.max_unavailable, desired, round_up=False)
+
+
+def _resolve(amount: int | str, desired: int, *, round_up: bool) -> int:
+    if isinstance(amount, int):
+        return amount
+    percent = int(amount[:-1])
+    scaled = desired * percent
+    return -(-scaled // 100) if round_up else scaled // 100
+
+
+class EasSpec(_Strict):
+    """`metadata.eas`: EAS's engine settings that mean something locally."""
+
+    # seconds an instance being removed gets to finish requests after SIGTERM, before SIGKILL
+    termination_grace_period: Annotated[int, Field(ge=0, le=3600)] = 30
+
+
 class MetadataSpec(_Strict):
     name: str
     instance: Annotated[int, Field(ge=0, le=1000)] = 1
@@ -50,6 +95,8 @@ class MetadataSpec(_Strict):
     enable_grpc: bool = False
     enable_webservice: bool = False
     rpc: RpcSpec = Field(default_factory=RpcSpec)
+    rolling_strategy: RollingStrategySpec = Field(default_factory=RollingStrategySpec)
+    eas: EasSpec = Field(default_factory=EasSpec)
 
     @field_validator("name")
     @classmethod
@@ -148,6 +195,79 @@ class NetworkingSpec(_Strict):
     gateway_policy: GatewayPolicy | None = None
 
 
+METRICS = ("qps", "concurrency", "cpu")
+
+
+class ScaleStrategy(_Strict):
+    """One metric the autoscaler follows: scale so each instance stays near `threshold`.
+
+    qps: requests per second per instance (at the gateways); concurrency: requests in flight per
+    instance; cpu: percent of one core per instance (100 = one busy core)."""
+
+    metric_name: Literal["qps", "concurrency", "cpu"] = Field(alias="metricName")
+    threshold: Annotated[float, Field(gt=0, le=1_000_000)]
+
+
+class StabilizationWindow(_Strict):
+    stabilization_window_seconds: Annotated[float, Field(ge=0, le=3600, alias="stabilizationWindowSeconds")]
+
+
+class OnZero(_Strict):
+    # no request for this long with `min: 0` -> the last instance is stopped (EAS: 600 s)
+    scale_down_grace_period_seconds: Annotated[
+        float, Field(ge=0, le=86_400, alias="scaleDownGracePeriodSeconds")
+    ] = 600
+
+
+def _window(seconds: float) -> StabilizationWindow:
+    return StabilizationWindow.model_validate({"stabilizationWindowSeconds": seconds})
+
+
+class AutoscalerBehavior(_Strict):
+    scale_up: StabilizationWindow = Field(default_factory=lambda: _window(0), alias="scaleUp")
+    scale_down: StabilizationWindow = Field(default_factory=lambda: _window(300), alias="scaleDown")
+    on_zero: OnZero = Field(default_factory=OnZero, alias="onZero")
+
+
+class AutoscalerSpec(_Strict):
+    """`autoscaler`: keep between `min` and `max` instances by the strategies' metrics."""
+
+    min: Annotated[int, Field(ge=0, le=1000)] = 1
+    max: Annotated[int, Field(ge=1, le=1000)]
+    scale_strategies: list[ScaleStrategy] = Field(alias="scaleStrategies", min_length=1)
+    behavior: AutoscalerBehavior = Field(default_factory=AutoscalerBehavior)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalerSpec:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        names = [s.metric_name for s in self.scale_strategies]
+        if len(set(names)) != len(names):
+            raise ValueError("each metricName may appear once in scaleStrategies")
+        return self
+
+
+class MirrorSpec(_Strict):
+    """`mirror`: copy `ratio` percent of this service's requests to the `target` services; the
+    copies' responses are dropped and never slow the caller's request."""
+
+    target: list[str] = Field(min_length=1, max_length=5)
+    ratio: Annotated[int, Field(ge=0, le=100)]
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("target")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a service name")
+        return v
+
+
 class ServiceSpec(_Strict):
     metadata: MetadataSpec
     containers: list[ContainerSpec] = Field(default_factory=list)
@@ -162,6 +282,8 @@ class ServiceSpec(_Strict):
     model_entry: str | None = None
     model_config_: dict[str, Any] | str | None = Field(default=None, alias="model_config")
     labels: dict[str, str] = Field(default_factory=dict)
+    autoscaler: AutoscalerSpec | None = None
+    mirror: MirrorSpec | None = None
     cloud: dict[str, Any] | None = None
 
     @field_validator("token")
@@ -226,7 +348,28 @@ def parse_service_spec(data: Any) -> ServiceSpec:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     _check_processor(spec)
+    _check_traffic(spec)
     return spec
+
+
+def _check_traffic(spec: ServiceSpec) -> None:
+    """Rules that join fields from different parts of the spec."""
+    rs = spec.metadata.rolling_strategy
+    desired = max(spec.metadata.instance, 1)
+    if rs.surge_for(desired) == 0 and rs.unavailable_for(desired) == 0:
+        raise SpecError.one(
+            "metadata.rolling_strategy",
+            "max_surge and max_unavailable are both 0 for this instance count, so an update could "
+            "never replace an instance; allow at least one of them",
+        )
+    if spec.autoscaler is not None and spec.autoscaler.min == 0 and spec.gateway_name != "shared":
+        raise SpecError.one(
+            "autoscaler.min",
+            "0 (scale to zero) works only on the shared gateway, like EAS; set min to 1 or more "
+            "for a service on a dedicated gateway",
+        )
+    if spec.mirror is not None and spec.name in spec.mirror.target:
+        raise SpecError.one("mirror.target", "a service cannot mirror its requests to itself")
 
 
 def _check_processor(spec: ServiceSpec) -> None:
