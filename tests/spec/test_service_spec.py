@@ -103,3 +103,67 @@ def test_arbitrary_top_level_never_crashes(junk: dict[str, Any]) -> None:
         parse_service_spec(junk)
     except SpecError as exc:
         assert exc.problems
+
+
+def test_traffic_fields_defaults_and_resolution() -> None:
+    spec = parse_service_spec(_spec(metadata={"instance": 10}))
+    rs = spec.metadata.rolling_strategy
+    assert (rs.surge_for(10), rs.unavailable_for(10)) == (1, 0)  # EAS: 2%, at least 1
+    assert spec.metadata.eas.termination_grace_period == 30
+    custom = parse_service_spec(
+        _spec(metadata={"rolling_strategy": {"max_surge": "50%", "max_unavailable": "25%"}})
+    )
+    assert (
+        custom.metadata.rolling_strategy.surge_for(3),
+        custom.metadata.rolling_strategy.unavailable_for(3),
+    ) == (2, 0)
+    scaler = parse_service_spec(
+        _spec(autoscaler={"min": 0, "max": 4, "scaleStrategies": [{"metricName": "qps", "threshold": 10}]})
+    ).autoscaler
+    assert scaler is not None
+    assert (
+        scaler.behavior.scale_up.stabilization_window_seconds,
+        scaler.behavior.scale_down.stabilization_window_seconds,
+    ) == (0, 300)
+    assert scaler.behavior.on_zero.scale_down_grace_period_seconds == 600
+    mirror = parse_service_spec(_spec(mirror={"target": "other", "ratio": 25})).mirror
+    assert mirror is not None and mirror.target == ["other"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        (
+            {"metadata": {"rolling_strategy": {"max_surge": 0, "max_unavailable": 0}}},
+            "metadata.rolling_strategy",
+        ),
+        ({"metadata": {"rolling_strategy": {"max_surge": "x%"}}}, "metadata.rolling_strategy.max_surge"),
+        ({"metadata": {"eas": {"termination_grace_period": -1}}}, "metadata.eas.termination_grace_period"),
+        (
+            {"autoscaler": {"min": 3, "max": 2, "scaleStrategies": [{"metricName": "qps", "threshold": 1}]}},
+            "autoscaler",
+        ),
+        (
+            {"autoscaler": {"max": 2, "scaleStrategies": [{"metricName": "gpu", "threshold": 1}]}},
+            "autoscaler.scaleStrategies.0.metricName",
+        ),
+        ({"autoscaler": {"max": 2, "scaleStrategies": []}}, "autoscaler.scaleStrategies"),
+        (
+            {
+                "autoscaler": {
+                    "min": 0,
+                    "max": 2,
+                    "scaleStrategies": [{"metricName": "qps", "threshold": 1}],
+                },
+                "networking": {"gateway": "gw1"},
+            },
+            "autoscaler.min",
+        ),
+        ({"mirror": {"target": "svc", "ratio": 10}}, "mirror.target"),
+        ({"mirror": {"target": "other", "ratio": 101}}, "mirror.ratio"),
+    ],
+)
+def test_traffic_fields_errors_name_their_field(patch: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_service_spec(_spec(**patch))
+    assert field in [f.replace("[", ".").replace("]", "") for f in _fields(err.value)], str(err.value)
