@@ -35,6 +35,7 @@ def svc(
         "waiting": more.get("waiting", 0),
         "duration": hist(dsum, duration),
         "upstream": hist(more.get("usum", dsum * 0.9), more.get("upstream", duration)),
+        "gateway": hist(dsum * 0.1, {0: requests}),
         "bytes_in": requests * 100,
         "bytes_out": requests * 200,
         "rejected": more.get("rejected", {}),
@@ -108,8 +109,10 @@ def test_rates_from_deltas_and_first_read_is_a_baseline() -> None:
     # 18 requests in (0.005, 0.01], 2 in (0.1, 0.25]: p50 inside the first, p99 inside the second
     assert second["p50_ms"] == pytest.approx(5 + 5 * 10 / 18, rel=1e-3)
     assert 100 < second["p99_ms"] <= 250
-    assert second["gateway_ms"] == pytest.approx((0.6 - 0.08) / 20 * 1000)
-    assert points[0]["p50_ms"] is None and points[0]["gateway_ms"] is None
+    assert second["mean_ms"] == pytest.approx((0.6 - 0.08) / 20 * 1000)
+    assert second["upstream_ms"] == pytest.approx((0.6 - 0.08) * 0.9 / 20 * 1000)
+    assert second["gateway_ms"] == pytest.approx((0.6 - 0.08) * 0.1 / 20 * 1000)
+    assert points[0]["p50_ms"] is None and points[0]["mean_ms"] is None
     assert t.load("other", 60).qps == 0 and t.load("other", 60).last_request_at is None
 
 
@@ -192,6 +195,18 @@ def test_series_downsamples_long_windows() -> None:
     assert len(points) <= 10
     assert sum(p["requests"] for p in points) == 200
     assert all(p["qps"] == pytest.approx(2) for p in points[1:])
+
+
+def test_gateway_share_without_its_histogram_is_the_difference_of_means() -> None:
+    now = [0.0]
+    t = telemetry(now)
+    first, second = copy.deepcopy(READ_1), copy.deepcopy(READ_2)
+    for p in (first, second):
+        del p["services"]["chat"]["gateway"]  # a gateway from before the `gateway` histogram
+    feed(t, now, 1.0, {"g": first})
+    feed(t, now, 2.0, {"g": second})
+    point = t.series("chat", 60)[-1]
+    assert point["gateway_ms"] == pytest.approx(point["mean_ms"] - point["upstream_ms"])
 
 
 def test_quantile_interpolates_like_prometheus() -> None:

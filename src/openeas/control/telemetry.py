@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -59,8 +60,9 @@ class ServiceCounters:
     codes: Mapping[str, int]
     in_flight: int
     waiting: int
-    duration: Histogram
-    upstream: Histogram
+    duration: Histogram  # request head in -> response out
+    upstream: Histogram  # request sent to the instance -> its response complete
+    own: Histogram  # the gateway's own share (`gateway` in /stats; older gateways: absent)
     bytes_in: int
     bytes_out: int
     rejected: Mapping[str, int]
@@ -131,6 +133,7 @@ def parse_stats(payload: Any) -> GatewayStats:
             waiting=_int(s.get("waiting", 0), f"{where}.waiting"),
             duration=_histogram(s.get("duration"), len(buckets), f"{where}.duration"),
             upstream=_histogram(s.get("upstream"), len(buckets), f"{where}.upstream"),
+            own=_histogram(s.get("gateway"), len(buckets), f"{where}.gateway"),
             bytes_in=_int(s.get("bytes_in", 0), f"{where}.bytes_in"),
             bytes_out=_int(s.get("bytes_out", 0), f"{where}.bytes_out"),
             rejected=_counts(s.get("rejected"), f"{where}.rejected"),
@@ -155,6 +158,7 @@ class Delta:
     codes: Mapping[str, int]
     duration: Histogram
     upstream: Histogram
+    own: Histogram
     bytes_in: int
     bytes_out: int
     rejected: Mapping[str, int]
@@ -188,6 +192,7 @@ def _whole(cur: ServiceCounters) -> Delta:
         codes={k: v for k, v in cur.codes.items() if v},
         duration=cur.duration,
         upstream=cur.upstream,
+        own=cur.own,
         bytes_in=cur.bytes_in,
         bytes_out=cur.bytes_out,
         rejected={k: v for k, v in cur.rejected.items() if v},
@@ -204,6 +209,7 @@ def service_delta(cur: ServiceCounters, prev: ServiceCounters | None) -> Delta:
     rejected = _sub_counts(cur.rejected, prev.rejected)
     duration = _sub_hist(cur.duration, prev.duration)
     upstream = _sub_hist(cur.upstream, prev.upstream)
+    own = _sub_hist(cur.own, prev.own)
     requests = cur.requests - prev.requests
     bytes_in = cur.bytes_in - prev.bytes_in
     bytes_out = cur.bytes_out - prev.bytes_out
@@ -212,11 +218,12 @@ def service_delta(cur: ServiceCounters, prev: ServiceCounters | None) -> Delta:
         or rejected is None
         or duration is None
         or upstream is None
+        or own is None
         or min(requests, bytes_in, bytes_out) < 0
     ):
         return _whole(cur)
     return Delta(
-        requests, codes, duration, upstream, bytes_in, bytes_out, rejected, cur.in_flight, cur.waiting
+        requests, codes, duration, upstream, own, bytes_in, bytes_out, rejected, cur.in_flight, cur.waiting
     )
 
 
@@ -232,7 +239,7 @@ def gateway_deltas(
     """
     if prev is None and not new_process:
         zero = _zero(cur.buckets)
-        return {name: Delta(0, {}, zero, zero, 0, 0, {}, s.in_flight, s.waiting)
+        return {name: Delta(0, {}, zero, zero, zero, 0, 0, {}, s.in_flight, s.waiting)
                 for name, s in cur.services.items()}  # fmt: skip
     restarted = prev is None or (cur.pid, cur.started, cur.buckets) != (prev.pid, prev.started, prev.buckets)
     return {
@@ -261,6 +268,8 @@ class Sample:
     duration_counts: list[int] = field(default_factory=list)
     upstream_sum: float = 0.0
     upstream_counts: list[int] = field(default_factory=list)
+    own_sum: float = 0.0
+    own_count: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -283,6 +292,8 @@ class Sample:
         if buckets == self.buckets:  # gateways of one version share the buckets
             self.duration_sum += d.duration.sum
             self.upstream_sum += d.upstream.sum
+            self.own_sum += d.own.sum
+            self.own_count += d.own.count
             for i, c in enumerate(d.duration.counts):
                 self.duration_counts[i] += c
             for i, c in enumerate(d.upstream.counts):
@@ -303,6 +314,8 @@ class Sample:
         if other.buckets == self.buckets:
             self.duration_sum += other.duration_sum
             self.upstream_sum += other.upstream_sum
+            self.own_sum += other.own_sum
+            self.own_count += other.own_count
             self.duration_counts = [
                 a + b for a, b in zip(self.duration_counts, other.duration_counts, strict=True)
             ]
@@ -350,6 +363,10 @@ def point(s: Sample) -> dict[str, Any]:
         cls = status_class(code)
         classes[cls] = classes.get(cls, 0.0) + n / dt
     dcount, ucount = sum(s.duration_counts), sum(s.upstream_counts)
+    if s.own_count:
+        own: float | None = s.own_sum / s.own_count
+    else:  # a gateway without the `gateway` histogram: the difference of the means
+        own = max(s.duration_sum / dcount - s.upstream_sum / ucount, 0.0) if dcount and ucount else None
     return {
         "t": round(s.t, 3),
         "dt": round(s.dt, 3),
@@ -359,8 +376,9 @@ def point(s: Sample) -> dict[str, Any]:
         "codes": {k: round(v / dt, 3) for k, v in sorted(s.codes.items())},
         "p50_ms": _ms(quantile(0.5, s.buckets, s.duration_counts)),
         "p99_ms": _ms(quantile(0.99, s.buckets, s.duration_counts)),
-        "gateway_ms": _ms(s.duration_sum / dcount) if dcount else None,
-        "upstream_ms": _ms(s.upstream_sum / ucount) if ucount else None,
+        "mean_ms": _ms(s.duration_sum / dcount) if dcount else None,  # as callers saw it, at the gateway
+        "upstream_ms": _ms(s.upstream_sum / ucount) if ucount else None,  # the instance's share
+        "gateway_ms": _ms(own),  # the gateway's own share
         "in_flight": s.in_flight,
         "waiting": s.waiting,
     }
@@ -407,11 +425,13 @@ def downsample(samples: Sequence[Sample], max_points: int) -> list[Sample]:
 
 def replace_sample(s: Sample) -> Sample:
     """A copy that merging can change without touching the ring."""
-    return Sample(
-        s.t, s.dt, s.buckets, s.requests, dict(s.codes), s.duration_sum, list(s.duration_counts),
-        s.upstream_sum, list(s.upstream_counts), s.bytes_in, s.bytes_out, dict(s.rejected),
-        s.in_flight, s.waiting,
-    )  # fmt: skip
+    return dataclasses.replace(
+        s,
+        codes=dict(s.codes),
+        rejected=dict(s.rejected),
+        duration_counts=list(s.duration_counts),
+        upstream_counts=list(s.upstream_counts),
+    )
 
 
 # -- the scraper -------------------------------------------------------------------------------
