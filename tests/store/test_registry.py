@@ -75,3 +75,53 @@ def test_two_handles_see_each_others_writes(reg: Registry) -> None:
     reg.create_service("a", {"metadata": {"name": "a"}}, "t" * 20, "shared")
     assert other.version() > v
     assert other.get_service("a").token == "t" * 20
+
+
+def check_versions(reg: Registry) -> None:
+    """Versions: 1 at create, the next one only with a note, gone with the service. Shared with
+    the PostgreSQL test."""
+    reg.create_service("v", {"metadata": {"name": "v"}, "x": 1}, "t" * 20, "shared")
+    assert [(r.version, r.note, r.spec["x"]) for r in reg.list_versions("v")] == [(1, "created", 1)]
+    reg.update_service("v", spec={"metadata": {"name": "v", "instance": 3}, "x": 1})  # a scale: no note
+    reg.update_service("v", spec={"metadata": {"name": "v"}, "x": 2}, version_note="changed x")
+    versions = reg.list_versions("v")
+    assert [(r.version, r.note, r.spec["x"]) for r in versions] == [(1, "created", 1), (2, "changed x", 2)]
+    assert reg.get_version("v", 2).spec == {"metadata": {"name": "v"}, "x": 2}
+    with pytest.raises(NotFound):
+        reg.get_version("v", 3)
+    # a failed write keeps neither the service change nor the version
+    with pytest.raises(NotFound):
+        reg.update_service("nope", spec={"x": 3}, version_note="changed x")
+    assert reg.list_versions("v")[-1].version == 2
+    reg.delete_service("v")
+    with pytest.raises(NotFound):
+        reg.list_versions("v")
+    # a new service of the same name starts again at 1
+    reg.create_service("v", {"metadata": {"name": "v"}, "x": 9}, "t" * 20, "shared")
+    assert [(r.version, r.spec["x"]) for r in reg.list_versions("v")] == [(1, 9)]
+    reg.delete_service("v")
+
+
+def test_versions(reg: Registry) -> None:
+    check_versions(reg)
+
+
+def test_versions_of_a_service_from_before_versions(tmp_path: Path) -> None:
+    """A data dir from before the versions table: the table is added at open, the service's
+    spec becomes version 1 when first listed or modified."""
+    import sqlite3
+
+    url = sqlite_url(tmp_path)
+    old = Registry(url)
+    old.create_schema()
+    old.create_service("legacy", {"metadata": {"name": "legacy"}, "x": 1}, "t" * 20, "shared")
+    old.create_service("other", {"metadata": {"name": "other"}, "x": 1}, "t" * 20, "shared")
+    old.close()
+    with sqlite3.connect(tmp_path / "registry.db") as db:
+        db.execute("DROP TABLE service_versions")
+    reg = Registry(url)
+    reg.create_schema()
+    reg.update_service("legacy", spec={"metadata": {"name": "legacy"}, "x": 2}, version_note="changed x")
+    assert [(r.version, r.spec["x"]) for r in reg.list_versions("legacy")] == [(1, 1), (2, 2)]
+    assert [(r.version, r.spec["x"]) for r in reg.list_versions("other")] == [(1, 1)]
+    reg.close()

@@ -9,7 +9,7 @@ import pytest
 from openeas.gateway.snapshot import build_snapshot
 from openeas.store import AlreadyExists, Registry
 from tests.store.postgres_cluster import postgres_cluster
-from tests.store.test_registry import _inst
+from tests.store.test_registry import _inst, check_versions
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +44,7 @@ def test_registry_on_postgres(pg_registry: Registry) -> None:
     reg.delete_service("a")
     assert other.list_services() == []
     other.close()
+
+
+def test_versions_on_postgres(pg_registry: Registry) -> None:
+    check_versions(pg_registry)

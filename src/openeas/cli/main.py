@@ -3,8 +3,9 @@
 Server side: `openeas server` (control API + shared gateway + local runtime) and `openeas up`
 (the same, plus the demo service, its endpoints, token and a curl line that works as printed).
 Client side (eascmd's verbs): create, list, desc, modify, delete, stop, start, scale, logs,
-endpoints; every one takes --json. The CLI finds the server through --data-dir (same default as
-the server: $OPENEAS_DATA_DIR or ~/.openeas) or OPENEAS_API + OPENEAS_ADMIN_TOKEN.
+endpoints, versions, rollback; every one takes --json. The CLI finds the server through
+--data-dir (same default as the server: $OPENEAS_DATA_DIR or ~/.openeas) or OPENEAS_API +
+OPENEAS_ADMIN_TOKEN.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -330,6 +332,46 @@ def instances(
             i["id"], i["state"], str(i["port"]), str(i["pid"] or "-"), str(i["restarts"]), i["message"]
         )
     print_table(table)
+
+
+@app.command()
+def versions(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List a service's versions (one per create and per modify that changed the spec)."""
+    with user_errors(json_out), client_for(data_dir) as client:
+        out = client.get(name, "versions")
+    if json_out:
+        emit_json(out)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("VERSION", "CREATED", "CHANGE", ""):
+        table.add_column(col, overflow="fold")
+    for v in out["versions"]:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"]))
+        table.add_row(str(v["version"]), created, v["note"], "current" if v["current"] else "")
+    print_table(table)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    version: Annotated[int, typer.Argument(help="the version to go back to", show_default=False)],
+    wait: Wait = False,
+    timeout: Timeout = 300,
+    json_out: JsonOut = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run an earlier version's spec again (a rolling update; token and instance count stay)."""
+
+    def call(client: ApiClient) -> dict[str, Any]:
+        path = client.service_path(name, "version")
+        out: dict[str, Any] = client.request("PUT", path, {"version": version})
+        return out
+
+    view_command(data_dir, json_out, call, wait, timeout)
 
 
 @app.command()

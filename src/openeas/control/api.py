@@ -25,8 +25,13 @@ Routes (region is the server's `--region`, "local" by default):
     GET    /api/v2/services/{region}/{name}/instances    -> {"name", "instances": [...]}
     GET    /api/v2/services/{region}/{name}/logs?instance=ID&tail=200
                                                          -> {"name", "logs": [{"instance", "lines"}]}
+    GET    /api/v2/services/{region}/{name}/versions     -> {"name", "current", "versions": [...]}
+    PUT    /api/v2/services/{region}/{name}/version      body: {"version": N}: rollback (control/versions.py)
     /api/v2/gateways[/{region}/{name}]                   gateways: see control/gateway_api.py
     POST   /api/v2/services/{region}/{name}/debug        online debug (control/console/debug.py)
+    GET    /api/v2/services/{region}/{name}/metrics?window=300
+                                                         -> request series (control/metrics.py)
+    GET    /metrics                                      Prometheus text (admin token as Bearer)
 
 The web console (control/console, docs/console.md) is served under /console; / redirects there.
 
@@ -59,8 +64,11 @@ from openeas.control.errors import ApiError, log_failure
 from openeas.control.gateway_api import GatewayApi
 from openeas.control.gateways import GatewayManager
 from openeas.control.groups import GroupApi, ensure_group
+from openeas.control.metrics import metrics_routes
 from openeas.control.patches import apply_modify, read_modify_body
 from openeas.control.reconciler import Reconciler
+from openeas.control.telemetry import Telemetry
+from openeas.control.versions import VersionApi, version_note
 from openeas.runtime.base import Runtime
 from openeas.spec import (
     ServiceSpec,
@@ -89,6 +97,7 @@ class ControlContext:
     runtime: Runtime
     admin_token: str
     gateways: GatewayManager
+    telemetry: Telemetry | None = None  # the gateways' request telemetry (control/telemetry.py)
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -308,7 +317,7 @@ class ControlApi:
         merged = apply_modify({**svc.spec, "token": svc.token}, patch, assignments)
         return await self.apply(svc, merged)
 
-    async def apply(self, svc: ServiceRecord, merged: dict[str, Any]) -> Response:
+    async def apply(self, svc: ServiceRecord, merged: dict[str, Any], note: str | None = None) -> Response:
         new_name = (
             merged.get("metadata", {}).get("name") if isinstance(merged.get("metadata"), dict) else None
         )
@@ -323,9 +332,16 @@ class ControlApi:
         token = spec.token or new_token()  # "token": null asks for a fresh one
         if (stored, token, spec.gateway_name) == (svc.spec, svc.token, svc.gateway):
             return JSONResponse(await self.view(svc))  # nothing changes: no new revision
+        # a new version unless only the instance count (or the token) changed
+        changed = version_note(svc.spec, stored)
         try:
             svc = await self.db(
-                self.registry.update_service, svc.name, spec=stored, token=token, gateway=spec.gateway_name
+                self.registry.update_service,
+                svc.name,
+                spec=stored,
+                token=token,
+                gateway=spec.gateway_name,
+                version_note=(note or changed) if changed else None,
             )
         except NotFound:
             raise ApiError(404, "ServiceNotFound", f"service '{svc.name}' was deleted meanwhile") from None
@@ -436,6 +452,8 @@ def create_app(ctx: ControlContext) -> Starlette:
         Route(one + "/logs", a(api.logs), methods=["GET"]),
         *GatewayApi(api).routes(PREFIX),
         *GroupApi(api).routes(PREFIX),
+        *metrics_routes(api, PREFIX, ctx.telemetry),
+        *VersionApi(api).routes(PREFIX),
     ]
 
     async def on_api_error(request: Request, exc: Exception) -> Response:

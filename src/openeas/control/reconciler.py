@@ -2,9 +2,15 @@
 
 One asyncio task runs a pass whenever the API changes something (`wake()`) and otherwise every
 `interval_s`. A pass reads the services from the store and, per service, keeps
-`metadata.instance` workers of the current spec (stopped services: none), performs a simple
-rolling update when the runtime-relevant part of the spec changed (new instances first, old ones
-stopped as new ones become ready), and writes the service status when it changes.
+`metadata.instance` workers of the current spec (stopped services: none), performs a rolling
+update when the runtime-relevant part of the spec changed (`metadata.rolling_strategy`: at most
+max_surge extra instances, at most max_unavailable of the desired count not ready; the arithmetic
+is in control/rollout.py), and writes the service status when it changes.
+
+An instance being removed (rolling update, scale-down, stop, delete) is drained: its row goes to
+"stopping" at once (gateways stop routing to it within ~100 ms; requests in flight on it go on),
+after `drain_s` it gets SIGTERM, and SIGKILL after the spec's
+`metadata.eas.termination_grace_period` (capped by the server's `--grace` when the server stops).
 
 Each instance is owned by a `Worker` task: it starts the instance through the runtime, probes it
 until ready (then writes state "ready", which the gateways route to), keeps probing it, notices
@@ -25,10 +31,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from openeas.control.errors import log_failure
+from openeas.control.rollout import plan_rollout
 from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime
 from openeas.runtime.local import MARK, describe_exit
 from openeas.spec import ServiceSpec, SpecError, parse_service_spec
@@ -65,8 +72,10 @@ class ReconcilerSettings:
     backoff_max_s: float = 30.0
     backoff_reset_s: float = 60.0  # ready this long: the next crash restarts after backoff_initial_s
     crash_loop_failures: int = 3  # exits in a row before ever being ready -> service Failed
-    grace_s: float = DEFAULT_GRACE_S  # SIGTERM -> SIGKILL
-    drain_s: float = 0.3  # between "stopping" in the store and SIGTERM: gateways stop routing first
+    grace_s: float = DEFAULT_GRACE_S  # SIGTERM -> SIGKILL when the server stops (caps the spec's)
+    # between "stopping" in the store and SIGTERM: gateways poll every 100 ms, but on a busy
+    # machine a poll and a snapshot rebuild can take several times that
+    drain_s: float = 1.0
     settle_s: float = 0.3  # after "ready" in the store, before counting it: gateways route to it by then
     log_lines_in_message: int = 5
 
@@ -127,6 +136,9 @@ class Worker:
         self._exit: asyncio.Future[Any] | None = None
         self._stop_wait: asyncio.Future[Any] | None = None
         self.task: asyncio.Task[None] | None = None
+        # SIGTERM -> SIGKILL; the reconciler keeps it up to date with the service's spec
+        self.grace_s = float(spec.metadata.eas.termination_grace_period)
+        self._write_lock = asyncio.Lock()  # one store write at a time: "stopping" is never overtaken
 
     # -- public ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,6 +148,14 @@ class Worker:
         if forget:
             self.forgotten = True
         self.stop_requested.set()
+
+    async def announce_stopping(self) -> None:
+        """Take the instance out of routing now, before the drain and SIGTERM (call after
+        request_stop)."""
+        handle = self.handle
+        if handle is not None and self.runtime.exit_code(handle) is None:
+            self.state = "stopping"
+            await self._write("stopping", "")
 
     def kick(self) -> None:
         self.failures_before_ready = 0
@@ -204,7 +224,7 @@ class Worker:
         ready_for = time.monotonic() - ready_at[0] if ready_at else 0.0
         if outcome in ("startup", "liveness"):
             reason = self.message
-            await self.runtime.stop(handle, self.settings.grace_s)
+            await self.runtime.stop(handle, self.grace_s)
             self._failed(reason, ever_ready=bool(ready_at), ready_for=ready_for)
         else:
             code = await self._exit
@@ -335,10 +355,10 @@ class Worker:
         if handle is not None and self.runtime.exit_code(handle) is None:
             self.state = "stopping"
             await self._write("stopping", "")
-            if not self.forgotten:
-                await asyncio.sleep(self.settings.drain_s)
+            # A deleted service's row is gone already: the gateways drop it on the same schedule.
+            await asyncio.sleep(self.settings.drain_s)
             try:
-                await self.runtime.stop(handle, self.settings.grace_s)
+                await self.runtime.stop(handle, self.grace_s)
             except Exception as exc:
                 log_failure(log, f"instance {self.id}: stop failed", exc)
         self.state = "stopped"
@@ -350,10 +370,16 @@ class Worker:
 
     # -- the store -------------------------------------------------------------------------
     async def _write(self, state: str, message: str) -> None:
+        async with self._write_lock:
+            await self._write_locked(state, message)
+
+    async def _write_locked(self, state: str, message: str) -> None:
         handle = self.handle
         key = (state, message, self.restarts, handle.pid if handle else None)
         if self.forgotten or key == self._written:
             return
+        if self.stop_requested.is_set() and state != "stopping":
+            return  # a probe that finished late must not put a draining instance back in routing
         now = time.time()
         record = InstanceRecord(
             id=self.id,
@@ -416,7 +442,8 @@ class Reconciler:
                 self._stop_worker(w, forget=True)
         tasks = [w.task for w in workers if w.task is not None]
         if tasks:
-            await asyncio.wait(tasks, timeout=wait_s if wait_s is not None else self.settings.grace_s + 5)
+            longest = max(w.grace_s for w in workers) + self.settings.drain_s + 5
+            await asyncio.wait(tasks, timeout=wait_s if wait_s is not None else longest)
 
     # -- server lifecycle ------------------------------------------------------------------
     async def recover(self) -> None:
@@ -446,13 +473,13 @@ class Reconciler:
         async with self._lock:
             workers = [w for ws in self._workers.values() for w in ws]
             self._workers.clear()
+            cap = grace_s if grace_s is not None else self.settings.grace_s
             for w in workers:
-                if grace_s is not None:
-                    w.settings = _with_grace(w.settings, grace_s)
+                w.grace_s = min(w.grace_s, cap)
                 self._stop_worker(w)
         tasks = [w.task for w in self._stopping if w.task is not None]
         if tasks:
-            await asyncio.wait(tasks, timeout=(grace_s if grace_s is not None else self.settings.grace_s) + 5)
+            await asyncio.wait(tasks, timeout=cap + self.settings.drain_s + 5)
 
     async def kill_now(self) -> None:
         """Skip what is left of the grace period: SIGKILL every instance being stopped."""
@@ -508,27 +535,39 @@ class Reconciler:
             await self._set_status(svc, "Failed", f"the stored spec is no longer valid: {exc}")
             return
         desired = spec.metadata.instance
+        grace = float(spec.metadata.eas.termination_grace_period)
+        for w in workers:
+            w.grace_s = grace  # restart-free: applies to instances already running
         fingerprint = runtime_fingerprint(svc.spec)
         current = [w for w in workers if w.fingerprint == fingerprint]
         old = [w for w in workers if w.fingerprint != fingerprint]
 
-        # scale the current revision to `desired`
-        while len(current) < desired:
-            current.append(self._new_worker(svc, spec, fingerprint))
-        if len(current) > desired:
+        # Old instances that serve nothing (failed, starting, or new ones of an update that a
+        # later modify replaced) go at once; ready ones go as the plan allows, oldest first.
+        going = [w for w in old if not w.ready]
+        old_ready = sorted((w for w in old if w.ready), key=lambda w: w.index)
+        if len(current) > desired:  # scale-down: the not-ready and newest go first
             keep = sorted(current, key=lambda w: (not w.ready, w.index))[:desired]
-            for w in current:
-                if w not in keep:
-                    self._stop_worker(w)
+            going += [w for w in current if w not in keep]
             current = keep
-        # rolling update: an old instance goes once a new one is ready to take its place
-        ready_current = sum(1 for w in current if w.ready)
-        keep_old = sorted((w for w in old if w.ready), key=lambda w: w.index)[
-            : max(0, desired - ready_current)
-        ]
-        for w in old:
-            if w not in keep_old:
-                self._stop_worker(w)
+        new_ready = sum(1 for w in current if w.ready)
+        strategy = spec.metadata.rolling_strategy
+        start_n, stop_n = plan_rollout(
+            desired,
+            len(old_ready),
+            new_ready,
+            len(current) - new_ready,
+            strategy.surge_for(desired),
+            strategy.unavailable_for(desired),
+        )
+        going += old_ready[:stop_n]
+        keep_old = old_ready[stop_n:]
+        for w in going:
+            self._stop_worker(w)
+        # out of routing before anything new starts, so instances never exceed desired + surge
+        await asyncio.gather(*(w.announce_stopping() for w in going))
+        for _ in range(start_n):
+            current.append(self._new_worker(svc, spec, fingerprint))
         self._workers[svc.name] = current + keep_old
 
         status, message = self._status(svc, desired, current, keep_old)
@@ -601,6 +640,3 @@ class Reconciler:
                 await asyncio.to_thread(self.registry.set_status, svc.name, status, message)
         self._observed[svc.name] = svc.revision
 
-
-def _with_grace(settings: ReconcilerSettings, grace_s: float) -> ReconcilerSettings:
-    return replace(settings, grace_s=grace_s)

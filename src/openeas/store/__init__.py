@@ -1,6 +1,6 @@
 """The registry: services, instances, gateways, and the change feed gateways watch."""
 
-from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord
+from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord, VersionRecord
 from openeas.store.registry import AlreadyExists, NotFound, Registry, sqlite_url
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "NotFound",
     "Registry",
     "ServiceRecord",
+    "VersionRecord",
     "sqlite_url",
 ]

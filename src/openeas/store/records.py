@@ -52,3 +52,12 @@ class GroupRecord:
     weights: dict[str, int]
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    service: str
+    version: int
+    spec: dict[str, Any]
+    note: str  # what the version changed ("created", "changed containers[0].env", "rollback to 1")
+    created_at: float

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openeas.store import schema
-from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord
+from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord, VersionRecord
 
 VERSION_KEY = "version"
 
@@ -78,10 +78,14 @@ class Registry:
             return int(value)
 
     # -- services --------------------------------------------------------------------------
-    def create_service(self, name: str, spec: dict[str, Any], token: str, gateway: str) -> ServiceRecord:
+    def create_service(
+        self, name: str, spec: dict[str, Any], token: str, gateway: str, note: str = "created"
+    ) -> ServiceRecord:
+        """Insert a service and its version 1, in one transaction."""
         now = time.time()
         try:
             with self._write() as conn:
+                _insert_version(conn, name, 1, spec, note, now)
                 conn.execute(
                     schema.services.insert().values(
                         name=name,
@@ -112,17 +116,68 @@ class Registry:
             rows = conn.execute(select(schema.services).order_by(schema.services.c.name)).all()
         return [_service(r._mapping) for r in rows]
 
-    def update_service(self, name: str, **values: Any) -> ServiceRecord:
-        """Update columns of a service. Passing `spec` bumps the revision."""
-        values["updated_at"] = time.time()
+    def update_service(self, name: str, *, version_note: str | None = None, **values: Any) -> ServiceRecord:
+        """Update columns of a service. Passing `spec` bumps the revision; with `version_note`
+        too, the new spec is also kept as the next version (same transaction)."""
+        now = values["updated_at"] = time.time()
         stmt = update(schema.services).where(schema.services.c.name == name)
-        if "spec" in values:
-            values["spec"] = json.dumps(values["spec"])
+        spec = values.get("spec")
+        if spec is not None:
+            values["spec"] = json.dumps(spec)
             stmt = stmt.values(revision=schema.services.c.revision + 1)
         with self._write() as conn:
+            if version_note is not None and spec is not None:
+                latest = self._latest_version(conn, name)
+                if latest == 0:  # a service from before versions were kept: its spec becomes 1
+                    row = conn.execute(
+                        select(schema.services.c.spec).where(schema.services.c.name == name)
+                    ).first()
+                    if row is None:
+                        raise NotFound(name)
+                    _insert_version(conn, name, 1, json.loads(row[0]), "as found (before versions)", now)
+                    latest = 1
+                _insert_version(conn, name, latest + 1, spec, version_note, now)
             if conn.execute(stmt.values(**values)).rowcount == 0:
                 raise NotFound(name)
         return self.get_service(name)
+
+    # -- versions --------------------------------------------------------------------------
+    @staticmethod
+    def _latest_version(conn: Connection, name: str) -> int:
+        value = conn.execute(
+            select(func.max(schema.service_versions.c.version)).where(
+                schema.service_versions.c.service == name
+            )
+        ).scalar()
+        return int(value or 0)
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        """The service's versions, oldest first. A service from before versions were kept gets
+        its current spec recorded as version 1 here."""
+        table = schema.service_versions
+        stmt = select(table).where(table.c.service == name).order_by(table.c.version)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if rows:
+            return [_version(r._mapping) for r in rows]
+        svc = self.get_service(name)
+        try:
+            with self.engine.begin() as conn:  # not a routing change: no change-feed bump
+                _insert_version(conn, name, 1, svc.spec, "as found (before versions)", time.time())
+        except IntegrityError:
+            pass  # recorded meanwhile by another writer
+        with self.engine.connect() as conn:
+            return [_version(r._mapping) for r in conn.execute(stmt).all()]
+
+    def get_version(self, name: str, version: int) -> VersionRecord:
+        table = schema.service_versions
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table).where(table.c.service == name, table.c.version == version)
+            ).first()
+        if row is None:
+            raise NotFound(f"{name} version {version}")
+        return _version(row._mapping)
 
     def set_status(self, name: str, status: str, message: str = "") -> None:
         """Status changes do not bump the change feed: gateways do not route on them."""
@@ -138,6 +193,7 @@ class Registry:
             if conn.execute(schema.services.delete().where(schema.services.c.name == name)).rowcount == 0:
                 raise NotFound(name)
             conn.execute(schema.instances.delete().where(schema.instances.c.service == name))
+            conn.execute(schema.service_versions.delete().where(schema.service_versions.c.service == name))
 
     # -- instances -------------------------------------------------------------------------
     def put_instance(self, inst: InstanceRecord) -> None:
@@ -313,6 +369,26 @@ class Registry:
         with self._write() as conn:
             if conn.execute(schema.groups.delete().where(schema.groups.c.name == name)).rowcount == 0:
                 raise NotFound(name)
+
+
+def _insert_version(
+    conn: Connection, name: str, version: int, spec: dict[str, Any], note: str, now: float
+) -> None:
+    conn.execute(
+        schema.service_versions.insert().values(
+            service=name, version=version, spec=json.dumps(spec), note=note, created_at=now
+        )
+    )
+
+
+def _version(m: Any) -> VersionRecord:
+    return VersionRecord(
+        service=m["service"],
+        version=m["version"],
+        spec=json.loads(m["spec"]),
+        note=m["note"] or "",
+        created_at=m["created_at"],
+    )
 
 
 def _group(m: Any) -> GroupRecord:

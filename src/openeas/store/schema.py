@@ -65,6 +65,18 @@ groups = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Service versions: every create and every modify that changes the spec (other than the instance
+# count) keeps the spec it set, for `openeas versions` and rollbacks. Deleted with the service.
+service_versions = Table(
+    "service_versions",
+    metadata,
+    Column("service", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
 # Change feed: `version` increases with every committed write that a gateway cares about.
 meta = Table(
     "meta",
