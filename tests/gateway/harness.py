@@ -80,6 +80,7 @@ class GatewayProc:
     ready_line: str
     ports: dict[str, int] = field(default_factory=dict)
     stderr_path: Path | None = None
+    metrics: list[str] = field(default_factory=list)  # host:port of each process's metrics listener
 
     @property
     def internet(self) -> str:
@@ -116,10 +117,14 @@ def start_gateway(store_url: str, name: str, workdir: Path, *extra: str, timeout
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stderr_path.read_text(errors='replace')}") from None
     ports = {}
+    metrics: list[str] = []
     for part in line.split()[3:]:
         kind, _, hostport = part.partition("=")
+        if kind == "metrics":
+            metrics = hostport.split(",")
+            continue
         ports[kind] = int(hostport.rsplit(":", 1)[1])
-    return GatewayProc(proc, line, ports, stderr_path)
+    return GatewayProc(proc, line, ports, stderr_path, metrics)
 
 
 def make_registry(data_dir: Path) -> Registry:

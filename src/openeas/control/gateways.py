@@ -56,7 +56,8 @@ def exit_text(code: int | None) -> str:
 
 
 def parse_ready_line(text: str) -> dict[str, str]:
-    """`openeas-gateway NAME ready internet=h:p intranet=h:p` -> {"internet": "h:p", ...}"""
+    """`openeas-gateway NAME ready internet=h:p intranet=h:p metrics=h:p,h:p`
+    -> {"internet": "h:p", "intranet": "h:p", "metrics": "h:p,h:p"} (see `metrics_list`)"""
     _, _, rest = text.partition(" ready")
     out = {}
     for part in rest.split():
@@ -64,6 +65,11 @@ def parse_ready_line(text: str) -> dict[str, str]:
         if sep:
             out[kind] = address
     return out
+
+
+def metrics_list(value: str) -> list[str]:
+    """`h:p,h:p` (one metrics listener per worker process) -> ["h:p", "h:p"]"""
+    return [part for part in value.split(",") if part]
 
 
 def process_group(pid: int) -> list[int]:
@@ -99,6 +105,7 @@ class GatewaySupervisor:
         self.status = "Creating"
         self.message = ""
         self.bound: dict[str, str] = {}  # kind -> host:port, from the ready line
+        self.metrics: list[str] = []  # host:port of each process's metrics listener
         self.ready = asyncio.Event()
         self.ready_line = ""
         self.proc: asyncio.subprocess.Process | None = None
@@ -112,6 +119,11 @@ class GatewaySupervisor:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+    def metrics_addresses(self) -> list[str]:
+        """`host:port` of the metrics listener (GET /metrics, GET /stats) of every gateway
+        process (one per worker); empty until the gateway is ready."""
+        return list(self.metrics) if self.ready.is_set() else []
 
     def pids(self) -> list[int]:
         pid = self.pid
@@ -175,6 +187,7 @@ class GatewaySupervisor:
             was_ready = self.ready.is_set()
             self.ready.clear()
             self.bound = {}
+            self.metrics = []
             self.on_change()
             if self._stopping.is_set():
                 break
@@ -230,7 +243,9 @@ class GatewaySupervisor:
             text = line.decode(errors="replace").rstrip()
             if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
                 self.ready_line = text
-                self.bound = parse_ready_line(text)
+                bound = parse_ready_line(text)
+                self.metrics = metrics_list(bound.pop("metrics", ""))
+                self.bound = bound  # the data-plane listeners only
                 self.ready.set()
                 log.info("gateway %s ready (pid %d): %s", self.name, proc.pid, text)
                 self._set("Running", "")

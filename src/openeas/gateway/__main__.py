@@ -3,9 +3,10 @@
 Reads the gateway record NAME, binds its listeners (exit 2 with a message when one cannot be
 bound), serves the routing snapshot and follows the change feed, and prints
 
-    openeas-gateway NAME ready internet=host:port intranet=host:port
+    openeas-gateway NAME ready internet=host:port intranet=host:port metrics=host:port
 
-on stdout once listening. SIGTERM (or SIGINT): stop accepting, let requests in flight finish
+on stdout once listening (`metrics=h:p,h:p,...`: one metrics listener per worker).
+SIGTERM (or SIGINT): stop accepting, let requests in flight finish
 (up to --grace seconds), exit 0. `--workers N` runs N processes on the same ports
 (SO_REUSEPORT) under one parent that forwards signals and restarts a worker that dies.
 """
@@ -154,6 +155,20 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
         reserved.append(sock)
         listeners.append(replace(listener, port=sock.getsockname()[1]))
     settings = replace(settings, listeners=tuple(listeners))
+    # Each worker has its own metrics listener (its own counters): port p -> p + i, port 0 -> a
+    # free port per worker, reserved here so a restarted worker i gets the same one again.
+    base = settings.metrics
+    metrics = []
+    for i in range(args.workers):
+        wanted = replace(base, port=base.port + i if base.port else 0)
+        try:
+            sock = bind_socket(wanted.host, wanted.port, reuse_port=True)
+        except OSError as exc:
+            for s in reserved:
+                s.close()
+            return _fail(str(BindError(wanted, exc)))
+        reserved.append(sock)
+        metrics.append(replace(wanted, port=sock.getsockname()[1]))
     ready_r, ready_w = os.pipe()
     stopping = False
 
@@ -164,7 +179,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def spawn() -> int:
+    def spawn(index: int) -> int:
         pid = os.fork()
         if pid:
             return pid
@@ -180,11 +195,12 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             def announce(_line: str) -> None:
                 os.write(ready_w, b"r")
 
-            code = uvloop.run(serve(args, settings, registry, reuse_port=True, announce=announce))
+            mine = replace(settings, metrics=metrics[index])
+            code = uvloop.run(serve(args, mine, registry, reuse_port=True, announce=announce))
         finally:
             os._exit(code)
 
-    children = {spawn() for _ in range(args.workers)}
+    children = {spawn(i): i for i in range(args.workers)}
     ready = 0
     announced = False
     while children:
@@ -195,19 +211,19 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             ready += len(os.read(ready_r, 64))
         if not announced and ready >= args.workers:
             announced = True
-            print(ready_line(settings.name, settings.listeners), flush=True)
+            print(ready_line(settings.name, settings.listeners, metrics), flush=True)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid and pid in children:
-            children.discard(pid)
+            index = children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if not announced:
-                _stop_children(children)
+                _stop_children(set(children))
                 return code if code > 0 else 1
             if not stopping:
                 log.warning("worker %d exited (%d); starting another", pid, code)
                 time.sleep(0.5)
-                children.add(spawn())
-    _stop_children(children, grace=args.grace + 5)
+                children[spawn(index)] = index
+    _stop_children(set(children), grace=args.grace + 5)
     return 0
 
 

@@ -30,7 +30,8 @@ class AccessLog:
         else:
             self._file = sys.stderr
 
-    def write(self, ex: Exchange, now_loop: float, listener: str) -> None:
+    def write(self, ex: Exchange, now: float, listener: str) -> None:
+        """`now`: time.perf_counter() when `ex` finished (sub-millisecond, unlike the loop clock)."""
         service = ex.service.decode("latin-1")
         record: dict[str, object] = {
             "time": round(time.time(), 3),
@@ -40,7 +41,7 @@ class AccessLog:
             "status": ex.status,
             "bytes": ex.bytes_out,
             "upstream": ex.up_addr or "-",
-            "duration_ms": round((now_loop - ex.t0) * 1000.0, 3),
+            "duration_ms": round((now - ex.t_start) * 1000.0, 3),
             "request_id": ex.request_id.decode("latin-1"),
             "peer": ex.client.peer.decode("latin-1"),
             "listener": listener,

@@ -17,14 +17,27 @@ import logging
 import os
 import socket
 import ssl
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from time import perf_counter
 
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.acl import Acl
 from openeas.gateway.balancer import GroupEntry, RouteEntry, UpstreamState
 from openeas.gateway.groups import GroupRoute, SmoothWeightedRR, effective_weights
 from openeas.gateway.limits import GroupBuckets, ServiceLimits
+from openeas.gateway.metrics import (
+    UNKNOWN_SERVICE,
+    GatewayMetrics,
+    ServiceGauges,
+    Snapshot,
+    render_prometheus,
+    stats_json,
+)
+from openeas.gateway.metrics_server import MetricsConnection
 from openeas.gateway.proxy import Exchange, drain_queue
+from openeas.gateway.routing import split_target
 from openeas.gateway.server import SPECIAL_DENIED, ClientConnection
 from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
 from openeas.gateway.tls import TlsListener, server_context
@@ -122,8 +135,12 @@ class Gateway:
         self.group_buckets = GroupBuckets()
         self.connections: set[ClientConnection] = set()
         self.bound: list[Listener] = []  # the listeners with their actual ports
+        self.metrics = GatewayMetrics()
+        self.metrics_bound: Listener | None = None  # the metrics listener with its actual port
+        self.started = time.time()
         self.stopping = False
         self._servers: list[asyncio.Server] = []
+        self._metrics_server: asyncio.Server | None = None
         self._tls_listeners: list[TlsListener] = []
         self._record_settings: GatewaySettings | None = None  # the last settings read from the record
         self._settings_error: str | None = None
@@ -158,7 +175,17 @@ class Gateway:
                 except OSError as exc:
                     raise BindError(listener, exc) from exc
                 socks.append((listener, sock))
-            for listener, sock in socks:
+            metrics_listener = self.settings.metrics
+            try:
+                metrics_sock = bind_socket(metrics_listener.host, metrics_listener.port, self.reuse_port)
+            except OSError as exc:
+                raise BindError(metrics_listener, exc) from exc
+            socks.append((metrics_listener, metrics_sock))
+            self._metrics_server = await loop.create_server(
+                lambda: MetricsConnection(self.render_metrics), sock=metrics_sock, backlog=64
+            )
+            self.metrics_bound = replace(metrics_listener, port=metrics_sock.getsockname()[1])
+            for listener, sock in socks[:-1]:
                 kind = listener.kind
                 self.bound.append(replace(listener, port=sock.getsockname()[1]))
                 if ctx is not None:
@@ -184,6 +211,10 @@ class Gateway:
             for server in self._servers:
                 server.close()
             self._servers.clear()
+            if self._metrics_server is not None:
+                self._metrics_server.close()
+                self._metrics_server = None
+            self.metrics_bound = None
             for tls_listener in self._tls_listeners:
                 tls_listener.close()
             self._tls_listeners.clear()
@@ -211,6 +242,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        if self._metrics_server is not None:  # last: scrapes still work while requests drain
+            self._metrics_server.close()
+            self._metrics_server = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -288,7 +322,11 @@ class Gateway:
             )
         current = self.settings
         self.settings = replace(
-            new, listeners=current.listeners, tls=current.tls, ssl_redirect=current.ssl_redirect
+            new,
+            listeners=current.listeners,
+            tls=current.tls,
+            ssl_redirect=current.ssl_redirect,
+            metrics=current.metrics,
         )
         self.max_body_bytes = new.max_body_bytes
         if (new.internet_acl, new.intranet_acl, new.trusted_proxies) != (
@@ -308,8 +346,51 @@ class Gateway:
         return b"%s-%06x" % (self._rid_prefix, self._rid_next)
 
     def log_exchange(self, ex: Exchange) -> None:
+        """`ex` is finished: count it (metrics) and log it (access log, when on)."""
+        now = perf_counter()
+        stats = ex.stats
+        if stats is None:  # answered before it was routed and authorized
+            stats = self.metrics.service(self._metrics_label(ex))
+        else:
+            stats.in_flight -= 1
+            ex.stats = None
+        self.metrics.record(ex, stats, now)
         if self.access_log is not None:
-            self.access_log.write(ex, self.loop.time(), ex.client.listener)
+            self.access_log.write(ex, now, ex.client.listener)
+
+    def _metrics_label(self, ex: Exchange) -> str:
+        """The service a request that was not routed counts under: a service or group member
+        of this gateway, else "-" (one label for every unknown name: no cardinality attack)."""
+        service = ex.service
+        if not service:  # answered before routing (403, 405, 400): its path may still name one
+            split = split_target(ex.url) if ex.url else None
+            service = split[0] if split is not None else b""
+        entry = self.routes.get(service)
+        if entry is not None:
+            return entry.name
+        group = self.groups.get(service)
+        if group is not None and group.member is not None:
+            return group.member.name
+        return UNKNOWN_SERVICE
+
+    def waiting_for_instance(self, service: str) -> int:
+        """Requests of `service` held waiting for an instance (scale from zero).
+
+        0 until the scale-from-zero hold exists (H3 fills this in)."""
+        return 0
+
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_snapshot(self) -> Snapshot:
+        gauges = {
+            entry.name: ServiceGauges(len(entry.upstreams), self.waiting_for_instance(entry.name))
+            for entry in self.routes.values()
+        }
+        return Snapshot(self.settings.name, os.getpid(), self.started, self.metrics.services, gauges)
+
+    def render_metrics(self, path: str) -> bytes:
+        """The body of `GET /metrics` or `GET /stats` on the metrics listener."""
+        snap = self.metrics_snapshot()
+        return stats_json(snap) if path == "/stats" else render_prometheus(snap)
 
     # -- housekeeping ----------------------------------------------------------------------
     def _sweep(self) -> None:
@@ -331,7 +412,8 @@ class Gateway:
         self._sweeper = loop.call_later(1.0, self._sweep)
 
     def ready_line(self) -> str:
-        return ready_line(self.settings.name, self.bound)
+        metrics = [self.metrics_bound] if self.metrics_bound is not None else []
+        return ready_line(self.settings.name, self.bound, metrics)
 
 
 def group_entries(
@@ -361,10 +443,16 @@ def group_entries(
     return out
 
 
-def ready_line(name: str, listeners: list[Listener] | tuple[Listener, ...]) -> str:
-    """`openeas-gateway NAME ready internet=host:port intranet=host:port`"""
-    parts = []
-    for lst in listeners:
-        host = f"[{lst.host}]" if ":" in lst.host else lst.host
-        parts.append(f"{lst.kind}={host}:{lst.port}")
+def ready_line(name: str, listeners: Sequence[Listener], metrics: Sequence[Listener] = ()) -> str:
+    """`openeas-gateway NAME ready internet=host:port intranet=host:port metrics=host:port[,...]`
+
+    (one metrics address per worker process)."""
+    parts = [f"{lst.kind}={hostport(lst)}" for lst in listeners]
+    if metrics:
+        parts.append("metrics=" + ",".join(hostport(m) for m in metrics))
     return f"openeas-gateway {name} ready {' '.join(parts)}".rstrip()
+
+
+def hostport(listener: Listener) -> str:
+    host = f"[{listener.host}]" if ":" in listener.host else listener.host
+    return f"{host}:{listener.port}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from openeas.gateway import errors
@@ -23,6 +24,7 @@ from openeas.gateway.routing import path_of, split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
 if TYPE_CHECKING:
+    from openeas.gateway.metrics import ServiceStats
     from openeas.gateway.server import ClientConnection
 
 # request header handling, by lower-case name
@@ -113,6 +115,7 @@ class Exchange:
         "http10",
         "keep_alive",
         "method",
+        "own_answer",
         "pending",
         "pending_size",
         "phase",
@@ -124,8 +127,12 @@ class Exchange:
         "resp_head",
         "service",
         "state",
+        "stats",
         "status",
         "t0",
+        "t_resp",
+        "t_sent",
+        "t_start",
         "target",
         "timer",
         "tried",
@@ -138,7 +145,12 @@ class Exchange:
 
     def __init__(self, client: ClientConnection, t0: float) -> None:
         self.client = client
-        self.t0 = t0
+        self.t0 = t0  # loop time: deadlines
+        self.t_start = perf_counter()  # metrics and the access log (loop time has ms resolution)
+        self.t_sent = 0.0  # first sent to an instance
+        self.t_resp = 0.0  # the instance's response complete
+        self.stats: ServiceStats | None = None  # its service's metrics, while routed (in flight)
+        self.own_answer = False  # answered by the gateway itself (not relayed from an instance)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -267,6 +279,7 @@ class Exchange:
             self.respond_error(401, message)
             return
         self.entry = entry
+        self.stats = gw.metrics.begin(entry.name)
         if self.content_length > gw.max_body_bytes:
             self.respond_error(413, errors.msg_too_large(gw.max_body_bytes), close=True)
             return
@@ -559,6 +572,8 @@ class Exchange:
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.up = conn
+        if not self.t_sent:
+            self.t_sent = perf_counter()
         conn.exchange = self
         conn.received = False
         transport = conn.transport
@@ -768,6 +783,7 @@ class Exchange:
         """Answer from the gateway itself: `body` (JSON) or, when None, the error for `message`."""
         if self.phase == DONE or self.phase == STREAMING:
             return
+        self.own_answer = True
         self._cancel_timer()
         if not self.request_id:
             self.request_id = self.client.gw.new_request_id()
@@ -796,6 +812,7 @@ class Exchange:
             self._finish()
 
     def _response_complete(self) -> None:
+        self.t_resp = perf_counter()
         head = self.resp_head
         if head is not None:
             self.resp_head = None

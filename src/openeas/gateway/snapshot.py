@@ -50,9 +50,12 @@ class ServiceRoute:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    kind: str  # "internet" | "intranet"
+    kind: str  # "internet" | "intranet" | "metrics"
     host: str
     port: int
+
+
+DEFAULT_METRICS = Listener("metrics", "127.0.0.1", 0)  # loopback only, any free port
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +78,15 @@ class GatewaySettings:
     ssl_redirect: bool = False
     rate_limit: int = 0  # QPS per service unless the service sets its own; 0: none
     group_rate_limit: int = 0  # QPS per service group; 0: none
+    metrics: Listener = DEFAULT_METRICS  # /metrics and /stats, never on a data-plane listener
 
     def restart_needed(self, other: GatewaySettings) -> bool:
         """True when `other` differs in what is bound at start (listeners, TLS)."""
-        return (self.listeners, self.tls, self.ssl_redirect) != (
+        return (self.listeners, self.tls, self.ssl_redirect, self.metrics) != (
             other.listeners,
             other.tls,
             other.ssl_redirect,
+            other.metrics,
         )
 
 
@@ -122,6 +127,9 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
     tls = None
     if spec.tls is not None:
         tls = TlsSettings(spec.tls.cert, spec.tls.key, tuple(spec.tls.domains))
+    metrics = DEFAULT_METRICS
+    if spec.listen.metrics:
+        metrics = Listener("metrics", *_split_hostport(spec.listen.metrics))
     return GatewaySettings(
         name=record.name,
         listeners=tuple(listeners),
@@ -134,6 +142,7 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
         ssl_redirect=spec.ssl_redirect,
         rate_limit=spec.rate_limit,
         group_rate_limit=spec.group_rate_limit,
+        metrics=metrics,
     )
 
 

@@ -41,8 +41,11 @@ class AclEntry(_Strict):
 class ListenSpec(_Strict):
     internet: str | None = None  # host:port
     intranet: str | None = None
+    # the metrics listener (/metrics, /stats); absent: 127.0.0.1, any free port. With N workers,
+    # worker i listens on port + i (port 0: each its own free port).
+    metrics: str | None = None
 
-    @field_validator("internet", "intranet")
+    @field_validator("internet", "intranet", "metrics")
     @classmethod
     def _hostport(cls, v: str | None) -> str | None:
         if v is None:

@@ -1,0 +1,306 @@
+"""Gateway metrics: per-service counters of one gateway process, and their two renderings.
+
+Counting is on the hot path and costs a few int/list updates once per request, when it is
+logged (`Gateway.log_exchange`); nothing is formatted until a scrape. The counters are plain
+Python objects owned by the `Gateway` (no module state, no locks: one event loop writes them).
+
+- `Histogram`: fixed buckets (seconds), non-cumulative counts plus a sum.
+- `ServiceStats`: everything counted for one service (requests by code, three latency
+  histograms, bytes, rejections by reason, in-flight).
+- `GatewayMetrics`: the services' stats by name; requests to a name that is not a service on this
+  gateway are all counted under service "-" (no label per unknown name).
+- `render_prometheus` / `stats_json`: the text exposition (format 0.0.4) and the `/stats` JSON.
+
+The listener that serves them is `metrics_server.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openeas.gateway.proxy import Exchange
+
+# upper bounds in seconds; +Inf is implied (the last count)
+BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
+UNKNOWN_SERVICE = "-"  # every request whose path names no service here
+
+# why the gateway answered a request itself (an error status it wrote, not the instance's)
+REJECT_REASONS: dict[int, str] = {
+    400: "bad_request",
+    401: "auth",
+    403: "acl",
+    404: "not_found",
+    405: "method",
+    408: "timeout",
+    413: "size",
+    429: "rate",
+    450: "queue",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class Histogram:
+    """Latencies in seconds: `counts[i]` is the number of values in (BUCKETS[i-1], BUCKETS[i]]."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def to_json(self) -> dict[str, object]:
+        return {"sum": self.sum, "counts": list(self.counts)}
+
+
+class ServiceStats:
+    """The counters of one service in one gateway process."""
+
+    __slots__ = ("bytes_in", "bytes_out", "codes", "duration", "in_flight", "own", "rejected", "upstream")
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.duration = Histogram()  # first byte of the request head -> response complete
+        self.upstream = Histogram()  # request sent to the instance -> response complete
+        self.own = Histogram()  # duration - upstream: the gateway's own share (and the client's)
+        self.in_flight = 0  # routed and authorized, not finished
+        self.bytes_in = 0  # request body bytes received
+        self.bytes_out = 0  # response body bytes relayed from instances
+        self.rejected: dict[str, int] = {}
+
+    @property
+    def requests(self) -> int:
+        return sum(self.codes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceGauges:
+    """What a scrape reads from the gateway's current state (not counted here)."""
+
+    ready: int  # ready instances in the routing snapshot
+    waiting: int  # requests held waiting for an instance (scale from zero)
+
+
+class GatewayMetrics:
+    """The counters of one gateway process, by service name."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, ServiceStats] = {}
+
+    def service(self, name: str) -> ServiceStats:
+        stats = self.services.get(name)
+        if stats is None:
+            stats = self.services[name] = ServiceStats()
+        return stats
+
+    def begin(self, name: str) -> ServiceStats:
+        """A request of service `name` was routed and authorized: in flight until `record`."""
+        stats = self.service(name)
+        stats.in_flight += 1
+        return stats
+
+    def record(self, ex: Exchange, stats: ServiceStats, now: float) -> None:
+        """`ex` is finished (`now`: perf_counter); `stats` is its service's (or "-")."""
+        status = ex.status
+        codes = stats.codes
+        codes[status] = codes.get(status, 0) + 1
+        total = now - ex.t_start
+        if total < 0.0:
+            total = 0.0
+        stats.duration.observe(total)
+        sent = ex.t_sent
+        if sent:
+            upstream = (ex.t_resp or now) - sent
+            if upstream < 0.0:
+                upstream = 0.0
+            stats.upstream.observe(upstream)
+            total -= upstream
+            if total < 0.0:
+                total = 0.0
+        stats.own.observe(total)
+        stats.bytes_in += ex.body_in
+        stats.bytes_out += ex.bytes_out
+        if ex.own_answer:
+            reason = REJECT_REASONS.get(status)
+            if reason is not None:
+                rejected = stats.rejected
+                rejected[reason] = rejected.get(reason, 0) + 1
+
+
+# == renderings (at scrape time) ==========================================================
+
+
+@dataclass
+class Snapshot:
+    """What one scrape shows: the counters plus the gauges read from the gateway."""
+
+    gateway: str
+    pid: int
+    started: float
+    services: Mapping[str, ServiceStats]
+    gauges: Mapping[str, ServiceGauges] = field(default_factory=dict)
+
+
+def stats_json(snap: Snapshot) -> bytes:
+    """The `/stats` document (counters cumulative since the process started)."""
+    services: dict[str, object] = {}
+    for name in _names(snap):
+        st = snap.services.get(name) or ServiceStats()
+        g = snap.gauges.get(name) or ServiceGauges(0, 0)
+        services[name] = {
+            "requests": st.requests,
+            "codes": {str(code): n for code, n in sorted(st.codes.items())},
+            "in_flight": st.in_flight,
+            "waiting": g.waiting,
+            "ready": g.ready,
+            "duration": st.duration.to_json(),
+            "upstream": st.upstream.to_json(),
+            "gateway": st.own.to_json(),
+            "bytes_in": st.bytes_in,
+            "bytes_out": st.bytes_out,
+            "rejected": dict(sorted(st.rejected.items())),
+        }
+    doc = {
+        "gateway": snap.gateway,
+        "pid": snap.pid,
+        "started": snap.started,
+        "buckets": list(BUCKETS),
+        "services": services,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _names(snap: Snapshot) -> list[str]:
+    return sorted(set(snap.services) | set(snap.gauges))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+_LE = [_num(b) for b in BUCKETS] + ["+Inf"]
+
+
+def render_prometheus(snap: Snapshot) -> bytes:
+    """The Prometheus text exposition format 0.0.4."""
+    out: list[str] = []
+    names = _names(snap)
+    empty = ServiceStats()
+    stats = [(n, _label(n), snap.services.get(n) or empty) for n in names]
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+
+    family("openeas_gateway_info", "gauge", "This gateway process (value 1).")
+    out.append(f'openeas_gateway_info{{gateway="{_label(snap.gateway)}",pid="{snap.pid}"}} 1\n')
+    family("openeas_gateway_start_time_seconds", "gauge", "Unix time the gateway process started.")
+    out.append(f"openeas_gateway_start_time_seconds {_num(snap.started)}\n")
+
+    family(
+        "openeas_gateway_requests_total",
+        "counter",
+        'Finished requests by service and status code (service "-": no such service here).',
+    )
+    for _, lab, st in stats:
+        for code, n in sorted(st.codes.items()):
+            labels = f'service="{lab}",code="{code}",class="{code // 100}xx"'
+            out.append(f"openeas_gateway_requests_total{{{labels}}} {n}\n")
+
+    hists: list[tuple[str, str, Callable[[ServiceStats], Histogram]]] = [
+        (
+            "openeas_gateway_request_duration_seconds",
+            "Time from the first byte of the request to the end of the response.",
+            lambda s: s.duration,
+        ),
+        (
+            "openeas_gateway_upstream_duration_seconds",
+            "Time from sending the request to an instance until its response is complete "
+            "(requests that reached an instance only).",
+            lambda s: s.upstream,
+        ),
+        (
+            "openeas_gateway_own_duration_seconds",
+            "Request duration minus upstream duration: time spent in the gateway (and on the client).",
+            lambda s: s.own,
+        ),
+    ]
+    for metric, help_text, pick in hists:
+        family(metric, "histogram", help_text)
+        for _, lab, st in stats:
+            h = pick(st)
+            cumulative = 0
+            for le, n in zip(_LE, h.counts, strict=True):
+                cumulative += n
+                out.append(f'{metric}_bucket{{service="{lab}",le="{le}"}} {cumulative}\n')
+            out.append(f'{metric}_sum{{service="{lab}"}} {_num(h.sum)}\n')
+            out.append(f'{metric}_count{{service="{lab}"}} {cumulative}\n')
+
+    def per_service(
+        metric: str, kind: str, help_text: str, value: Callable[[str, ServiceStats], int]
+    ) -> None:
+        family(metric, kind, help_text)
+        for name, lab, st in stats:
+            out.append(f'{metric}{{service="{lab}"}} {value(name, st)}\n')
+
+    per_service(
+        "openeas_gateway_in_flight",
+        "gauge",
+        "Requests routed to the service and not finished yet (queued at an instance included).",
+        lambda _n, s: s.in_flight,
+    )
+    gauges = snap.gauges
+    per_service(
+        "openeas_gateway_waiting",
+        "gauge",
+        "Requests held waiting for an instance of the service (scale from zero).",
+        lambda n, _s: gauges[n].waiting if n in gauges else 0,
+    )
+    per_service(
+        "openeas_gateway_upstreams_ready",
+        "gauge",
+        "Ready instances of the service in the gateway's current routing snapshot.",
+        lambda n, _s: gauges[n].ready if n in gauges else 0,
+    )
+    per_service(
+        "openeas_gateway_request_bytes_total",
+        "counter",
+        "Request body bytes received from clients.",
+        lambda _n, s: s.bytes_in,
+    )
+    per_service(
+        "openeas_gateway_response_bytes_total",
+        "counter",
+        "Response body bytes relayed from instances to clients.",
+        lambda _n, s: s.bytes_out,
+    )
+    family(
+        "openeas_gateway_rejected_total",
+        "counter",
+        "Requests the gateway answered itself with an error, by reason "
+        "(auth, acl, size, rate, queue, timeout, method, not_found, unavailable, bad_request).",
+    )
+    for _, lab, st in stats:
+        for reason, n in sorted(st.rejected.items()):
+            out.append(f'openeas_gateway_rejected_total{{service="{lab}",reason="{reason}"}} {n}\n')
+    return "".join(out).encode()
+
