@@ -3,7 +3,8 @@
 Open loop (requests start on a clock, not when the previous one ends) so a slow or failing
 instance shows up as failures or latency instead of quietly lowering the rate. Each result
 records when it started and ended, its status (0 = no HTTP answer) and the error or body text
-of a non-200, so a test can say which requests failed and when.
+of a non-200, so a test can say which requests failed and when. Request i carries the header
+`X-Load-Id: i` (its `Result.rid`), so a test app can say which requests it saw.
 
     with SteadyLoad(url, token, rate=200, seconds=20) as load:   # starts in a thread
         ... change something under load ...
@@ -29,12 +30,29 @@ class Result:
     ended: float
     status: int  # 0: no HTTP answer (connection error, timeout)
     detail: str  # body (first 200 chars) or error for a non-200, "" for a 200
+    rid: int = -1  # the X-Load-Id header it was sent with
+    body: str = ""  # the 200 answer's body, when the load was told to keep bodies
 
 
 @dataclass
 class LoadReport:
     results: list[Result] = field(default_factory=list)
     planned: int = 0
+    rate: float = 0.0  # asked for
+    t0: float = 0.0  # when request 0 was due (time.monotonic())
+
+    @property
+    def achieved_rate(self) -> float:
+        """Requests started per second, first to last start."""
+        if len(self.results) < 2:
+            return 0.0
+        span = self.results[-1].started - self.results[0].started
+        return (len(self.results) - 1) / span if span > 0 else 0.0
+
+    @property
+    def max_lag(self) -> float:
+        """The latest any request started after it was due: the generator fell behind by this."""
+        return max((r.started - (self.t0 + r.rid / self.rate) for r in self.results), default=0.0)
 
     @property
     def failures(self) -> list[Result]:
@@ -46,10 +64,14 @@ class LoadReport:
 
     def describe(self) -> str:
         fails = self.failures
-        lines = [f"{len(self.results)} of {self.planned} requests done, by status {dict(self.by_status)}"]
+        lines = [
+            f"{len(self.results)} of {self.planned} requests done, by status {dict(self.by_status)}; "
+            f"{self.achieved_rate:.0f} req/s started (asked {self.rate:g}), "
+            f"max lag {self.max_lag * 1000:.0f} ms"
+        ]
         t0 = self.results[0].started if self.results else 0.0
         for r in fails[:10]:
-            lines.append(f"  at +{r.started - t0:.2f}s: {r.status} {r.detail}")
+            lines.append(f"  #{r.rid} at +{r.started - t0:.2f}s: {r.status} {r.detail}")
         return "\n".join(lines)
 
 
@@ -66,6 +88,7 @@ class SteadyLoad:
         body: bytes | None = b"{}",
         timeout_s: float = 10.0,
         max_connections: int = 64,
+        keep_bodies: bool = False,
     ) -> None:
         self.url = url
         self.headers = {"Authorization": token} if token else {}
@@ -74,7 +97,8 @@ class SteadyLoad:
         self.body = body
         self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self._report = LoadReport(planned=int(rate * seconds))
+        self.keep_bodies = keep_bodies
+        self._report = LoadReport(planned=int(rate * seconds), rate=rate)
         self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
         self._error: BaseException | None = None
 
@@ -112,23 +136,26 @@ class SteadyLoad:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout_s) as client:
             tasks = []
-            start = time.monotonic()
+            start = self._report.t0 = time.monotonic()
             for i in range(self._report.planned):
                 delay = start + i / self.rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(self._one(client)))
+                tasks.append(asyncio.create_task(self._one(client, i)))
             await asyncio.gather(*tasks)
 
-    async def _one(self, client: httpx.AsyncClient) -> None:
+    async def _one(self, client: httpx.AsyncClient, rid: int) -> None:
         started = time.monotonic()
+        headers = {**self.headers, "X-Load-Id": str(rid)}
         try:
             if self.body is None:
-                resp = await client.get(self.url, headers=self.headers)
+                resp = await client.get(self.url, headers=headers)
             else:
-                resp = await client.post(self.url, headers=self.headers, content=self.body)
-            detail = "" if resp.status_code == 200 else resp.text[:200]
-            result = Result(started, time.monotonic(), resp.status_code, detail)
+                resp = await client.post(self.url, headers=headers, content=self.body)
+            ok = resp.status_code == 200
+            body = resp.text if ok and self.keep_bodies else ""
+            detail = "" if ok else resp.text[:200]
+            result = Result(started, time.monotonic(), resp.status_code, detail, rid, body)
         except httpx.HTTPError as exc:
-            result = Result(started, time.monotonic(), 0, f"{type(exc).__name__}: {exc}"[:200])
+            result = Result(started, time.monotonic(), 0, f"{type(exc).__name__}: {exc}"[:200], rid)
         self._report.results.append(result)  # list.append is atomic; one event loop thread
