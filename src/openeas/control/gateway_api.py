@@ -10,7 +10,8 @@
 
 A view: name, region, type (shared | dedicated), status (Creating, Running, Failed, Deleting),
 message, endpoints {internet, intranet} (base URLs, None where that access method is off),
-listeners (the addresses bound now), pids, services (bound to it), spec, created_at, updated_at.
+listeners (the addresses bound now), metrics (the metrics listener of each gateway process, see
+docs/metrics.md), pids, services (bound to it), spec, created_at, updated_at.
 
 The shared gateway is configured by `openeas server` flags: it is listed and described, but PUT
 and DELETE answer 409 SharedGatewayReadOnly, and the name `shared` cannot be created.
@@ -78,6 +79,8 @@ def gateway_view(
         "message": sup.message if sup is not None else "",
         "endpoints": gateway_bases(record.spec, sup.bound if sup is not None else None),
         "listeners": dict(sup.bound) if sup is not None else {},
+        # host:port of each gateway process's metrics listener (GET /metrics, GET /stats)
+        "metrics": sup.metrics_addresses() if sup is not None else [],
         "pids": sup.pids() if sup is not None else [],
         "services": services,
         "spec": record.spec,
