@@ -30,7 +30,8 @@ def test_versions_rollback_and_bad_input(server: Server, tmp_path: Path) -> None
     server.cli("stop", "vsvc")
     server.cli("start", "vsvc", "--wait")  # start/stop: no version
     out = server.cli_json("versions", "vsvc")
-    assert [(v["version"], v["note"]) for v in out["versions"]] == [(1, "created"), (2, "changed labels.team")]
+    notes = [(v["version"], v["note"]) for v in out["versions"]]
+    assert notes == [(1, "created"), (2, "changed labels.team")]
     assert out["versions"][1]["spec"]["labels"] == {"team": "ml"}
 
     rolled = server.cli_json("rollback", "vsvc", "1", "--wait")
