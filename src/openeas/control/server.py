@@ -31,6 +31,7 @@ from openeas.control.errors import log_failure
 from openeas.control.gateway_api import gateway_processes
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
+from openeas.control.telemetry import Telemetry
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
@@ -284,7 +285,10 @@ class ControlServer:
             registry, store_url, self.data_dir / "logs" / "gateway", on_pids=pids_changed
         )
         self.gateways = gateways
-        ctx = ControlContext(self.config, registry, reconciler, runtime, info.admin_token, gateways)
+        telemetry = Telemetry(lambda: _metrics_addresses(gateways))
+        ctx = ControlContext(
+            self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
+        )
         app = create_app(ctx)
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         shared = gateways.start(SHARED)
@@ -293,6 +297,7 @@ class ControlServer:
         tasks = [
             asyncio.create_task(uv.serve(sockets=[sock]), name="api"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(telemetry.run(), name="telemetry"),
         ]
         ready_task = asyncio.create_task(self._announce(info, shared), name="ready")
         stop_task = asyncio.create_task(self._stop.wait())
@@ -304,6 +309,7 @@ class ControlServer:
         log.info("stopping: API, instances, gateways")
         ready_task.cancel()
         uv.should_exit = True
+        telemetry.stop()
         stopping = asyncio.create_task(self._shutdown(reconciler, gateways, tasks))
         while not stopping.done():
             # A second Ctrl-C shortens the instances' grace period to nothing.
@@ -356,6 +362,11 @@ class ControlServer:
             code = 1
         if code is not None:
             self.request_stop(code)
+
+
+def _metrics_addresses(gateways: GatewayManager) -> list[str]:
+    """The metrics listeners of every gateway process (what the telemetry reads)."""
+    return [a for name in gateways.names() if (sup := gateways.get(name)) for a in sup.metrics_addresses()]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
