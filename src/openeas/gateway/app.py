@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from time import perf_counter
 
+from openeas.gateway import errors
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.acl import Acl
 from openeas.gateway.balancer import GroupEntry, RouteEntry, UpstreamState
@@ -36,6 +37,7 @@ from openeas.gateway.metrics import (
     stats_json,
 )
 from openeas.gateway.metrics_server import MetricsConnection
+from openeas.gateway.mirror import Mirrors
 from openeas.gateway.proxy import Exchange, drain_queue
 from openeas.gateway.routing import split_target
 from openeas.gateway.server import SPECIAL_DENIED, ClientConnection
@@ -133,6 +135,9 @@ class Gateway:
         self.states: dict[Upstream, UpstreamState] = {}
         self.service_limits: dict[str, ServiceLimits] = {}  # kept across snapshots, by service
         self.group_buckets = GroupBuckets()
+        # scale from zero: requests waiting for a service's first instance, by service name
+        self.held: dict[str, list[Exchange]] = {}
+        self.mirrors = Mirrors()  # traffic mirroring: per-service accumulators, copies in flight
         self.connections: set[ClientConnection] = set()
         self.bound: list[Listener] = []  # the listeners with their actual ports
         self.metrics = GatewayMetrics()
@@ -251,6 +256,7 @@ class Gateway:
         for state in self.states.values():
             state.retired = True
             prune_idle(state, float("inf"), 0.0)
+        await self.mirrors.stop()
         if self.access_log is not None:
             self.access_log.flush()
         await asyncio.sleep(0)  # let transports run their close callbacks
@@ -285,8 +291,11 @@ class Gateway:
             self._configure_limits(limits, route)
             if route.group:
                 groups.add(route.group)
-            routes[name.encode()] = RouteEntry(route, ups, limits if limits.active else None)
+            entry = routes[name.encode()] = RouteEntry(route, ups, limits if limits.active else None)
+            if route.mirror is not None:
+                entry.mirror = self.mirrors.for_route(name, route.mirror)
         self.group_buckets.keep_only(groups)
+        self.mirrors.keep_only({n for n, r in snapshot.services.items() if r.mirror is not None})
         retired = [state for upstream, state in old.items() if upstream not in states]
         self.states = states
         self.routes = routes
@@ -302,6 +311,46 @@ class Gateway:
             prune_idle(state, float("inf"), 0.0)
             while state.waiting:  # requests queued for an instance that left: pick again
                 state.waiting[0].reroute(routes)
+        if self.held:
+            self._release_held(routes)
+
+    # -- scale from zero -------------------------------------------------------------------
+    def hold(self, ex: Exchange) -> None:
+        """`ex`'s service has no ready instance but may scale from zero: keep the request until
+        a snapshot brings an instance (or its keepalive runs out: proxy answers 503 then)."""
+        entry = ex.entry
+        assert entry is not None
+        held = self.held.setdefault(entry.name, [])
+        limit = entry.route.max_queue_size
+        if len(held) >= limit:
+            ex.respond_error(450, errors.msg_hold_full(entry.name, limit))
+            return
+        ex.held = True
+        held.append(ex)
+        if len(held) == 1:
+            log.info("service %s has no instance: holding requests until one is ready", entry.name)
+
+    def unhold(self, ex: Exchange) -> None:
+        """`ex` stops waiting (answered, timed out or the client left)."""
+        ex.held = False
+        assert ex.entry is not None
+        held = self.held.get(ex.entry.name)
+        if held is not None:
+            with contextlib.suppress(ValueError):
+                held.remove(ex)
+            if not held:
+                del self.held[ex.entry.name]
+
+    def _release_held(self, routes: dict[bytes, RouteEntry]) -> None:
+        """A new snapshot: send the held requests of services that have instances now (or that
+        no longer scale from zero, or are gone: those get the usual answer)."""
+        for name in list(self.held):
+            entry = routes.get(name.encode())
+            if entry is not None and entry.hold and not entry.upstreams:
+                continue
+            for ex in self.held.pop(name):
+                ex.held = False
+                ex.reroute(routes)
 
     def _configure_limits(self, limits: ServiceLimits, route: ServiceRoute) -> None:
         settings = self.settings
@@ -374,10 +423,9 @@ class Gateway:
         return UNKNOWN_SERVICE
 
     def waiting_for_instance(self, service: str) -> int:
-        """Requests of `service` held waiting for an instance (scale from zero).
-
-        0 until the scale-from-zero hold exists (H3 fills this in)."""
-        return 0
+        """Requests of `service` held waiting for an instance (scale from zero)."""
+        held = self.held.get(service)
+        return len(held) if held is not None else 0
 
     # -- metrics ---------------------------------------------------------------------------
     def metrics_snapshot(self) -> Snapshot:

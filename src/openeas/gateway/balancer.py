@@ -18,6 +18,7 @@ from openeas.gateway.limits import ServiceLimits, TokenBucket
 from openeas.gateway.snapshot import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_WORKER_THREADS, ServiceRoute, Upstream
 
 if TYPE_CHECKING:
+    from openeas.gateway.mirror import ServiceMirror
     from openeas.gateway.proxy import Exchange
     from openeas.gateway.upstream import UpstreamConnection
 
@@ -76,7 +77,19 @@ class UpstreamState:
 class RouteEntry:
     """A service as the hot path sees it: the snapshot's route plus live upstream states."""
 
-    __slots__ = ("instance_qps", "limits", "name", "route", "rr", "status", "timeout_s", "token", "upstreams")
+    __slots__ = (
+        "hold",
+        "instance_qps",
+        "limits",
+        "mirror",
+        "name",
+        "route",
+        "rr",
+        "status",
+        "timeout_s",
+        "token",
+        "upstreams",
+    )
 
     def __init__(
         self, route: ServiceRoute, upstreams: list[UpstreamState], limits: ServiceLimits | None = None
@@ -90,6 +103,8 @@ class RouteEntry:
         self.limits = limits  # None when no service / group / concurrency limit applies
         self.instance_qps = route.instance_rate_limit
         self.rr = 0
+        self.hold = route.scale_from_zero  # no instance: wait for one (app.Gateway.hold)
+        self.mirror: ServiceMirror | None = None  # set by the gateway when the spec mirrors
 
 
 class GroupEntry:

@@ -131,6 +131,21 @@ def msg_no_ready(service: str, status: str) -> str:
     )
 
 
+def msg_no_instance_in_time(service: str, timeout_s: float) -> str:
+    return (
+        f"no healthy upstream: service '{service}' is scaled to zero and no instance became ready "
+        f"within its keepalive of {round(timeout_s * 1000)} ms; one is starting: retry shortly "
+        "(or raise metadata.rpc.keepalive above the instance's start time)."
+    )
+
+
+def msg_hold_full(service: str, limit: int) -> str:
+    return (
+        f"queue full: service '{service}' is scaled to zero and {limit} requests already wait for "
+        "its first instance (metadata.rpc.max_queue_size). The request was shed; retry shortly."
+    )
+
+
 def msg_all_refused(service: str, status: str) -> str:
     return (
         f"no healthy upstream: service '{service}' has no ready instance that accepts connections "

@@ -25,6 +25,7 @@ from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
 if TYPE_CHECKING:
     from openeas.gateway.metrics import ServiceStats
+    from openeas.gateway.mirror import MirrorCopy
     from openeas.gateway.server import ClientConnection
 
 # request header handling, by lower-case name
@@ -112,9 +113,11 @@ class Exchange:
         "head",
         "headers",
         "headers_done",
+        "held",
         "http10",
         "keep_alive",
         "method",
+        "mirror",
         "own_answer",
         "pending",
         "pending_size",
@@ -180,6 +183,8 @@ class Exchange:
         self.deadline = 0.0
         self.state: UpstreamState | None = None  # the instance this request is assigned to
         self.queued = False  # waiting in `state.waiting` for a free slot
+        self.held = False  # waiting for the service's first instance (scale from zero, app.py)
+        self.mirror: MirrorCopy | None = None  # this request's body being copied (mirror.py)
         self.counted: ServiceLimits | None = None  # holds one of the service's concurrency slots
         self.up: UpstreamConnection | None = None
         self.up_addr = ""
@@ -292,6 +297,8 @@ class Exchange:
         self.head = self._request_head()
         if self.expect_continue and not self.req_done:
             client.write(errors.CONTINUE_100)
+        if entry.mirror is not None:
+            self.mirror = entry.mirror.begin(self)
         self._acquire()
 
     def _group_member(self) -> RouteEntry | None:
@@ -404,6 +411,8 @@ class Exchange:
             return
         if self.discard or self.phase == DONE:
             return
+        if self.mirror is not None:
+            self.mirror.add(data)
         direct = self.up is not None and not self.corked
         if self.body_chunked:
             if direct:
@@ -444,6 +453,9 @@ class Exchange:
                 self.up.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
             else:
                 self._buffer(LAST_CHUNK)
+        if self.mirror is not None:
+            self.mirror.done(self)  # after the main request's body: the copies go now
+            self.mirror = None
         if self.phase == DONE:
             self._finish()
 
@@ -482,6 +494,9 @@ class Exchange:
         now = gw.loop.time()
         state = pick(entry, now, self.tried)
         if state is None:
+            if entry.hold and not self.tried:
+                gw.hold(self)  # scale from zero: wait for an instance (or answer 450)
+                return
             if self.tried:
                 self.respond_error(503, errors.msg_all_refused(entry.name, entry.status))
             else:
@@ -623,6 +638,8 @@ class Exchange:
 
     def _drop_upstream(self) -> None:
         """Forget the instance side of this request, closing its connection (not reusable)."""
+        if self.held:
+            self.client.gw.unhold(self)
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -761,8 +778,13 @@ class Exchange:
         self.timer = None
         if self.phase != WAITING:
             return
-        self._drop_upstream()
         assert self.entry is not None
+        if self.held:  # no instance came up in time: 503 as for no instance, see docs/traffic.md
+            self._drop_upstream()
+            message = errors.msg_no_instance_in_time(self.entry.name, self.entry.timeout_s)
+            self.respond_error(503, message, extra_headers=b"Retry-After: 1\r\n")
+            return
+        self._drop_upstream()
         self.respond_error(408, errors.msg_timeout(self.entry.name, self.entry.timeout_s))
 
     # == answers ============================================================================

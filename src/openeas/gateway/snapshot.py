@@ -9,7 +9,7 @@ so those apply without a restart; listeners and TLS are bound at start only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openeas.gateway.groups import GroupRoute
@@ -34,6 +34,14 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorRoute:
+    """`mirror`: copy `ratio` percent of the requests to each target's ready instances."""
+
+    ratio: int
+    targets: tuple[tuple[str, tuple[Upstream, ...]], ...]  # (service, ready instances), any gateway
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceRoute:
     name: str
     token: bytes
@@ -46,6 +54,8 @@ class ServiceRoute:
     instance_rate_limit: int = 0  # metadata.rpc.rate_limit: QPS per instance; 0: none
     worker_threads: int = DEFAULT_WORKER_THREADS  # requests in flight per instance
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per instance beyond those
+    scale_from_zero: bool = False  # autoscaler.min == 0: with no instance, hold requests for one
+    mirror: MirrorRoute | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,16 +172,20 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
         if inst.state == "ready":
             ready.setdefault(inst.service, []).append(Upstream(inst.id, inst.host, inst.port))
     services = {}
-    for svc in registry.list_services():
+    records = registry.list_services()
+    for svc in records:
         if svc.gateway != gateway:
             continue
-        services[svc.name] = service_route(
+        services[svc.name] = route = service_route(
             svc.name,
             svc.token,
             svc.spec,
             tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
             svc.status,
         )
+        if svc.spec.get("mirror"):
+            running = {s.name for s in records if s.desired == "running"}
+            services[svc.name] = replace(route, mirror=mirror_route(svc.spec["mirror"], ready, running))
     return RoutingSnapshot(version, services, settings, settings_error, group_routes(registry, services))
 
 
@@ -216,6 +230,21 @@ def service_route(
         instance_rate_limit=_int(rpc.get("rate_limit"), 0, 0),
         worker_threads=_int(rpc.get("worker_threads"), DEFAULT_WORKER_THREADS, 1),
         max_queue_size=_int(rpc.get("max_queue_size"), DEFAULT_MAX_QUEUE_SIZE, 0),
+        scale_from_zero=_obj(spec.get("autoscaler")).get("min") == 0,
+    )
+
+
+def mirror_route(mirror: Any, ready: dict[str, list[Upstream]], running: set[str]) -> MirrorRoute | None:
+    """The mirror of a stored spec with each target's ready instances (targets on any gateway)."""
+    mirror = _obj(mirror)
+    targets = mirror.get("target") or []
+    targets = [targets] if isinstance(targets, str) else targets
+    ratio = _int(mirror.get("ratio"), 0, 0)
+    if not ratio or not isinstance(targets, list):
+        return None
+    return MirrorRoute(
+        min(ratio, 100),
+        tuple((t, tuple(ready.get(t, ())) if t in running else ()) for t in targets if isinstance(t, str)),
     )
 
 
