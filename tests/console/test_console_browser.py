@@ -14,14 +14,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.console.conftest import DEMO, REPO, demo_spec_text
-from tests.control.harness import Server, wait_for
+from tests.console.conftest import DEMO, REPO, demo_spec_text, running
+from tests.control.harness import Server, app_spec, wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/test.sh does)")
 
@@ -264,6 +266,50 @@ def test_console_end_to_end(page: Any, server: Server, eas_python: Path) -> None
     assert page.evaluate("sessionStorage.getItem('openeas.adminToken')") is None
     page.goto(f"{server.api}/console/#/services")
     page.wait_for_selector("#login-form")  # no token: back to the login form
+
+
+def log_in(page: Any, server: Server) -> None:
+    page.goto(server.api + "/console/")
+    page.wait_for_selector("#login-form")
+    page.fill("#admin-token", server.admin_token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#services-table")
+
+
+def test_monitoring_charts_show_the_traffic(page: Any, server: Server, tmp_path: Path) -> None:
+    """Traffic sent through the gateway shows in the service's Monitoring charts (QPS, status
+    classes, latency), which the page redraws from GET .../metrics every 2 s."""
+    name = "metered_ui"
+    with server.client() as api:
+        assert api.post("/api/v2/services", json=app_spec(tmp_path, name)).status_code == 201
+        running(server, name)
+        token = api.get(f"/api/v2/services/local/{name}").json()["token"]
+    url = f"{server.internet}/api/predict/{name}"
+    with httpx.Client(headers={"Authorization": token}, timeout=30) as gw:
+        for burst in range(8):  # a few bursts, so the lines have a shape
+            for _ in range(10):
+                assert gw.get(url + "/health").status_code == 200
+            for _ in range(2):
+                assert gw.get(url + "/missing").status_code == 404
+            if burst < 7:
+                time.sleep(0.7)
+    log_in(page, server)
+    page.goto(f"{server.api}/console/#/services/{name}/monitoring")
+    # the totals the charts drew are what was sent (the page refreshes until the telemetry has it)
+    page.wait_for_selector("#chart-qps[data-total-qps='96']")
+    page.wait_for_selector("#chart-codes[data-total-c2xx='80'][data-total-c4xx='16'][data-total-c5xx='0']")
+    page.wait_for_selector("#metrics-summary[data-requests='96']")
+    assert page.locator("#chart-qps polyline, #chart-qps circle.chart-dot").count() >= 1
+    assert float(page.get_attribute("#chart-qps", "data-max")) >= 1
+    p99 = page.get_attribute("#chart-latency", "data-last-p99")
+    assert p99 and float(p99) > 0
+    assert page.locator("#chart-codes .chart-line.s-amber, #chart-codes .chart-dot.s-amber").count() >= 1
+    # the last minute (the picker): the same traffic (sent within it), drawn wider
+    page.select_option("#metrics-window", "60")
+    page.wait_for_selector("#chart-qps[data-window='60'][data-total-qps='96']")
+    shot(page, "service-metrics", full_page=True)
+    with server.client() as api:
+        api.delete(f"/api/v2/services/local/{name}")
 
 
 def open_examples(page: Any, server: Server, name: str) -> Any:

@@ -91,6 +91,7 @@ export const services = {
     return api.get(svcPath(name) + "/logs?" + q.toString());
   },
   debug: (name, request) => api.post(svcPath(name) + "/debug", request),
+  metrics: (name, windowS) => api.get(svcPath(name) + `/metrics?window=${encodeURIComponent(String(windowS))}`),
 };
 
 export const gateways = {

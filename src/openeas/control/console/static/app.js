@@ -1,12 +1,14 @@
 // The openeas web console: a hash-routed single page over the /api/v2 JSON API.
-//   #/login  #/services  #/services/<name>[/overview|instances|logs|debug|spec]  #/deploy  #/gateways
+//   #/login  #/services  #/services/<name>[/overview|monitoring|instances|logs|debug|spec]  #/deploy  #/gateways
 
 import { ApiError, gateways, login, services, session } from "./api.js";
 import { badge, clear, confirmDialog, copyButton, fmtAgo, fmtBytes, fmtTime, h, infoGrid, modal, tabBar, toast } from "./dom.js";
 import { examplesFor, prettyJson, profileOf } from "./examples.js";
+import { fmtNum, lineChart } from "./charts.js";
 
 const SERVICE_TABS = [
   { id: "overview", label: "Overview" },
+  { id: "monitoring", label: "Monitoring" },
   { id: "instances", label: "Instances" },
   { id: "logs", label: "Logs" },
   { id: "debug", label: "Online debug" },
@@ -375,7 +377,7 @@ async function pageService(root, page, name, tab = "overview") {
   };
   updateHeader();
 
-  const tabs = { overview: tabOverview, instances: tabInstances, logs: tabLogs, debug: tabDebug, spec: tabSpec };
+  const tabs = { overview: tabOverview, monitoring: tabMonitoring, instances: tabInstances, logs: tabLogs, debug: tabDebug, spec: tabSpec };
   tabUpdate = await tabs[tab](body, state, page);
   page.every(2000, async () => {
     try {
@@ -436,6 +438,50 @@ async function tabOverview(body, state) {
     }
   };
   update();
+  return update;
+}
+
+// Live charts from the gateways' request telemetry (GET .../metrics?window=S), redrawn on every
+// refresh of the page (2 s): QPS, responses by status class, latency (p50/p99 at the gateway,
+// mean time in the gateway itself and in the instance).
+async function tabMonitoring(body, state, page) {
+  let windowS = 300;
+  const picker = h("select", { id: "metrics-window", onchange: () => { windowS = Number(picker.value); update(); } },
+    [[300, "Last 5 min"], [600, "Last 10 min"], [60, "Last 1 min"]].map(([v, label]) => h("option", { value: String(v) }, label)));
+  const summary = h("div", { class: "metrics-summary", id: "metrics-summary" });
+  const qps = lineChart({ id: "chart-qps", title: "Requests per second", unit: "req/s", series: [{ key: "qps", label: "QPS", cls: "s-blue" }] });
+  const codes = lineChart({ id: "chart-codes", title: "Responses by status", unit: "req/s", series: [
+    { key: "c2xx", label: "2xx", cls: "s-green" }, { key: "c4xx", label: "4xx", cls: "s-amber" }, { key: "c5xx", label: "5xx", cls: "s-red" }] });
+  const latency = lineChart({ id: "chart-latency", title: "Latency", unit: "ms", series: [
+    { key: "p50", label: "p50", cls: "s-blue" }, { key: "p99", label: "p99", cls: "s-purple" },
+    { key: "upstream", label: "mean in instance", cls: "s-green" }, { key: "gateway", label: "mean in gateway", cls: "s-amber" }] });
+  body.append(
+    h("div", { class: "card-head" }, summary, h("label", { class: "small muted" }, "Window ", picker)),
+    h("div", { class: "charts" }, qps.el, codes.el, latency.el),
+    h("p", { class: "muted small" }, "Measured by the gateways (every request through the Internet or VPC endpoint), read every second by the control plane. Prometheus: GET /metrics on the control API and on each gateway's metrics listener."),
+  );
+  const update = async () => {
+    const data = await services.metrics(state.view.name, windowS);
+    if (!page.alive) return;
+    const t1 = data.now, t0 = t1 - data.window;
+    const points = data.points.map((p) => ({
+      t: p.t, qps: p.qps, c2xx: p.classes["2xx"] || 0, c4xx: p.classes["4xx"] || 0, c5xx: p.classes["5xx"] || 0,
+      p50: p.p50_ms, p99: p.p99_ms, gateway: p.gateway_ms, upstream: p.upstream_ms,
+    }));
+    const tot = data.totals;
+    qps.draw(points, t0, t1, { qps: tot.requests });
+    codes.draw(points, t0, t1, { c2xx: tot.classes["2xx"] || 0, c4xx: tot.classes["4xx"] || 0, c5xx: tot.classes["5xx"] || 0 });
+    latency.draw(points, t0, t1);
+    const load = data.load || {};
+    summary.dataset.requests = String(tot.requests);
+    clear(summary).append(
+      h("span", {}, h("strong", {}, String(tot.requests)), " requests in the window"),
+      h("span", {}, h("strong", {}, fmtNum(load.qps ?? 0)), " req/s (last minute)"),
+      h("span", {}, h("strong", {}, fmtNum(load.in_flight ?? 0)), " in flight"),
+    );
+    if (load.waiting) summary.append(h("span", {}, h("strong", {}, String(load.waiting)), " waiting for an instance"));
+  };
+  await update();
   return update;
 }
 
