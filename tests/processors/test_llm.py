@@ -237,3 +237,54 @@ def test_queue_full_is_450(gguf: Path, tmp_path: Path) -> None:
         assert call(0).status_code == 200
         models = requests.get(p.url + "/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == name  # default served name: the file name without .gguf
+
+
+def scrape(p: Running) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = requests.get(p.url + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_time_to_first_token_duration_and_tokens(llm: Running) -> None:
+    """GET /metrics: OpenTelemetry GenAI metrics, counted for exactly the requests sent here."""
+    before = scrape(llm)
+    r = chat(llm, messages=QUESTION, max_tokens=8, temperature=0)
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    with requests.post(
+        llm.url + "/v1/completions",
+        json={"model": MODEL, "prompt": "The sky is", "max_tokens": 5, "temperature": 0, "stream": True,
+              "stream_options": {"include_usage": True}},
+        stream=True,
+        timeout=60,
+    ) as streamed:  # fmt: skip
+        events = [line for line in streamed.iter_lines() if line.startswith(b"data: {")]
+    stream_usage = json.loads(events[-1][6:])["usage"]
+    after = scrape(llm)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    chat_l = {"gen_ai_operation_name": "chat", "gen_ai_request_model": MODEL}
+    text_l = {"gen_ai_operation_name": "text_completion", "gen_ai_request_model": MODEL}
+    usage_name = "gen_ai_client_token_usage_total"
+    assert delta(usage_name, **chat_l, gen_ai_token_type="input") == usage["prompt_tokens"]
+    assert delta(usage_name, **chat_l, gen_ai_token_type="output") == usage["completion_tokens"] == 8
+    assert delta(usage_name, **text_l, gen_ai_token_type="input") == stream_usage["prompt_tokens"]
+    assert delta(usage_name, **text_l, gen_ai_token_type="output") == stream_usage["completion_tokens"]
+    for labels in (chat_l, text_l):
+        assert delta("gen_ai_server_time_to_first_token_seconds_count", **labels) == 1
+        assert delta("gen_ai_server_request_duration_seconds_count", **labels, error_type="") == 1
+        assert delta("gen_ai_server_time_per_output_token_seconds_count", **labels) == 1
+        ttft = delta("gen_ai_server_time_to_first_token_seconds_sum", **labels)
+        total = delta("gen_ai_server_request_duration_seconds_sum", **labels, error_type="")
+        assert 0 < ttft < total
+        # every observation is in the +Inf bucket of its histogram
+        assert delta("gen_ai_server_time_to_first_token_seconds_bucket", **labels, le="+Inf") == 1

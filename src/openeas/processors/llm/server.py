@@ -29,6 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from openeas.processors.llm.backends import PROCESSOR, Backend, Sampling, choose_backend, load_backend
+from openeas.processors.llm.metrics import CONTENT_TYPE, LlmMetrics
 from openeas.processors.serving import (
     ProcessorError,
     ProcessorOptions,
@@ -182,6 +183,7 @@ class LlmService:
         self.names = names
         self.pool = WorkerPool(backend.slots, options.max_queue_size)
         self.created = int(time.time())
+        self.metrics = LlmMetrics()
 
     # ------------------------------------------------------------ checks
 
@@ -273,9 +275,34 @@ class LlmService:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(task)
 
-    async def complete(self, job: Job) -> tuple[str, Finish]:
+    async def metered(
+        self, job: Job, operation: str, model: str, started: float
+    ) -> AsyncGenerator[Delta | Finish, None]:
+        """`events(job)`, timed: first token, duration, tokens (llm/metrics.py)."""
+        first: float | None = None
+        try:
+            async with contextlib.aclosing(self.events(job)) as events:
+                async for event in events:
+                    if isinstance(event, Finish):
+                        now = time.perf_counter()
+                        if first is None and event.completion_tokens:
+                            first = now  # the only token came with the end (stop strings held it)
+                            self.metrics.first_token(operation, model, now - started)
+                        self.metrics.finished(
+                            operation, model, now - started, event.prompt_tokens, event.completion_tokens,
+                            None if first is None else now - first,
+                        )  # fmt: skip
+                    elif first is None and event.text:
+                        first = time.perf_counter()
+                        self.metrics.first_token(operation, model, first - started)
+                    yield event
+        except ProcessorError as exc:
+            self.metrics.failed(operation, model, time.perf_counter() - started, exc.type)
+            raise
+
+    async def complete(self, job: Job, operation: str, model: str, started: float) -> tuple[str, Finish]:
         parts: list[str] = []
-        async with contextlib.aclosing(self.events(job)) as events:
+        async with contextlib.aclosing(self.metered(job, operation, model, started)) as events:
             async for event in events:
                 if isinstance(event, Delta):
                     parts.append(event.text)
@@ -311,11 +338,12 @@ class LlmService:
                 "backend": self.backend.name,
                 "models": self.names,
                 "max_model_len": self.backend.context_length,
-                "routes": ["/v1/models", "/v1/chat/completions", "/v1/completions"],
+                "routes": ["/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics"],
             }
         )
 
     async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
         body = await read_json(request)
         if not isinstance(body, dict):
             raise bad_request("the body must be a JSON object")
@@ -329,9 +357,10 @@ class LlmService:
         except Exception as exc:
             raise bad_request(f"the chat template cannot render these messages: {exc}") from None
         job = self.make_job(body, self.backend.tokenize(text, add_special=True))
-        return await self._respond(job, model, chat=True)
+        return await self._respond(job, model, chat=True, started=started)
 
     async def completions(self, request: Request) -> Response:
+        started = time.perf_counter()
         body = await read_json(request)
         if not isinstance(body, dict):
             raise bad_request("the body must be a JSON object")
@@ -352,14 +381,15 @@ class LlmService:
         if body.get("echo"):
             raise bad_request("echo is not supported by this server")
         job = self.make_job(body, ids)
-        return await self._respond(job, model, chat=False)
+        return await self._respond(job, model, chat=False, started=started)
 
-    async def _respond(self, job: Job, model: str, *, chat: bool) -> Response:
+    async def _respond(self, job: Job, model: str, *, chat: bool, started: float) -> Response:
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
+        operation = "chat" if chat else "text_completion"  # gen_ai.operation.name
         if not job.stream:
             with self.pool.admit():
-                text, fin = await self.complete(job)
+                text, fin = await self.complete(job, operation, model, started)
             usage = _usage(fin)
             if chat:
                 choice: dict[str, Any] = {
@@ -385,7 +415,7 @@ class LlmService:
         admission = self.pool.admit()
         admission.__enter__()  # 450 now, before the stream starts
         return AdmittedStream(
-            self._sse(job, model, rid, created, chat),
+            self._sse(job, model, rid, created, chat, started),
             release=lambda: admission.__exit__(None, None, None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -398,6 +428,7 @@ class LlmService:
         rid: str,
         created: int,
         chat: bool,
+        started: float,
     ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -423,7 +454,8 @@ class LlmService:
             yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None})  # fmt: skip
         try:
-            async with contextlib.aclosing(self.events(job)) as events:
+            operation = "chat" if chat else "text_completion"
+            async with contextlib.aclosing(self.metered(job, operation, model, started)) as events:
                 async for event in events:
                     if isinstance(event, Delta):
                         if event.text:
@@ -437,12 +469,16 @@ class LlmService:
             yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
+    async def prometheus(self, _: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
     def app(self) -> Starlette:
         routes = [
             Route("/", self.root, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
         ]
         return make_app(routes, on_shutdown=self.pool.shutdown)
 
