@@ -58,6 +58,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from openeas.config import ServerConfig
+from openeas.control.autoscaler import Autoscaler
 from openeas.control.console import console_routes
 from openeas.control.endpoints import gateway_bases, service_endpoints
 from openeas.control.errors import ApiError, log_failure
@@ -98,6 +99,7 @@ class ControlContext:
     admin_token: str
     gateways: GatewayManager
     telemetry: Telemetry | None = None  # the gateways' request telemetry (control/telemetry.py)
+    autoscaler: Autoscaler | None = None  # control/autoscaler.py: its last target shows in `desc`
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -225,9 +227,12 @@ class ControlApi:
     async def view(self, svc: ServiceRecord) -> dict[str, Any]:
         instances = await self.db(self.registry.list_instances, svc.name)
         bases = self.bases(await self.gateway_or_none(svc.gateway))
-        return service_view(
+        view = service_view(
             svc, instances, bases, self.region, self.ctx.reconciler.observed_revision(svc.name)
         )
+        if self.ctx.autoscaler is not None and svc.spec.get("autoscaler"):
+            view["autoscaler"] = self.ctx.autoscaler.view(svc.name)
+        return view
 
     def bases(self, gateway: GatewayRecord | None) -> dict[str, str | None]:
         """The gateway's base URLs (None for an access method that is off, or no gateway)."""
@@ -387,6 +392,10 @@ class ControlApi:
         count = body.get("instance") if isinstance(body, dict) else None
         if isinstance(count, bool) or not isinstance(count, int):
             raise SpecError.one("instance", 'send {"instance": N} with N a whole number of instances')
+        return await self.scale_to(name, count)
+
+    async def scale_to(self, name: str, count: int) -> Response:
+        """Set the instance count (restart-free): `openeas scale` and the autoscaler both land here."""
         svc = await self.get_service(name)
         merged = deep_merge({**svc.spec, "token": svc.token}, {"metadata": {"instance": count}})
         return await self.apply(svc, merged)

@@ -26,7 +26,8 @@ from typing import Any
 import uvicorn
 
 from openeas.config import SERVER_FILE, ServerConfig, ensure_admin_token
-from openeas.control.api import ControlContext, create_app
+from openeas.control.api import ControlApi, ControlContext, create_app
+from openeas.control.autoscaler import Autoscaler
 from openeas.control.errors import log_failure
 from openeas.control.gateway_api import gateway_processes
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
@@ -290,6 +291,8 @@ class ControlServer:
             self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
         )
         app = create_app(ctx)
+        # scales through the same path as `POST .../scale`; wakes at once on held requests
+        ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlApi(ctx).scale_to)
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         shared = gateways.start(SHARED)
         await self._start_dedicated(registry, gateways)
@@ -298,6 +301,7 @@ class ControlServer:
             asyncio.create_task(uv.serve(sockets=[sock]), name="api"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(telemetry.run(), name="telemetry"),
+            asyncio.create_task(autoscaler.run(), name="autoscaler"),
         ]
         ready_task = asyncio.create_task(self._announce(info, shared), name="ready")
         stop_task = asyncio.create_task(self._stop.wait())
@@ -310,6 +314,7 @@ class ControlServer:
         ready_task.cancel()
         uv.should_exit = True
         telemetry.stop()
+        tasks[3].cancel()  # the autoscaler: no scaling while the instances stop
         stopping = asyncio.create_task(self._shutdown(reconciler, gateways, tasks))
         while not stopping.done():
             # A second Ctrl-C shortens the instances' grace period to nothing.
