@@ -97,8 +97,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 # -- mirroring ------------------------------------------------------------------------------------
 
 
+def _mirror_counts(env: Env) -> dict[str, int]:
+    doc = requests.get(f"http://{env.gateway.metrics[0]}/stats", timeout=5).json()
+    return dict(doc["mirror"])
+
+
 def test_ratio_50_copies_exactly_every_second_request(env: Env) -> None:
     session = requests.Session()
+    before = _mirror_counts(env)
     for i in range(200):
         r = session.post(
             env.url("main", f"/echo/x?i={i}"), data=f"body-{i}".encode(), headers=AUTH, timeout=10
@@ -122,6 +128,9 @@ def test_ratio_50_copies_exactly_every_second_request(env: Env) -> None:
         assert rec["body"] == f"body-{i}"
         assert "authorization" not in rec["headers"]
         assert rec["headers"]["x-eas-mirror"] == "1"
+    after = _mirror_counts(env)  # the gateway's own count of copies, as /stats and /metrics show it
+    assert after["sent"] - before["sent"] == 100, (before, after)
+    assert after["dropped"] == before["dropped"] and after["failed"] == before["failed"]
 
 
 def test_chunked_body_is_copied_whole(env: Env) -> None:

@@ -19,7 +19,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from time import perf_counter
 
 from openeas.gateway import errors
@@ -433,7 +433,8 @@ class Gateway:
             entry.name: ServiceGauges(len(entry.upstreams), self.waiting_for_instance(entry.name))
             for entry in self.routes.values()
         }
-        return Snapshot(self.settings.name, os.getpid(), self.started, self.metrics.services, gauges)
+        mirror = asdict(self.mirrors.counts)
+        return Snapshot(self.settings.name, os.getpid(), self.started, self.metrics.services, gauges, mirror)
 
     def render_metrics(self, path: str) -> bytes:
         """The body of `GET /metrics` or `GET /stats` on the metrics listener."""

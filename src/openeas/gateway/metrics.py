@@ -154,6 +154,7 @@ class Snapshot:
     started: float
     services: Mapping[str, ServiceStats]
     gauges: Mapping[str, ServiceGauges] = field(default_factory=dict)
+    mirror: Mapping[str, int] = field(default_factory=dict)  # mirrored copies by result
 
 
 def stats_json(snap: Snapshot) -> bytes:
@@ -181,6 +182,7 @@ def stats_json(snap: Snapshot) -> bytes:
         "started": snap.started,
         "buckets": list(BUCKETS),
         "services": services,
+        "mirror": dict(snap.mirror),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -305,5 +307,12 @@ def render_prometheus(snap: Snapshot) -> bytes:
     for _, lab, st in stats:
         for reason, n in sorted(st.rejected.items()):
             out.append(f'openeas_gateway_rejected_total{{service="{lab}",reason="{reason}"}} {n}\n')
+    family(
+        "openeas_gateway_mirror_copies_total",
+        "counter",
+        "Mirrored request copies by result (sent, dropped, failed, incomplete); see docs/traffic.md.",
+    )
+    for result, n in sorted(snap.mirror.items()):
+        out.append(f'openeas_gateway_mirror_copies_total{{result="{result}"}} {n}\n')
     return "".join(out).encode()
 
