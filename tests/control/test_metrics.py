@@ -185,3 +185,54 @@ def test_llm_instance_metrics_are_federated(server: Server) -> None:
         assert value(parsed, "gen_ai_server_time_to_first_token_seconds_count", **labels) == 1
         assert value(parsed, "gen_ai_server_request_duration_seconds_count", **labels, error_type="") == 1
         api.delete(f"/api/v2/services/local/{name}")
+
+
+def test_counts_survive_a_gateway_restart(server: Server, tmp_path: Path) -> None:
+    """SIGKILL the shared gateway: the supervisor starts a new process (new pid, counters at 0,
+    maybe another metrics port); requests through the new one add to the series exactly."""
+    import json
+    import os
+    import signal
+
+    name = "restarted"
+    with server.client() as api:
+        assert api.post("/api/v2/services", json=app_spec(tmp_path, name)).status_code == 201
+        wait_for(
+            lambda: api.get(f"/api/v2/services/local/{name}").json()["status"] == "Running", 60, "Running"
+        )
+        token = api.get(f"/api/v2/services/local/{name}").json()["token"]
+        url = f"{server.internet}/api/predict/{name}/health"
+
+        def send(n: int) -> None:
+            with httpx.Client(headers={"Authorization": token}, timeout=30) as gw:
+                for _ in range(n):
+                    assert gw.get(url).status_code == 200
+
+        def total_is(n: int) -> bool:
+            body = api.get(f"/api/v2/services/local/{name}/metrics?window=600").json()
+            return bool(body["totals"]["requests"] == n)
+
+        send(7)
+        wait_for(lambda: total_is(7), 30, "7 requests counted")
+        old_pid = json.loads((server.data_dir / "server.json").read_text())["gateway_pids"][0]
+        os.kill(old_pid, signal.SIGKILL)
+
+        def restarted() -> bool:
+            parsed = samples(api.get("/metrics").text)
+            return (
+                value(parsed, "openeas_gateway_process_starts_total", gateway="shared") == 2
+                and value(parsed, "openeas_gateway_ready", gateway="shared") == 1
+            )
+
+        wait_for(restarted, 60, "the shared gateway restarted and ready")
+        answered: list[int] = []  # every answer the new process gave counts (a 503 included)
+
+        def answers_200() -> bool:
+            answered.append(httpx.get(url, headers={"Authorization": token}, timeout=5).status_code)
+            return answered[-1] == 200
+
+        wait_for(answers_200, 30, "the new gateway process serving")
+        send(4)
+        expected = 7 + len(answered) + 4
+        wait_for(lambda: total_is(expected), 30, "the requests through the new gateway process counted")
+        api.delete(f"/api/v2/services/local/{name}")

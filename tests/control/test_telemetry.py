@@ -56,7 +56,10 @@ READ_3 = payload(
 )
 
 
-def telemetry(now: list[float], **settings: Any) -> Telemetry:
+def telemetry(now: list[float], born: float = 1500.0, **settings: Any) -> Telemetry:
+    """A Telemetry that began watching at `born` (gateways started before: their first read is
+    a baseline)."""
+    now[0] = born
     return Telemetry(lambda: [], TelemetrySettings(**settings), clock=lambda: now[0])
 
 
@@ -133,11 +136,11 @@ def test_a_restarted_gateway_starts_from_zero() -> None:
 
 def test_new_process_counts_whole_and_several_gateways_sum() -> None:
     now = [0.0]
-    t = telemetry(now)
+    t = telemetry(now, born=150.0)
     a1 = payload(1, 100.0, {"chat": svc(5, {"200": 5}, {0: 5}, 0.01, in_flight=2)})
     feed(t, now, 200.0, {"a:1": a1})
     a2 = payload(1, 100.0, {"chat": svc(15, {"200": 15}, {0: 15}, 0.03, in_flight=1, waiting=2)})
-    # gateway b started after the previous round (200.0): everything it counted is news
+    # gateway b started after the telemetry began (150): everything it counted is news
     b1 = payload(2, 200.5, {"chat": svc(7, {"200": 6, "429": 1}, {0: 7}, 0.02, in_flight=3, waiting=1)})
     feed(t, now, 201.0, {"a:1": a2, "b:1": b1})
     last = t.series("chat", 10)[-1]

@@ -234,7 +234,7 @@ def gateway_deltas(
 
     Another process since `prev` (pid, start time or buckets changed): its counters are new, taken
     whole. No `prev` (the first read of an address): the counters are taken whole only when the
-    caller knows the process started since its previous round (`new_process`); otherwise what
+    caller knows the process started after it began watching (`new_process`); otherwise what
     they hold happened before we looked, and only the gauges count.
     """
     if prev is None and not new_process:
@@ -466,7 +466,7 @@ class Telemetry:
         self._ring: dict[str, deque[Sample]] = {}  # by service
         self._last_seen: dict[str, float] = {}  # service -> unix time a request was last seen
         self._last_round: float | None = None
-        self._last_ingest: float | None = None
+        self._born = clock()  # a gateway process started after this has counted nothing we saw
         self._waiting_callbacks: list[Callable[[str], None]] = []
         self._stopping = asyncio.Event()
         self.rounds = 0
@@ -498,8 +498,9 @@ class Telemetry:
         samples: dict[str, Sample] = {}
         for address, stats in reads.items():
             prev = self._prev.get(address)
-            # a process that started after our previous round: all its counters are news
-            new_process = self._last_ingest is not None and stats.started >= self._last_ingest
+            # a process started after we began watching (a restart on a new port, a new gateway):
+            # everything it counted is news, even what came before our first read of it
+            new_process = stats.started >= self._born
             for name, delta in gateway_deltas(stats, prev, new_process=new_process).items():
                 sample = samples.get(name)
                 if sample is None:
@@ -514,7 +515,6 @@ class Telemetry:
             ring.append(sample)
             if sample.requests or sample.in_flight or sample.waiting:
                 self._last_seen[name] = now
-        self._last_ingest = now
         # Forget addresses no longer listed (a down gateway that is still listed keeps its last read).
         for address in [a for a in self._prev if a not in reads and a not in live]:
             del self._prev[address]
