@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +161,20 @@ def start_server(data_dir: Path, *extra: str, timeout: float = 30) -> Server:
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"openeas server not ready in {timeout} s:\n{log_path.read_text()}")
+
+
+def serving(data_dir: Path, *extra: str) -> Iterator[Server]:
+    """A module fixture's body: a server for the module; at the end it must stop cleanly (exit 0,
+    server.json removed) and its log must not hold the admin token."""
+    srv = start_server(data_dir, *extra)
+    try:
+        yield srv
+    finally:
+        code = srv.stop()
+        log = srv.log()
+        assert code == 0, log
+        assert srv.admin_token not in log, "the admin token reached the server log"
+        assert not (srv.data_dir / "server.json").exists()
 
 
 def app_spec(tmp: Path, name: str, instance: int = 1, **container: Any) -> dict[str, Any]:

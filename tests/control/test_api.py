@@ -13,22 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control.harness import Server, app_spec, pid_alive, start_server, wait_for
+from tests.control.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
 
 SVC = "/api/v2/services"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("control") / "data")
-    try:
-        yield srv
-    finally:
-        code = srv.stop()
-        log = srv.log()
-        assert code == 0, log
-        assert srv.admin_token not in log, "the admin token reached the server log"
-        assert not (srv.data_dir / "server.json").exists()
+    yield from serving(tmp_path_factory.mktemp("control") / "data")
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control.harness import Server, app_spec, pid_alive, start_server, wait_for
+from tests.control.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
 
 GWS = "/api/v2/gateways"
 SVC = "/api/v2/services"
@@ -19,13 +19,7 @@ SVC = "/api/v2/services"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("gateways") / "data")
-    try:
-        yield srv
-    finally:
-        code = srv.stop()
-        assert code == 0, srv.log()
-        assert srv.admin_token not in srv.log()
+    yield from serving(tmp_path_factory.mktemp("gateways") / "data")
 
 
 @pytest.fixture()

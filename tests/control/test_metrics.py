@@ -12,18 +12,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.control.harness import Server, app_spec, start_server, wait_for
+from tests.control.harness import Server, app_spec, serving, wait_for
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("metrics") / "data")
-    try:
-        yield srv
-    finally:
-        code = srv.stop()
-        assert code == 0, srv.log()
-        assert srv.admin_token not in srv.log()
+    yield from serving(tmp_path_factory.mktemp("metrics") / "data")
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
