@@ -136,7 +136,9 @@ def test_sigterm_ignored_then_sigkill_whole_group(tmp_path: Path) -> None:
         handle = await runtime.start("stub-1-0", "stub", spec)
 
         async def both_started() -> bool:
-            return runtime.read_log("stub", "stub-1-0", 10).count("started") == 2
+            # Count in the joined text: with PYTHONUNBUFFERED print() writes "started" and "\n"
+            # separately, so the two processes' lines can interleave ("startedstarted\n\n").
+            return "\n".join(runtime.read_log("stub", "stub-1-0", 10)).count("started") == 2
 
         await until(both_started)
         pgid = handle.pid
