@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -104,13 +105,21 @@ class GatewayProc:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
 
 
-def start_gateway(store_url: str, name: str, workdir: Path, *extra: str, timeout: float = 20) -> GatewayProc:
+def start_gateway(
+    store_url: str,
+    name: str,
+    workdir: Path,
+    *extra: str,
+    timeout: float = 20,
+    preexec: Callable[[], None] | None = None,  # runs in the child before exec (e.g. a lower rlimit)
+) -> GatewayProc:
     stderr_path = workdir / f"gateway-{name}-{time.monotonic_ns()}.err"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name, *extra],
             stdout=subprocess.PIPE,
             stderr=err,
+            preexec_fn=preexec,
         )
     try:
         line = _read_line(proc, timeout, "the gateway")

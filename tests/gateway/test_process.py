@@ -253,3 +253,33 @@ def test_in_process_gateway_keeps_serving_when_the_store_is_down(
             assert time.monotonic() < deadline
             time.sleep(0.02)
     flaky.close()
+
+
+def _low_open_files_limit() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def test_gateway_raises_its_open_files_limit_to_the_hard_limit(store: tuple[Registry, str, Path]) -> None:
+    """Started with a soft limit of 256 (a shell's `ulimit -Sn 256`), the gateway serves with the
+    hard limit: two descriptors per request in flight would otherwise cap it at ~128."""
+    _, url, work = store
+    gw = start_gateway(url, "shared", work, "--workers", "2", preexec=_low_open_files_limit)
+    try:
+        hard = Path("/proc/self/limits").read_text()  # this process's hard limit is the child's too
+        want = next(line.split()[4] for line in hard.splitlines() if line.startswith("Max open files"))
+        pids = [gw.proc.pid] + [
+            int(p) for p in Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+        ]
+        assert len(pids) == 3  # the parent and its two workers
+        for pid in pids:
+            limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+            soft = next(line.split()[3] for line in limits if line.startswith("Max open files"))
+            assert soft == want, (pid, soft, want)
+        resp = requests.get(
+            gw.internet + "/api/predict/svc/echo", headers={"Authorization": TOKEN}, timeout=5
+        )
+        assert resp.status_code == 200
+    finally:
+        assert gw.terminate() == 0, gw.stderr_text()

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import select
 import signal
 import sys
@@ -63,6 +64,21 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one and return it.
+
+    Each proxied request holds two descriptors (client and instance), and the usual soft limit
+    of 1024 would cap a gateway at ~500 connections in flight; the hard limit is what the
+    administrator allows (raising that needs privileges, like nginx's worker_rlimit_nofile)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)  # the kernel's nr_open default
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -70,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s openeas-gateway %(levelname)s %(message)s",
     )
+    open_files = raise_open_files_limit()  # workers inherit it
+    if open_files < 4096:
+        log.warning(
+            "open files limit is %d: about %d connections in flight at most; raise it (ulimit -Hn)",
+            open_files,
+            open_files // 2,
+        )
     try:
         registry = Registry(args.store_url)
         record = registry.get_gateway(args.name)
