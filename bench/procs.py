@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from openeas.procfs import pid_alive, stat_fields
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,13 +60,9 @@ def _ppid_map() -> dict[int, int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # comm may contain spaces and parentheses: the fields after the last ")" are fixed.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        out[int(entry)] = int(fields[1])
+        fields = stat_fields(entry)
+        if fields is not None:
+            out[int(entry)] = int(fields[1])
     return out
 
 
@@ -109,18 +107,10 @@ def open_fds(pid: int) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)  # a zombie is dead for our purposes
+    return bool(fields) and fields[0] != "Z"
 
 
 @dataclass

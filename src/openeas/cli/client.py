@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from openeas.config import ADMIN_TOKEN_FILE, SERVER_FILE, default_data_dir
+from openeas.procfs import pid_alive
 
 
 class CliError(Exception):
@@ -28,16 +29,6 @@ class ServerRef:
     api: str
     token: str
     region: str | None = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def locate_server(data_dir: Path | None) -> ServerRef:
@@ -64,7 +55,7 @@ def locate_server(data_dir: Path | None) -> ServerRef:
     pid = info.get("pid") if isinstance(info, dict) else None
     if not isinstance(pid, int) or not isinstance(info.get("api"), str):
         raise CliError(f"{folder / SERVER_FILE} is not a server file: {hint}")
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         raise CliError(
             f"no openeas server found for data dir {folder} "
             f"(the server with pid {pid} is not running): {hint}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from openeas.procfs import stat_fields
 from openeas.spec import SpecError, parse_service_spec
 from openeas.spec.service import AutoscalerSpec
 from openeas.store import InstanceRecord, Registry, ServiceRecord
@@ -184,14 +185,12 @@ def process_tree_ticks(pid: int) -> int | None:
         if p in seen:
             continue
         seen.add(p)
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
+        fields = stat_fields(p)
+        if fields is None:
             if first:
                 return None
             continue
         first = False
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{p}/task"):

@@ -33,6 +33,7 @@ from openeas.control.gateway_api import gateway_processes
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
 from openeas.control.telemetry import Telemetry
+from openeas.procfs import pid_alive
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
@@ -61,16 +62,6 @@ class ServerInfo:
 # -- startup checks --------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_server_file(data_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((data_dir / SERVER_FILE).read_text())
@@ -84,7 +75,7 @@ def check_no_other_server(data_dir: Path) -> None:
     if not info:
         return
     pid = info.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
+    if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
         raise ServerError(
             f"another openeas server (pid {pid}, API {info.get('api')}) already runs on data dir "
             f"{data_dir}; stop it first, or give this one another --data-dir"

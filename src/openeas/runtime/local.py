@@ -20,6 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from openeas.procfs import stat_fields
 from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime
 from openeas.spec import ServiceSpec
 from openeas.spec.service import ProbeSpec
@@ -247,12 +248,8 @@ def _group_alive(pgid: int) -> bool:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+        fields = stat_fields(entry)
+        if fields is not None and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             return True
     return False
 
