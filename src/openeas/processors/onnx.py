@@ -75,23 +75,15 @@ class OnnxModel:
             )
         except Exception as exc:
             fail_start(f"onnxruntime cannot load {file}: {exc}")
-        self._inputs = declared_specs(config, "inputs") or [_spec(n) for n in self._session.get_inputs()]
-        self._outputs = [_spec(n) for n in self._session.get_outputs()]
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
+        self.inputs = declared_specs(config, "inputs") or [_spec(n) for n in self._session.get_inputs()]
+        self.outputs = [_spec(n) for n in self._session.get_outputs()]
 
     @property
     def batchable(self) -> bool:
-        return all(s.batchable for s in self._inputs)
+        return all(s.batchable for s in self.inputs)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        names = [s.name for s in self._outputs]
+        names = [s.name for s in self.outputs]
         values = self._session.run(names, inputs)
         return dict(zip(names, values, strict=True))
 

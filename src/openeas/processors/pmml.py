@@ -56,25 +56,17 @@ class PmmlModel:
             self._model = pypmml.Model.load(str(file))
         except Exception as exc:
             fail_start(f"pypmml cannot load {file} (is Java installed? `java -version`): {exc}")
-        self._inputs = [TensorSpec(f.name, _dtype(f.dataType), (None,)) for f in self._model.inputFields]
-        self._outputs = [TensorSpec(f.name, _dtype(f.dataType), (None,)) for f in self._model.outputFields]
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
+        self.inputs = [TensorSpec(f.name, _dtype(f.dataType), (None,)) for f in self._model.inputFields]
+        self.outputs = [TensorSpec(f.name, _dtype(f.dataType), (None,)) for f in self._model.outputFields]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        names = [s.name for s in self._inputs]
+        names = [s.name for s in self.inputs]
         columns = {n: inputs[n].tolist() for n in names}
         rows = len(columns[names[0]]) if names else 0
         records = [{n: columns[n][i] for n in names} for i in range(rows)]
         result = json.loads(self._model.predict(json.dumps(records)))
         out: dict[str, Any] = {}
-        for spec in self._outputs:
+        for spec in self.outputs:
             values = [r.get(spec.name) for r in result]
             dtype = spec.dtype if spec.dtype is not None and None not in values else np.dtype(object)
             out[spec.name] = np.array(values, dtype=dtype)

@@ -63,46 +63,38 @@ class SklearnModel:
         names = getattr(self._model, "feature_names_in_", None)
         declared = declared_specs(config, "inputs")
         if declared is not None:
-            self._inputs = declared
+            self.inputs = declared
         elif names is not None:
             self._pd = _optional("pandas")  # without it, a matrix in feature order (sklearn warns)
             self._features = [str(n) for n in names]
-            self._inputs = [TensorSpec(n, None, (None,)) for n in self._features]
+            self.inputs = [TensorSpec(n, None, (None,)) for n in self._features]
         else:
             n = getattr(self._model, "n_features_in_", None)
             if n is not None:
-                self._inputs = [TensorSpec("input", np.dtype(np.float64), (None, int(n)))]
+                self.inputs = [TensorSpec("input", np.dtype(np.float64), (None, int(n)))]
             else:  # e.g. a text pipeline: one value per row
-                self._inputs = [TensorSpec("input", None, None)]
+                self.inputs = [TensorSpec("input", None, None)]
         self._proba = hasattr(self._model, "predict_proba")
         classes = getattr(self._model, "classes_", None)
         label_dtype = np.asarray(classes).dtype if classes is not None else np.dtype(np.float64)
         if label_dtype.kind in "OU":
             label_dtype = np.dtype(object)
         self._label = "label" if classes is not None else "prediction"
-        self._outputs = [TensorSpec(self._label, label_dtype, (None,))]
+        self.outputs = [TensorSpec(self._label, label_dtype, (None,))]
         if self._proba:
             width = None if classes is None else len(classes)
-            self._outputs.append(TensorSpec("probabilities", np.dtype(np.float64), (None, width)))
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
+            self.outputs.append(TensorSpec("probabilities", np.dtype(np.float64), (None, width)))
 
     @property
     def batchable(self) -> bool:
-        return all(s.batchable for s in self._inputs)
+        return all(s.batchable for s in self.inputs)
 
     def _matrix(self, inputs: dict[str, np.ndarray]) -> Any:
         if self._features is not None:
             if self._pd is None:
                 return np.column_stack([inputs[n] for n in self._features])
             return self._pd.DataFrame({n: inputs[n] for n in self._features})
-        return inputs[self._inputs[0].name]
+        return inputs[self.inputs[0].name]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         x = self._matrix(inputs)

@@ -47,32 +47,24 @@ class TorchScriptModel:
         self._module.eval()
         declared = declared_specs(config, "inputs")
         if declared is not None:
-            self._inputs = declared
+            self.inputs = declared
         else:
             args = self._module.forward.schema.arguments[1:]  # skip self
-            self._inputs = [TensorSpec(a.name) for a in args]
+            self.inputs = [TensorSpec(a.name) for a in args]
         names = config.get("outputs")
-        self._outputs = [TensorSpec(str(n)) for n in names] if isinstance(names, list) else []
+        self.outputs = [TensorSpec(str(n)) for n in names] if isinstance(names, list) else []
         self._batchable = bool(config.get("batchable", False))
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
 
     @property
     def batchable(self) -> bool:
         return self._batchable
 
     def _name(self, i: int) -> str:
-        return self._outputs[i].name if i < len(self._outputs) else f"output_{i}"
+        return self.outputs[i].name if i < len(self.outputs) else f"output_{i}"
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         torch = self._torch
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in self._inputs]
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in self.inputs]
         with torch.inference_mode():
             result = self._module(*args)
         if isinstance(result, dict):
