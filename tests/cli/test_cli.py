@@ -10,22 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.control.harness import Server, app_spec, clean_env, pid_alive, start_server, wait_for
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("cli") / "data")
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()
+from tests.control.harness import Server, app_spec, clean_env, pid_alive, wait_for
 
 
 def write(path: Path, data: object) -> Path:

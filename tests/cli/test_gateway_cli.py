@@ -4,22 +4,11 @@ and the errors a user can make; `openeas endpoints` of a service on an intranet-
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.control.harness import Server, app_spec, start_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("gwcli") / "data")
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()
+from tests.control.harness import Server, app_spec
 
 
 def write(path: Path, data: object) -> Path:

@@ -4,21 +4,9 @@ version and what does not."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.control.harness import Server, app_spec, start_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("versions") / "data")
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0, srv.log()
+from tests.control.harness import Server, app_spec
 
 
 def test_versions_rollback_and_bad_input(server: Server, tmp_path: Path) -> None:

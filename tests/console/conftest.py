@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.control.harness import Server, start_server, wait_for
+from tests.control.harness import Server, serving, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = "demo_chat"
@@ -30,14 +30,7 @@ def demo_spec_text() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("console") / "data")
-    try:
-        yield srv
-    finally:
-        code = srv.stop()
-        log = srv.log()
-        assert code == 0, log
-        assert srv.admin_token not in log, "the admin token reached the server log"
+    yield from serving(tmp_path_factory.mktemp("console") / "data")
 
 
 def running(server: Server, name: str, count: int = 1, timeout: float = 30) -> dict[str, Any]:
