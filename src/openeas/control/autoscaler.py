@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from openeas.procfs import stat_fields
-from openeas.spec import SpecError, parse_service_spec
 from openeas.spec.service import AutoscalerSpec
 from openeas.store import InstanceRecord, Registry, ServiceRecord
 
@@ -302,13 +303,16 @@ class Autoscaler:
 
     async def tick(self, urgent: set[str] | None = None) -> None:
         services, instances = await asyncio.to_thread(self._read_store)
+        by_service: dict[str, list[InstanceRecord]] = {}
+        for inst in instances:
+            by_service.setdefault(inst.service, []).append(inst)
         followed: set[str] = set()
         for svc in services:
             policy = self._policy(svc)
             if policy is None or svc.desired != "running":
                 continue
             followed.add(svc.name)
-            await self._one(svc, policy, [i for i in instances if i.service == svc.name], urgent or set())
+            await self._one(svc, policy, by_service.get(svc.name, []), urgent or set())
         for name in list(self.history):
             if name not in followed:  # no autoscaler (any more), stopped or deleted
                 self.history.pop(name, None)
@@ -320,13 +324,14 @@ class Autoscaler:
 
     @staticmethod
     def _policy(svc: ServiceRecord) -> Policy | None:
-        if not svc.spec.get("autoscaler"):
+        data = svc.spec.get("autoscaler")
+        if not data:
             return None
+        # Only the autoscaler block: the stored spec was validated whole when it was written.
         try:
-            spec = parse_service_spec({**svc.spec, "token": svc.token}).autoscaler
-        except SpecError:
+            return Policy.from_spec(AutoscalerSpec.model_validate(data))
+        except ValidationError:
             return None
-        return Policy.from_spec(spec) if spec is not None else None
 
     async def _one(
         self, svc: ServiceRecord, policy: Policy, instances: list[InstanceRecord], urgent: set[str]
