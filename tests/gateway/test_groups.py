@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from openeas.gateway.app import group_entries
-from openeas.gateway.balancer import GroupEntry, RouteEntry
 from openeas.gateway.groups import GroupRoute, SmoothWeightedRR, check_weight, effective_weights
+from openeas.gateway.routes import GroupEntry, RouteEntry, group_entries
 from openeas.gateway.snapshot import ServiceRoute
 from openeas.gateway.snapshot import Upstream as Up
 from openeas.store import Registry, sqlite_url

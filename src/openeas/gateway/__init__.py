@@ -1,10 +1,11 @@
 """The data plane: listeners, routing, auth, limits, balancing and proxying (no web framework).
 
-Hot path, one module per step: server (accept, parse) -> routing -> auth -> limits (proxy) ->
-balancer (pick instance) -> upstream / proxy (stream both ways) -> accesslog. `app.Gateway` ties
-them together; `python -m openeas.gateway` runs one from the store.
+The request path: accept -> parse (client_connection.py) -> admit (admission.py: ACL, route,
+auth, body size, limits) -> pick (pickers.py behind admission.pick_instance) -> proxy
+(exchange.py, upstream.py, headers.py) -> finish (Gateway.log_exchange: metrics.py, accesslog.py).
+`gateway.Gateway` ties them together; `python -m openeas.gateway` runs one from the store.
 """
 
-from openeas.gateway.app import BindError, Gateway
+from openeas.gateway.gateway import BindError, Gateway
 
 __all__ = ["BindError", "Gateway"]

@@ -29,7 +29,7 @@ from dataclasses import replace
 import uvloop
 
 from openeas.gateway.accesslog import AccessLog
-from openeas.gateway.app import BindError, Gateway, TlsError, bind_socket, ready_line
+from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
 from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
 from openeas.gateway.tls import server_context
 from openeas.gateway.watcher import SnapshotWatcher

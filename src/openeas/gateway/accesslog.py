@@ -12,12 +12,41 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 from openeas.gateway.routing import path_of
 
-if TYPE_CHECKING:
-    from openeas.gateway.proxy import Exchange
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Peer(Protocol):
+    @property
+    def peer(self) -> bytes: ...
+
+
+class LoggedRequest(Protocol):
+    """What a line says of a finished request (`exchange.Exchange`)."""
+
+    @property
+    def service(self) -> bytes: ...  # the name in the path (a service, `<G>` or `<G>.<service>`)
+
+    @property
+    def entry(self) -> _Named | None: ...  # the service that answered, when routed
+
+    @property
+    def client(self) -> _Peer: ...
+
+    method: bytes
+    url: bytes
+    target: bytes  # the forwarded sub-path and query (b"" when not routed)
+    status: int
+    bytes_out: int
+    up_addr: str
+    t_start: float  # perf_counter() when its head started
+    request_id: bytes
 
 
 class AccessLog:
@@ -30,7 +59,7 @@ class AccessLog:
         else:
             self._file = sys.stderr
 
-    def write(self, ex: Exchange, now: float, listener: str) -> None:
+    def write(self, ex: LoggedRequest, now: float, listener: str) -> None:
         """`now`: time.perf_counter() when `ex` finished (sub-millisecond, unlike the loop clock)."""
         service = ex.service.decode("latin-1")
         record: dict[str, object] = {

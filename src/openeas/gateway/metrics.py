@@ -9,7 +9,9 @@ Python objects owned by the `Gateway` (no module state, no locks: one event loop
   histograms, bytes, rejections by reason, in-flight).
 - `GatewayMetrics`: the services' stats by name; requests to a name that is not a service on this
   gateway are all counted under service "-" (no label per unknown name).
-- `render_prometheus` / `stats_json`: the text exposition (format 0.0.4) and the `/stats` JSON.
+- `GatewayCollector`: the prometheus-client collector that turns a `Snapshot` of the counters
+  into metric families at scrape time (as control/metrics.py does); `render_prometheus` writes
+  them in the text exposition (format 0.0.4). `stats_json`: the `/stats` JSON.
 
 The listener that serves them is `metrics_server.py`.
 """
@@ -19,12 +21,31 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from openeas.gateway.proxy import Exchange
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+
+class CountedRequest(Protocol):
+    """What is counted of a finished request (`exchange.Exchange`)."""
+
+    status: int
+    t_start: float  # perf_counter() at the first byte of its head
+    t_sent: float  # first sent to an instance (0.0: never)
+    t_resp: float  # the instance's response complete (0.0: not)
+    body_in: int
+    bytes_out: int
+    own_answer: bool  # answered by the gateway itself
+
 
 # upper bounds in seconds; +Inf is implied (the last count)
 BUCKETS: tuple[float, ...] = (
@@ -111,7 +132,7 @@ class GatewayMetrics:
         stats.in_flight += 1
         return stats
 
-    def record(self, ex: Exchange, stats: ServiceStats, now: float) -> None:
+    def record(self, ex: CountedRequest, stats: ServiceStats, now: float) -> None:
         """`ex` is finished (`now`: perf_counter); `stats` is its service's (or "-").
 
         Once per request: the histogram updates are inlined (a method call each costs more
@@ -191,10 +212,6 @@ def _names(snap: Snapshot) -> list[str]:
     return sorted(set(snap.services) | set(snap.gauges))
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def _num(value: float) -> str:
     if isinstance(value, int):
         return str(value)
@@ -205,114 +222,156 @@ def _num(value: float) -> str:
 
 _LE = [_num(b) for b in BUCKETS] + ["+Inf"]
 
+_HISTOGRAMS: tuple[tuple[str, str, Callable[[ServiceStats], Histogram]], ...] = (
+    (
+        "openeas_gateway_request_duration_seconds",
+        "Time from the first byte of the request to the end of the response.",
+        lambda s: s.duration,
+    ),
+    (
+        "openeas_gateway_upstream_duration_seconds",
+        "Time from sending the request to an instance until its response is complete "
+        "(requests that reached an instance only).",
+        lambda s: s.upstream,
+    ),
+    (
+        "openeas_gateway_own_duration_seconds",
+        "Request duration minus upstream duration: time spent in the gateway (and on the client).",
+        lambda s: s.own,
+    ),
+)
 
-def render_prometheus(snap: Snapshot) -> bytes:
-    """The Prometheus text exposition format 0.0.4."""
-    out: list[str] = []
+
+class GatewayCollector(Collector):
+    """The gateway's metric families, built from its counters at scrape time.
+
+    `snapshot` is called once per scrape (`Gateway.metrics_snapshot`); the hot path never touches
+    prometheus-client objects."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(families(self.snapshot()))
+
+
+def families(snap: Snapshot) -> list[Metric]:
+    """The metric families of one scrape (docs/metrics.md lists them)."""
     names = _names(snap)
     empty = ServiceStats()
-    stats = [(n, _label(n), snap.services.get(n) or empty) for n in names]
+    stats = [(n, snap.services.get(n) or empty) for n in names]
+    out: list[Metric] = []
 
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-
-    family("openeas_gateway_info", "gauge", "This gateway process (value 1).")
-    out.append(f'openeas_gateway_info{{gateway="{_label(snap.gateway)}",pid="{snap.pid}"}} 1\n')
-    family("openeas_gateway_start_time_seconds", "gauge", "Unix time the gateway process started.")
-    out.append(f"openeas_gateway_start_time_seconds {_num(snap.started)}\n")
-
-    family(
-        "openeas_gateway_requests_total",
-        "counter",
-        'Finished requests by service and status code (service "-": no such service here).',
+    info = GaugeMetricFamily(
+        "openeas_gateway_info", "This gateway process (value 1).", labels=["gateway", "pid"]
     )
-    for _, lab, st in stats:
-        for code, n in sorted(st.codes.items()):
-            labels = f'service="{lab}",code="{code}",class="{code // 100}xx"'
-            out.append(f"openeas_gateway_requests_total{{{labels}}} {n}\n")
+    info.add_metric([snap.gateway, str(snap.pid)], 1)
+    out.append(info)
+    out.append(
+        GaugeMetricFamily(
+            "openeas_gateway_start_time_seconds", "Unix time the gateway process started.", value=snap.started
+        )
+    )
 
-    hists: list[tuple[str, str, Callable[[ServiceStats], Histogram]]] = [
-        (
-            "openeas_gateway_request_duration_seconds",
-            "Time from the first byte of the request to the end of the response.",
-            lambda s: s.duration,
-        ),
-        (
-            "openeas_gateway_upstream_duration_seconds",
-            "Time from sending the request to an instance until its response is complete "
-            "(requests that reached an instance only).",
-            lambda s: s.upstream,
-        ),
-        (
-            "openeas_gateway_own_duration_seconds",
-            "Request duration minus upstream duration: time spent in the gateway (and on the client).",
-            lambda s: s.own,
-        ),
-    ]
-    for metric, help_text, pick in hists:
-        family(metric, "histogram", help_text)
-        for _, lab, st in stats:
+    requests = CounterMetricFamily(
+        "openeas_gateway_requests_total",
+        'Finished requests by service and status code (service "-": no such service here).',
+        labels=["service", "code", "class"],
+    )
+    for name, st in stats:
+        for code, n in sorted(st.codes.items()):
+            requests.add_metric([name, str(code), f"{code // 100}xx"], n)
+    out.append(requests)
+
+    for metric, help_text, pick in _HISTOGRAMS:
+        hist = HistogramMetricFamily(metric, help_text, labels=["service"])
+        for name, st in stats:
             h = pick(st)
             cumulative = 0
+            buckets: list[tuple[str, float]] = []
             for le, n in zip(_LE, h.counts, strict=True):
                 cumulative += n
-                out.append(f'{metric}_bucket{{service="{lab}",le="{le}"}} {cumulative}\n')
-            out.append(f'{metric}_sum{{service="{lab}"}} {_num(h.sum)}\n')
-            out.append(f'{metric}_count{{service="{lab}"}} {cumulative}\n')
+                buckets.append((le, cumulative))
+            hist.add_metric([name], buckets, h.sum)
+        out.append(hist)
+
+    gauges = snap.gauges
 
     def per_service(
-        metric: str, kind: str, help_text: str, value: Callable[[str, ServiceStats], int]
+        family: GaugeMetricFamily | CounterMetricFamily, value: Callable[[str, ServiceStats], int]
     ) -> None:
-        family(metric, kind, help_text)
-        for name, lab, st in stats:
-            out.append(f'{metric}{{service="{lab}"}} {value(name, st)}\n')
+        for name, st in stats:
+            family.add_metric([name], value(name, st))
+        out.append(family)
 
     per_service(
-        "openeas_gateway_in_flight",
-        "gauge",
-        "Requests routed to the service and not finished yet (queued at an instance included).",
+        GaugeMetricFamily(
+            "openeas_gateway_in_flight",
+            "Requests routed to the service and not finished yet (queued at an instance included).",
+            labels=["service"],
+        ),
         lambda _n, s: s.in_flight,
     )
-    gauges = snap.gauges
     per_service(
-        "openeas_gateway_waiting",
-        "gauge",
-        "Requests held waiting for an instance of the service (scale from zero).",
+        GaugeMetricFamily(
+            "openeas_gateway_waiting",
+            "Requests held waiting for an instance of the service (scale from zero).",
+            labels=["service"],
+        ),
         lambda n, _s: gauges[n].waiting if n in gauges else 0,
     )
     per_service(
-        "openeas_gateway_upstreams_ready",
-        "gauge",
-        "Ready instances of the service in the gateway's current routing snapshot.",
+        GaugeMetricFamily(
+            "openeas_gateway_upstreams_ready",
+            "Ready instances of the service in the gateway's current routing snapshot.",
+            labels=["service"],
+        ),
         lambda n, _s: gauges[n].ready if n in gauges else 0,
     )
     per_service(
-        "openeas_gateway_request_bytes_total",
-        "counter",
-        "Request body bytes received from clients.",
+        CounterMetricFamily(
+            "openeas_gateway_request_bytes_total",
+            "Request body bytes received from clients.",
+            labels=["service"],
+        ),
         lambda _n, s: s.bytes_in,
     )
     per_service(
-        "openeas_gateway_response_bytes_total",
-        "counter",
-        "Response body bytes relayed from instances to clients.",
+        CounterMetricFamily(
+            "openeas_gateway_response_bytes_total",
+            "Response body bytes relayed from instances to clients.",
+            labels=["service"],
+        ),
         lambda _n, s: s.bytes_out,
     )
-    family(
+    rejected = CounterMetricFamily(
         "openeas_gateway_rejected_total",
-        "counter",
         "Requests the gateway answered itself with an error, by reason "
         "(auth, acl, size, rate, queue, timeout, method, not_found, unavailable, bad_request).",
+        labels=["service", "reason"],
     )
-    for _, lab, st in stats:
+    for name, st in stats:
         for reason, n in sorted(st.rejected.items()):
-            out.append(f'openeas_gateway_rejected_total{{service="{lab}",reason="{reason}"}} {n}\n')
-    family(
+            rejected.add_metric([name, reason], n)
+    out.append(rejected)
+    mirror = CounterMetricFamily(
         "openeas_gateway_mirror_copies_total",
-        "counter",
         "Mirrored request copies by result (sent, dropped, failed, incomplete); see docs/traffic.md.",
+        labels=["result"],
     )
     for result, n in sorted(snap.mirror.items()):
-        out.append(f'openeas_gateway_mirror_copies_total{{result="{result}"}} {n}\n')
-    return "".join(out).encode()
+        mirror.add_metric([result], n)
+    out.append(mirror)
+    return out
 
+
+def prometheus_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
+    """A registry of one gateway process holding its collector (one per `Gateway`, no global)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(snapshot))
+    return registry
+
+
+def render_prometheus(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition format 0.0.4 of `registry`."""
+    return generate_latest(registry)

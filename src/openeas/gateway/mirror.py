@@ -20,17 +20,31 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from openeas.gateway.headers import mirror_head
 from openeas.gateway.snapshot import MirrorRoute, Upstream
-
-if TYPE_CHECKING:
-    from openeas.gateway.proxy import Exchange
 
 log = logging.getLogger("openeas.gateway")
 
 MAX_IN_FLIGHT = 128  # copies open at once per gateway process
 COPY_TIMEOUT_S = 30.0  # a copy's whole exchange with the target instance
+
+
+class MirroredRequest(Protocol):
+    """What a copy reads of the main request (`exchange.Exchange`)."""
+
+    method: bytes
+    target: bytes  # forwarded path and query
+    fwd: list[bytes]  # forwarded header lines, 4 items each (headers.read_request_head)
+    has_host: bool
+    content_length: int  # -1: none
+    body_chunked: bool
+    request_id: bytes
+    body_in: int  # body bytes received so far
+    pending: list[bytes] | None  # body bytes received before its turn (pipelining)
+    req_done: bool
+    discard: bool  # answered before its body ended: the rest is skipped
 
 
 @dataclass
@@ -52,7 +66,7 @@ class ServiceMirror:
         self.acc = 0
         self.next = 0  # round robin over each target's instances
 
-    def begin(self, ex: Exchange) -> MirrorCopy | None:
+    def begin(self, ex: MirroredRequest) -> MirrorCopy | None:
         """Called once per routed request: a copy to fill (None: this one is not mirrored)."""
         self.acc += self.route.ratio
         if self.acc < 100:
@@ -82,7 +96,7 @@ class MirrorCopy:
         self.chunks.append(data)
         self.size += len(data)
 
-    def done(self, ex: Exchange) -> None:
+    def done(self, ex: MirroredRequest) -> None:
         """The request body is complete (or the request ended): send the copies."""
         mirrors = self.mirror.mirrors
         if ex.discard or self.size != ex.body_in:
@@ -115,8 +129,10 @@ class Mirrors:
         for name in [n for n in self.services if n not in services]:
             del self.services[name]
 
-    def send(self, mirror: ServiceMirror, ex: Exchange, chunks: list[bytes], size: int) -> None:
-        head = copy_head(ex, size)
+    def send(self, mirror: ServiceMirror, ex: MirroredRequest, chunks: list[bytes], size: int) -> None:
+        head = mirror_head(
+            ex.method, ex.target, ex.fwd, ex.has_host, ex.content_length, ex.body_chunked, ex.request_id, size
+        )
         for _service, upstreams in mirror.route.targets:
             if not upstreams or self.in_flight >= self.max_in_flight:
                 self.counts.dropped += 1
@@ -155,19 +171,3 @@ class Mirrors:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def copy_head(ex: Exchange, size: int) -> bytes:
-    """The copy's request head: the forwarded headers (no Authorization), a Content-Length for
-    the captured body, `Connection: close`, and the main request's id in X-Request-Id."""
-    parts = [ex.method, b" ", ex.target, b" HTTP/1.1\r\n"]
-    fwd = ex.fwd
-    for i in range(0, len(fwd), 4):
-        if fwd[i].lower() != b"content-length":
-            parts += fwd[i : i + 4]
-    if not ex.has_host:
-        parts.append(b"Host: localhost\r\n")
-    if size or ex.content_length >= 0 or ex.body_chunked:
-        parts.append(b"Content-Length: %d\r\n" % size)
-    parts += (b"X-Request-Id: ", ex.request_id, b"\r\nX-Eas-Mirror: 1\r\nConnection: close\r\n\r\n")
-    return b"".join(parts)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openeas.gateway.groups import GroupRoute
+from openeas.gateway.pickers import DEFAULT_STRATEGY, strategy_for
 from openeas.spec import SpecError, parse_gateway_spec
 from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
 from openeas.spec.service import RpcSpec
@@ -56,6 +57,7 @@ class ServiceRoute:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per instance beyond those
     scale_from_zero: bool = False  # autoscaler.min == 0: with no instance, hold requests for one
     mirror: MirrorRoute | None = None
+    picker: str = DEFAULT_STRATEGY  # how an instance is chosen (pickers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,7 @@ def service_route(
         worker_threads=_int(rpc.get("worker_threads"), DEFAULT_WORKER_THREADS, 1),
         max_queue_size=_int(rpc.get("max_queue_size"), DEFAULT_MAX_QUEUE_SIZE, 0),
         scale_from_zero=_obj(spec.get("autoscaler")).get("min") == 0,
+        picker=strategy_for(spec),
     )
 
 

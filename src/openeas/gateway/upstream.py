@@ -1,8 +1,9 @@
 """Connections to instances: one asyncio Protocol per TCP connection, pooled per instance.
 
 An `UpstreamConnection` parses responses with `httptools.HttpResponseParser` and hands what it
-reads to the `Exchange` (proxy.py) it currently serves; between requests it sits in its
-instance's idle list (`UpstreamState.idle`), where an EOF or error from the instance removes it.
+reads to the request it currently serves (`exchange.Exchange`, seen here as a `ResponseSink`);
+between requests it sits in its instance's idle list (`instances.UpstreamState.idle`, seen here as
+a `Pool`), where an EOF or error from the instance removes it.
 """
 
 from __future__ import annotations
@@ -10,18 +11,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import httptools
 
-from openeas.gateway.balancer import UpstreamState
 from openeas.gateway.flow import PAUSE_UPSTREAM
-
-if TYPE_CHECKING:
-    from openeas.gateway.proxy import Exchange
 
 MAX_IDLE_PER_UPSTREAM = 1024
 log = logging.getLogger("openeas.gateway")
+
+
+class Pool(Protocol):
+    """The instance a connection belongs to (`instances.UpstreamState`): its idle connections."""
+
+    addr: str  # host:port, for log lines
+    idle: list[UpstreamConnection]
+    retired: bool  # gone from the routing snapshot: connections are closed, not pooled
+
+
+class Pausable(Protocol):
+    def pause(self, bit: int) -> None: ...
+
+    def resume(self, bit: int) -> None: ...
+
+
+class ResponseSink(Protocol):
+    """The request a connection serves (`exchange.Exchange`): where the response goes."""
+
+    resp_head: bytes | None  # a response head not yet written to the client
+
+    @property
+    def client(self) -> Pausable: ...
+
+    def upstream_headers(
+        self,
+        conn: UpstreamConnection,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None: ...
+
+    def upstream_body(self, data: bytes) -> None: ...
+
+    def flush_head(self) -> None: ...
+
+    def upstream_done(self, conn: UpstreamConnection, keep_alive: bool) -> None: ...
+
+    def upstream_lost(self, conn: UpstreamConnection, protocol_error: bool) -> None: ...
 
 
 class _Stray(Exception):
@@ -44,11 +81,11 @@ class UpstreamConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, state: UpstreamState) -> None:
+    def __init__(self, state: Pool) -> None:
         self.state = state
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
+        self.exchange: ResponseSink | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
         self.received = False  # any byte of a response arrived while serving the current exchange
@@ -161,7 +198,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
-def take_idle(state: UpstreamState, now: float, max_idle_s: float) -> UpstreamConnection | None:
+def take_idle(state: Pool, now: float, max_idle_s: float) -> UpstreamConnection | None:
     """A pooled connection that is still open and was used recently, or None."""
     idle = state.idle
     while idle:
@@ -186,7 +223,7 @@ def release(conn: UpstreamConnection, now: float) -> None:
     state.idle.append(conn)
 
 
-def prune_idle(state: UpstreamState, now: float, max_idle_s: float) -> None:
+def prune_idle(state: Pool, now: float, max_idle_s: float) -> None:
     """Close pooled connections idle longer than `max_idle_s` (the oldest are at the bottom)."""
     idle = state.idle
     n_stale = 0

@@ -1,6 +1,8 @@
 """Accept and parse: one asyncio Protocol per client connection, parsed with httptools.
 
-The connection turns bytes into `Exchange`s (proxy.py) and keeps them in order: HTTP/1.1
+The first two steps of the request path (accept -> parse -> admit -> pick -> proxy -> finish, see
+exchange.py). The connection checks its peer once at accept (`admission.connection_flags`),
+turns bytes into `Exchange`s and keeps them in order: HTTP/1.1
 pipelining is allowed, but only the request at the head of the line is answered; later ones wait
 (with reading paused) until it is done. It also owns the connection's life: keep-alive, the idle
 cut-off (checked by the gateway's once-a-second sweep), and the "lingering" close used after an
@@ -12,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import httptools
 
-from openeas.gateway import errors
-from openeas.gateway.acl import client_address
+from openeas.gateway import admission, errors
+from openeas.gateway.admission import PEER_DENIED, PEER_IS_PROXY, PLAIN_ON_TLS, ListenerAccess
+from openeas.gateway.exchange import Exchange, ExchangeHost
 from openeas.gateway.flow import PAUSE_PIPELINE
-from openeas.gateway.proxy import Exchange
-
-if TYPE_CHECKING:
-    from openeas.gateway.app import Gateway
+from openeas.gateway.snapshot import GatewaySettings
 
 log = logging.getLogger("openeas.gateway")
 
@@ -32,10 +32,16 @@ LINGER_MAX_S = 10.0
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 
-# ClientConnection.special: what every request on the connection needs besides the usual path
-SPECIAL_DENIED = 1  # the peer is not in the listener's allow-list: 403, then close
-SPECIAL_XFF = 2  # the peer is a trusted proxy: check the client named by X-Forwarded-For
-SPECIAL_PLAIN_ON_TLS = 4  # plain HTTP on a TLS port: 308 to https (ssl_redirect) or 400
+
+class GatewayHost(ExchangeHost, Protocol):
+    """What a client connection uses of its gateway (`gateway.Gateway`)."""
+
+    connections: set[ClientConnection]
+    stopping: bool
+    access: dict[str, ListenerAccess]  # by listener kind
+    settings: GatewaySettings
+
+    def log_exchange(self, ex: Exchange) -> None: ...
 
 
 class _StopParsing(Exception):
@@ -70,10 +76,10 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, gw: Gateway, listener: str, plain_on_tls: bool = False) -> None:
+    def __init__(self, gw: GatewayHost, listener: str, plain_on_tls: bool = False) -> None:
         self.gw = gw
         self.listener = listener
-        self.special = SPECIAL_PLAIN_ON_TLS if plain_on_tls else 0
+        self.special = PLAIN_ON_TLS if plain_on_tls else 0  # admission's connection flags
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"-"
@@ -109,34 +115,29 @@ class ClientConnection(asyncio.Protocol):
 
     def check_access(self) -> None:
         """Check the peer against the listener's allow-list (at accept, and when the list changes)."""
-        access = self.gw.access[self.listener]
-        self.special &= ~(SPECIAL_DENIED | SPECIAL_XFF)
-        if access.open:
-            return
-        peer = self.peer.decode("latin-1")
-        if access.trusted and access.trusted.allows(peer):
-            self.special |= SPECIAL_XFF
-        elif not access.acl.allows(peer):
-            self.special |= SPECIAL_DENIED  # answered 403 at its first request, then closed
+        self.special &= ~(PEER_DENIED | PEER_IS_PROXY)
+        self.special |= admission.connection_flags(self.gw.access[self.listener], self.peer.decode("latin-1"))
 
-    def _special_request(self, ex: Exchange) -> None:
+    def _head_verdict(self, ex: Exchange) -> None:
         """Mark `ex` to be answered by the gateway when the connection's peer must not pass."""
-        special = self.special
-        if special & SPECIAL_PLAIN_ON_TLS:
-            if self.gw.settings.ssl_redirect:
-                ex.forced = (308, errors.MSG_REDIRECT, True)
-            else:
-                ex.forced = (400, errors.MSG_HTTPS_ONLY, True)
-            return
-        access = self.gw.access[self.listener]
-        peer = self.peer.decode("latin-1")
-        if special & SPECIAL_DENIED:
-            ex.forced = (403, errors.msg_acl_denied(peer, self.gw.settings.name, self.listener), True)
-        elif special & SPECIAL_XFF:
-            address = client_address(peer, ex.xff, access.trusted)
-            if not access.acl.allows(address):
-                # a trusted proxy carries other callers too: its connection stays open
-                ex.forced = (403, errors.msg_acl_denied(address, self.gw.settings.name, self.listener), False)
+        gw = self.gw
+        sockname = None
+        if self.special & PLAIN_ON_TLS and self.transport is not None:
+            sockname = self.transport.get_extra_info("sockname")
+        forced = admission.head_verdict(
+            self.special,
+            gw.access[self.listener],
+            self.peer.decode("latin-1"),
+            ex.xff,
+            gw.settings.ssl_redirect,
+            gw.settings.name,
+            self.listener,
+            admission.host_of(ex.headers),
+            sockname,
+            ex.url,
+        )
+        if forced is not None:
+            ex.forced = forced
 
     def data_received(self, data: bytes) -> None:
         if self.ignore_input:
@@ -220,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
         self.keep_alive = keep_alive = parser.should_keep_alive()
         ex.on_head(parser.get_method(), parser.get_http_version() == "1.0", keep_alive)
         if self.special:
-            self._special_request(ex)
+            self._head_verdict(ex)
         self._enqueue(ex)
 
     def on_body(self, body: bytes) -> None:
@@ -287,7 +288,7 @@ class ClientConnection(asyncio.Protocol):
         bad.headers_done = True
         bad.req_done = True
         bad.keep_alive = False
-        bad.forced = (400, message or errors.MSG_BAD_REQUEST, True)
+        bad.forced = admission.bad_request(message)
         self._enqueue(bad)
 
     # -- I/O helpers used by Exchange ------------------------------------------------------

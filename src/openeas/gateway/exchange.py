@@ -1,84 +1,44 @@
-"""One request through the gateway: route -> auth -> limits -> pick instance -> proxy -> log.
+"""One request's I/O through the gateway: the state machine from its parsed head to its last byte.
 
-An `Exchange` is created by the client connection (server.py) when a request's head has been
-parsed. It owns everything about that request: the checks, the instance it goes to (or the
-instance queue it waits in), streaming the request body up and the response back (with flow
-control both ways), the keepalive timer and the access log line. It is driven by callbacks only;
-a task exists only while a new connection to an instance is being opened.
+The request path, in the order this file runs it (accept and parse are `client_connection.py`):
+
+    on_head  -> headers.read_request_head; admission.method_verdict   (parse)
+    start    -> admission.off_route / route / limits                  (admit)
+    _acquire -> admission.pick_instance / slot, or Gateway.hold       (pick)
+    dispatch -> a pooled or new instance connection (upstream.py); the body streams up and the
+                response streams back (upstream_* callbacks, headers.response_head)  (proxy)
+    _finish / abort -> ClientConnection.exchange_finished -> Gateway.log_exchange: access log
+                and metrics, once per request                          (finish)
+
+An `Exchange` is created by the client connection when a request's head starts. Every answer
+the gateway gives itself is a `admission.Reject` carried out by `reject`; what is decided, and
+why, is in admission.py, and which headers go where is in headers.py: this class only moves
+bytes, keeps the timers and hands back what it holds (the instance's slot or queue place, the
+service's concurrency slot). It is driven by callbacks only; a task exists only while a new
+connection to an instance is being opened.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from openeas.gateway import errors
-from openeas.gateway.auth import is_authorized
-from openeas.gateway.balancer import RouteEntry, UpstreamState, pick
+from openeas.gateway import admission, discovery, errors
+from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject
 from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
+from openeas.gateway.headers import CRLF, read_request_head, request_head, response_head
+from openeas.gateway.instances import UpstreamState, drain_queue
 from openeas.gateway.limits import ServiceLimits
-from openeas.gateway.routing import path_of, split_target
+from openeas.gateway.metrics import GatewayMetrics, ServiceStats
+from openeas.gateway.mirror import MirrorCopy
+from openeas.gateway.routes import GroupEntry, RouteEntry
+from openeas.gateway.routing import split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
-if TYPE_CHECKING:
-    from openeas.gateway.metrics import ServiceStats
-    from openeas.gateway.mirror import MirrorCopy
-    from openeas.gateway.server import ClientConnection
-
-# request header handling, by lower-case name
-_DROP = 0  # hop-by-hop or re-written by the gateway
-_AUTH = 1
-_LENGTH = 2
-_TE = 3
-_EXPECT = 4
-_CONNECTION = 5
-_XFF = 6
-_HOST = 7
-_REQ_SPECIAL: dict[bytes, int] = {
-    b"authorization": _AUTH,
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _TE,
-    b"expect": _EXPECT,
-    b"connection": _CONNECTION,
-    b"x-forwarded-for": _XFF,
-    b"host": _HOST,
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"proxy-authorization": _DROP,
-    b"proxy-authenticate": _DROP,
-    b"te": _DROP,
-    b"trailer": _DROP,
-    b"upgrade": _DROP,
-    b"x-request-id": _DROP,
-}
-# response headers the gateway does not pass on (it frames the body and adds X-Request-Id)
-_RESP_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"transfer-encoding",
-        b"x-request-id",
-    }
-)
-_CONNECTION_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-_NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT", b"TRACK"})
 MAX_ATTEMPTS = 3
-_HOST_RE = re.compile(rb"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 PENDING_HIGH_WATER = 256 * 1024  # body bytes buffered before an instance connection is ready
-CRLF = b"\r\n"
-DISCOVERY_PREFIXES = (
-    b"/api/v1/servicediscovery/upstreams/",
-    b"/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/",
-)
 LAST_CHUNK = b"0\r\n\r\n"
 
 # response phases
@@ -86,6 +46,51 @@ QUEUED = 0  # parsed, waiting for an earlier pipelined request to finish
 WAITING = 1  # sent (or being sent) upstream, no response byte to the client yet
 STREAMING = 2  # response head written, body streaming
 DONE = 3  # response complete (or the connection is being torn down)
+
+
+class ExchangeHost(Protocol):
+    """What a request uses of its gateway (`gateway.Gateway`)."""
+
+    routes: dict[bytes, RouteEntry]
+    groups: dict[bytes, GroupEntry]
+    metrics: GatewayMetrics
+    max_body_bytes: int
+    pool_idle_s: float
+    connect_timeout_s: float
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def new_request_id(self) -> bytes: ...
+
+    def hold(self, ex: Exchange) -> None: ...
+
+    def unhold(self, ex: Exchange) -> None: ...
+
+
+class Client(Protocol):
+    """What a request uses of its client connection (`client_connection.ClientConnection`)."""
+
+    listener: str  # "internet" | "intranet"
+    peer: bytes
+    closing: bool  # close once the current answer is written
+    in_feed: bool  # inside the parser: writes upstream may be coalesced (flush_up)
+    write_paused: bool
+
+    @property
+    def gw(self) -> ExchangeHost: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, data: tuple[bytes, ...]) -> None: ...
+
+    def pause(self, bit: int) -> None: ...
+
+    def resume(self, bit: int) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def exchange_finished(self, ex: Exchange) -> None: ...
 
 
 class Exchange:
@@ -105,7 +110,6 @@ class Exchange:
         "discard",
         "entry",
         "expect_continue",
-        "extra_drop",
         "finished",
         "forced",
         "fwd",
@@ -126,7 +130,6 @@ class Exchange:
         "req_done",
         "request_id",
         "resp_chunked",
-        "resp_close",
         "resp_head",
         "service",
         "state",
@@ -146,7 +149,7 @@ class Exchange:
         "xff",
     )
 
-    def __init__(self, client: ClientConnection, t0: float) -> None:
+    def __init__(self, client: Client, t0: float) -> None:
         self.client = client
         self.t0 = t0  # loop time: deadlines
         self.t_start = perf_counter()  # metrics and the access log (loop time has ms resolution)
@@ -167,9 +170,8 @@ class Exchange:
         self.expect_continue = False
         self.xff: bytes | None = None
         self.has_host = False
-        self.extra_drop: list[bytes] | None = None
         self.fwd: list[bytes] = []
-        self.forced: tuple[int, str, bool] | None = None  # (status, message, close) decided early
+        self.forced: Reject | None = None  # the answer, decided before its turn
         self.req_done = False
         self.body_in = 0
         self.discard = False
@@ -183,7 +185,7 @@ class Exchange:
         self.deadline = 0.0
         self.state: UpstreamState | None = None  # the instance this request is assigned to
         self.queued = False  # waiting in `state.waiting` for a free slot
-        self.held = False  # waiting for the service's first instance (scale from zero, app.py)
+        self.held = False  # waiting for the service's first instance (scale from zero, Gateway.hold)
         self.mirror: MirrorCopy | None = None  # this request's body being copied (mirror.py)
         self.counted: ServiceLimits | None = None  # holds one of the service's concurrency slots
         self.up: UpstreamConnection | None = None
@@ -196,62 +198,24 @@ class Exchange:
         self.phase = QUEUED
         self.status = 0
         self.resp_chunked = False
-        self.resp_close = False
         self.resp_head: bytes | None = None  # response head not yet written (see flush_head)
         self.up_until_close = False
         self.bytes_out = 0
         self.finished = False
 
-    # == request side (called by the client connection) ===================================
+    # == parse (called by the client connection) ===========================================
     def on_head(self, method: bytes, http10: bool, keep_alive: bool) -> None:
-        """The request head is parsed: classify headers and build the forwarded header lines."""
+        """The request head is parsed: sort its headers (headers.py), refuse a method (405)."""
         self.headers_done = True
         self.method = method
         self.http10 = http10
         self.keep_alive = keep_alive
-        fwd = self.fwd
-        special = _REQ_SPECIAL
-        for name, value in self.headers:
-            kind = special.get(name.lower())
-            if kind is None:
-                fwd += (name, b": ", value, CRLF)
-            elif kind == _AUTH:
-                self.authorization = value
-            elif kind == _LENGTH:
-                self.content_length = int(value)  # the parser has validated it
-                fwd += (name, b": ", value, CRLF)
-            elif kind == _HOST:
-                self.has_host = True
-                fwd += (name, b": ", value, CRLF)
-            elif kind == _TE:
-                self.body_chunked = b"chunked" in value.lower()
-            elif kind == _EXPECT:
-                self.expect_continue = value.strip().lower() == b"100-continue"
-            elif kind == _XFF:
-                self.xff = value if self.xff is None else self.xff + b", " + value
-            elif kind == _CONNECTION:
-                for token in value.lower().split(b","):
-                    token = token.strip()
-                    if token and token not in _CONNECTION_TOKENS:
-                        if self.extra_drop is None:
-                            self.extra_drop = []
-                        self.extra_drop.append(token)
-        if self.extra_drop:
-            self._drop_connection_listed()
-        if method in _NOT_ALLOWED:
-            self.forced = (405, errors.msg_method(method.decode("latin-1")), True)
+        read_request_head(self, self.headers)
+        self.forced = admission.method_verdict(method)
 
-    def _drop_connection_listed(self) -> None:
-        drop = self.extra_drop or []
-        fwd = self.fwd
-        kept: list[bytes] = []
-        for i in range(0, len(fwd), 4):
-            if fwd[i].lower() not in drop:
-                kept += fwd[i : i + 4]
-        self.fwd = kept
-
+    # == admit ==============================================================================
     def start(self) -> None:
-        """This request is at the head of its connection's line: check it and send it on."""
+        """This request is at the head of its connection's line: admit it and send it on."""
         if self.finished:
             return
         client = self.client
@@ -259,149 +223,51 @@ class Exchange:
         self.request_id = gw.new_request_id()
         self.phase = WAITING
         if self.forced is not None:
-            status, message, close = self.forced
-            if status == 308:
-                self._redirect_to_https()
-            else:
-                self.respond_error(status, message, close=close)
+            self.reject(self.forced)
             return
         split = split_target(self.url)
         if split is None:
-            if client.listener == "intranet" and self._discovery():
-                return
-            self.respond_error(404, errors.msg_not_found_path(path_of(self.url).decode("latin-1")[:200]))
+            off = admission.off_route(self.url, client.listener, gw.routes)
+            if isinstance(off, Discovery):
+                self.respond(200, discovery.answer(off.entry))
+            else:
+                self.reject(off)
             return
         self.service, self.target = split
-        entry = gw.routes.get(self.service)
-        if entry is None:
-            entry = self._group_member()  # `<group>` or `<group>.<service>`; answers when None
-            if entry is None:
-                return
-        elif not is_authorized(
-            self.authorization, entry.token, self.method, self.url, self.service, self.headers
-        ):
-            message = errors.MSG_UNAUTHORIZED_WRONG if self.authorization else errors.MSG_UNAUTHORIZED_MISSING
-            self.respond_error(401, message)
+        entry = admission.route(
+            self.service, self.authorization, self.method, self.url, self.headers, gw.routes, gw.groups
+        )
+        if isinstance(entry, Reject):
+            self.reject(entry)
             return
         self.entry = entry
         self.stats = gw.metrics.begin(entry.name)
-        if self.content_length > gw.max_body_bytes:
-            self.respond_error(413, errors.msg_too_large(gw.max_body_bytes), close=True)
+        loop = gw.loop
+        now = loop.time()
+        refused = admission.limits(entry, self.content_length, gw.max_body_bytes, now)
+        if refused is not None:
+            self.reject(refused)
             return
         limits = entry.limits
-        if limits is not None and not self._admit(entry, limits):
-            return
-        loop = gw.loop
+        if limits is not None and limits.concurrency:
+            self.counted = limits  # holds one of its slots until _finish / abort
         self.deadline = self.t0 + entry.timeout_s
         self.timer = loop.call_at(self.deadline, self._on_timeout)
-        self.head = self._request_head()
+        self.head = request_head(
+            self.method,
+            self.target,
+            self.fwd,
+            self.has_host,
+            self.xff,
+            client.peer,
+            self.request_id,
+            self.body_chunked,
+        )
         if self.expect_continue and not self.req_done:
             client.write(errors.CONTINUE_100)
         if entry.mirror is not None:
             self.mirror = entry.mirror.begin(self)
-        self._acquire()
-
-    def _group_member(self) -> RouteEntry | None:
-        """The member of the group path `self.service` this request goes to (None: answered).
-
-        `<G>` takes the group's token; `<G>.<service>` the group's or the member's own."""
-        group = self.client.gw.groups.get(self.service)
-        if group is None:
-            self.respond_error(404, errors.msg_not_found_service(self.service.decode("latin-1")[:100]))
-            return None
-        auth, method, url, headers = self.authorization, self.method, self.url, self.headers
-        ok = is_authorized(auth, group.token, method, url, self.service, headers)
-        if not ok and group.member is not None:
-            ok = is_authorized(auth, group.member.token, method, url, self.service, headers)
-        if not ok:
-            message = errors.MSG_UNAUTHORIZED_WRONG if auth else errors.MSG_UNAUTHORIZED_MISSING
-            self.respond_error(401, message)
-            return None
-        member = group.pick()
-        if member is None:
-            self.respond_error(503, errors.msg_group_no_member(group.name))
-        return member
-
-    def _discovery(self) -> bool:
-        """VPC direct-connection discovery (intranet listener only, no token): True when answered.
-
-        `GET /api/v1/servicediscovery/upstreams/<svc>` (and the older
-        `/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/<svc>`) -> the ready instances of
-        the service, which the SDK's DIRECT mode then calls itself (weighted round robin)."""
-        path = path_of(self.url)
-        for prefix in DISCOVERY_PREFIXES:
-            if path.startswith(prefix):
-                break
-        else:
-            return False
-        name = path[len(prefix) :].strip(b"/")
-        entry = self.client.gw.routes.get(name)
-        if entry is None:
-            self.respond_error(404, errors.msg_not_found_service(name.decode("latin-1")[:100]))
-            return True
-        app = entry.name
-        items = [{"app": app, "ip": s.host, "port": s.port, "weight": 100} for s in entry.upstreams]
-        body = json.dumps({"correlative": [app], "endpoints": {"items": items}}).encode()
-        self.respond(200, body)
-        return True
-
-    def _admit(self, entry: RouteEntry, limits: ServiceLimits) -> bool:
-        """Service and group QPS, service concurrency: False when answered 429."""
-        now = self.client.gw.loop.time()
-        bucket = limits.bucket
-        if bucket is not None and not bucket.take(now):
-            message = errors.msg_rate_limited("service", entry.name, limits.qps)
-            self._too_many(message, bucket.retry_after())
-            return False
-        group = limits.group
-        if group is not None and not group.take(now):
-            message = errors.msg_rate_limited("group", limits.group_name or "", int(group.rate))
-            self._too_many(message, group.retry_after())
-            return False
-        if limits.concurrency:
-            if limits.in_flight >= limits.concurrency:
-                self._too_many(errors.msg_concurrency_limited(entry.name, limits.concurrency), 1)
-                return False
-            limits.in_flight += 1
-            self.counted = limits
-        return True
-
-    def _too_many(self, message: str, retry_after: int) -> None:
-        self.respond_error(429, message, extra_headers=b"Retry-After: %d\r\n" % retry_after)
-
-    def _redirect_to_https(self) -> None:
-        """A plain-HTTP request on a TLS port with ssl_redirect: 308 to the same URL over https."""
-        host = b""
-        for name, value in self.headers:
-            if name.lower() == b"host":
-                host = value.strip()
-                break
-        if not host:
-            sockname = self.client.transport.get_extra_info("sockname") if self.client.transport else None
-            if sockname:
-                h = str(sockname[0])
-                host = (f"[{h}]" if ":" in h else h).encode() + b":%d" % sockname[1]
-        if not _HOST_RE.match(host):
-            self.respond_error(400, errors.MSG_HTTPS_ONLY, close=True)
-            return
-        url = self.url
-        if not url.startswith(b"/"):  # absolute-form: keep only the path
-            slash = url.find(b"/", url.find(b"://") + 3) if b"://" in url else -1
-            url = url[slash:] if slash >= 0 else b"/"
-        location = b"https://" + host + url
-        self.respond_error(308, errors.MSG_REDIRECT, close=True, extra_headers=b"Location: %s\r\n" % location)
-
-    def _request_head(self) -> bytes:
-        client = self.client
-        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fwd]
-        if not self.has_host:  # HTTP/1.0 callers may leave it out; HTTP/1.1 instances need one
-            parts.append(b"Host: localhost\r\n")
-        xff = client.peer if self.xff is None else self.xff + b", " + client.peer
-        parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Request-Id: ", self.request_id, CRLF)
-        if self.body_chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts.append(CRLF)
-        return b"".join(parts)
+        self._acquire(now)
 
     def request_body(self, data: bytes) -> None:
         self.body_in += len(data)
@@ -462,10 +328,10 @@ class Exchange:
     def request_broken(self) -> None:
         """The client sent bytes that are not HTTP in the middle of this request."""
         if self.phase == QUEUED:
-            self.forced = (400, errors.MSG_BAD_REQUEST, True)
+            self.forced = admission.bad_request()
         elif self.phase == WAITING:
             self._drop_upstream()
-            self.respond_error(400, errors.MSG_BAD_REQUEST, close=True)
+            self.reject(admission.bad_request())
         elif self.phase == STREAMING:
             self.client.abort()
         else:
@@ -473,67 +339,49 @@ class Exchange:
             self._finish()
 
     def _body_too_large(self) -> None:
+        too_large = admission.body_too_large(self.client.gw.max_body_bytes)
         if self.phase == QUEUED:
-            self.forced = (413, errors.msg_too_large(self.client.gw.max_body_bytes), True)
+            self.forced = too_large
             return
         if self.phase == WAITING:
             self._drop_upstream()
-            self.respond_error(413, errors.msg_too_large(self.client.gw.max_body_bytes), close=True)
+            self.reject(too_large)
         elif self.phase == STREAMING:
             self.client.abort()
         else:  # answered already; the rest of the body is not worth reading: close (lingering)
             self.client.closing = True
             self._finish()
 
-    # == instance side =====================================================================
-    def _acquire(self) -> None:
-        """Pick an instance and send the request there, or queue it there (or answer 503/429/450)."""
+    # == pick ===============================================================================
+    def _acquire(self, now: float) -> None:
+        """Pick an instance and send the request there, queue it there, hold it, or answer."""
         entry = self.entry
         assert entry is not None
-        gw = self.client.gw
-        now = gw.loop.time()
-        state = pick(entry, now, self.tried)
-        if state is None:
-            if entry.hold and not self.tried:
-                gw.hold(self)  # scale from zero: wait for an instance (or answer 450)
-                return
-            if self.tried:
-                self.respond_error(503, errors.msg_all_refused(entry.name, entry.status))
-            else:
-                self.respond_error(503, errors.msg_no_ready(entry.name, entry.status))
+        picked = admission.pick_instance(entry, now, self.tried, self)
+        if picked is None:
+            self.client.gw.hold(self)  # scale from zero: wait for an instance (or answer 450)
             return
-        if entry.instance_qps:
-            state = self._instance_with_tokens(entry, state, now)
-            if state is None:
-                return
-        if state.active < state.limit:
+        if isinstance(picked, Reject):
+            self.reject(picked)
+            return
+        state = picked
+        place = admission.slot(entry, state)
+        if place == SEND_NOW:
             state.active += 1
             state.outstanding += 1
             self.state = state
-            self._dispatch(state, now)
-        elif state.outstanding - state.active < state.queue_max:
+            self.dispatch(state, now)
+        elif place == QUEUE:
             state.outstanding += 1
             state.waiting.append(self)
             self.state = state
             self.queued = True
-        else:  # the least loaded instance's queue is full: so is every other's (load shedding)
-            self.respond_error(450, errors.msg_queue_full(entry.name, state.limit, state.queue_max))
+        else:
+            assert isinstance(place, Reject)
+            self.reject(place)
 
-    def _instance_with_tokens(
-        self, entry: RouteEntry, state: UpstreamState | None, now: float
-    ) -> UpstreamState | None:
-        """`state`, or the next best instance under its own QPS limit; None: answered 429."""
-        skipped = list(self.tried) if self.tried else []
-        while state is not None:
-            bucket = state.bucket
-            if bucket is None or bucket.take(now):
-                return state
-            skipped.append(state)
-            state = pick(entry, now, skipped)
-        self._too_many(errors.msg_rate_limited("instance", entry.name, entry.instance_qps), 1)
-        return None
-
-    def _dispatch(self, state: UpstreamState, now: float) -> None:
+    # == proxy ==============================================================================
+    def dispatch(self, state: UpstreamState, now: float) -> None:
         """Holding one of the instance's slots: send the request on a pooled or new connection."""
         gw = self.client.gw
         self.up_addr = state.addr
@@ -575,7 +423,7 @@ class Exchange:
             self.tried = [state]
         else:
             self.tried.append(state)
-        self._acquire()
+        self._acquire(self.client.gw.loop.time())
 
     def _on_connect_timeout(self) -> None:
         self.connect_timer = None
@@ -583,7 +431,7 @@ class Exchange:
             return
         self._drop_upstream()
         assert self.entry is not None
-        self.respond_error(504, errors.msg_connect_timeout(self.entry.name))
+        self.reject(admission.connect_timed_out(self.entry))
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.up = conn
@@ -625,16 +473,17 @@ class Exchange:
         if state.waiting:
             drain_queue(state, self.client.gw.loop.time())
 
-    def reroute(self, routes: dict[bytes, RouteEntry]) -> None:
-        """Waiting in the queue of an instance that left the snapshot: pick again."""
+    def reroute(self) -> None:
+        """Waiting for an instance that left the snapshot (or held for a first one): pick again."""
         self._release_state()
+        gw = self.client.gw
         name = self.entry.name if self.entry is not None else self.service.decode("latin-1")
-        entry = routes.get(name.encode())  # the same service (a group request stays with its member)
+        entry = gw.routes.get(name.encode())  # the same service (a group request stays with its member)
         if entry is None:
-            self.respond_error(404, errors.msg_not_found_service(name[:100]))
+            self.reject(admission.service_gone(name))
             return
         self.entry = entry
-        self._acquire()
+        self._acquire(gw.loop.time())
 
     def _drop_upstream(self) -> None:
         """Forget the instance side of this request, closing its connection (not reusable)."""
@@ -672,41 +521,18 @@ class Exchange:
         if self.phase != WAITING:
             return
         self.status = status
-        has_length = False
-        chunked = False
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        drop = _RESP_DROP
-        for name, value in headers:
-            lname = name.lower()
-            if lname in drop:
-                if lname == b"transfer-encoding":
-                    chunked = True
-                continue
-            if lname == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, CRLF)
-        no_body = self.method == b"HEAD" or status == 204 or status == 304
         client = self.client
-        if not no_body and not has_length:
-            if not chunked:
-                self.up_until_close = True
-            if self.http10:
-                self.resp_close = True  # no chunked framing for HTTP/1.0: the close ends the body
-            else:
-                self.resp_chunked = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts += (b"X-Request-Id: ", self.request_id, CRLF)
-        if self.resp_close or not self.keep_alive or client.closing:
+        no_body = self.method == b"HEAD" or status == 204 or status == 304
+        keep = self.keep_alive and not client.closing
+        head, self.resp_chunked, close, self.up_until_close = response_head(
+            status, reason, headers, no_body, self.http10, keep, self.request_id
+        )
+        if close:
             client.closing = True
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.http10:
-            parts.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(CRLF)
         self.phase = STREAMING
         # The head is sent with the first piece of body, or when the read that brought it ends
         # (flush_head), whichever comes first: one write instead of two for small responses.
-        self.resp_head = b"".join(parts)
+        self.resp_head = head
         if self.method == b"HEAD":
             # the response parser cannot be told that no body follows a HEAD: do not reuse
             self.up = None
@@ -769,30 +595,25 @@ class Exchange:
             and not self.body_chunked
             and self.attempts < MAX_ATTEMPTS
         ):
-            self._acquire()
+            self._acquire(self.client.gw.loop.time())
             return
         assert self.entry is not None
-        self.respond_error(503, errors.msg_crashed(self.entry.name))
+        self.reject(admission.instance_closed(self.entry))
 
     def _on_timeout(self) -> None:
         self.timer = None
         if self.phase != WAITING:
             return
         assert self.entry is not None
-        if self.held:  # no instance came up in time: 503 as for no instance, see docs/traffic.md
-            self._drop_upstream()
-            message = errors.msg_no_instance_in_time(self.entry.name, self.entry.timeout_s)
-            self.respond_error(503, message, extra_headers=b"Retry-After: 1\r\n")
-            return
+        held = self.held  # no instance came up in time: 503 as for no instance (docs/traffic.md)
         self._drop_upstream()
-        self.respond_error(408, errors.msg_timeout(self.entry.name, self.entry.timeout_s))
+        self.reject(admission.timed_out(self.entry, held))
 
     # == answers ============================================================================
-    def respond_error(
-        self, status: int, message: str, close: bool = False, extra_headers: bytes = b""
-    ) -> None:
-        """Answer with a JSON error; the connection stays usable when the body can be skipped."""
-        self.respond(status, None, message, close, extra_headers)
+    def reject(self, verdict: Reject) -> None:
+        """Answer with the JSON error of `verdict`; the connection stays usable when the body can
+        be skipped."""
+        self.respond(verdict.status, None, verdict.message, verdict.close, verdict.headers)
 
     def respond(
         self,
@@ -875,13 +696,3 @@ class Exchange:
         if self.counted is not None:
             self.counted.in_flight -= 1
             self.counted = None
-
-
-def drain_queue(state: UpstreamState, now: float) -> None:
-    """Send waiting requests to the instance while it has free slots (FIFO)."""
-    waiting = state.waiting
-    while waiting and state.active < state.limit:
-        ex = waiting.popleft()
-        ex.queued = False
-        state.active += 1
-        ex._dispatch(state, now)

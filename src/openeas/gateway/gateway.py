@@ -1,5 +1,9 @@
 """The gateway as an object: listeners, the current routes, the connections, a 1 s sweep.
 
+It accepts connections (`client_connection.py`), installs each routing snapshot as route tables
+(`routes.py`, `instances.py`), holds requests of scale-from-zero services, and is the one place a
+finished request is counted and logged (`log_exchange`: metrics and the access log).
+
 `Gateway` is what `python -m openeas.gateway` runs and what tests can run in-process:
 
     gw = Gateway(settings)
@@ -19,28 +23,29 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from time import perf_counter
 
-from openeas.gateway import errors
+from openeas.gateway import admission
 from openeas.gateway.accesslog import AccessLog
-from openeas.gateway.acl import Acl
-from openeas.gateway.balancer import GroupEntry, RouteEntry, UpstreamState
-from openeas.gateway.groups import GroupRoute, SmoothWeightedRR, effective_weights
+from openeas.gateway.admission import PEER_DENIED, ListenerAccess, listener_access
+from openeas.gateway.client_connection import ClientConnection
+from openeas.gateway.exchange import Exchange
+from openeas.gateway.instances import UpstreamState, drain_queue
 from openeas.gateway.limits import GroupBuckets, ServiceLimits
 from openeas.gateway.metrics import (
     UNKNOWN_SERVICE,
     GatewayMetrics,
     ServiceGauges,
     Snapshot,
+    prometheus_registry,
     render_prometheus,
     stats_json,
 )
 from openeas.gateway.metrics_server import MetricsConnection
 from openeas.gateway.mirror import Mirrors
-from openeas.gateway.proxy import Exchange, drain_queue
+from openeas.gateway.routes import GroupEntry, RouteEntry, group_entries
 from openeas.gateway.routing import split_target
-from openeas.gateway.server import SPECIAL_DENIED, ClientConnection
 from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
 from openeas.gateway.tls import TlsListener, server_context
 from openeas.gateway.upstream import prune_idle
@@ -66,27 +71,6 @@ class BindError(Exception):
 
 class TlsError(Exception):
     """The TLS certificate or key cannot be loaded."""
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerAccess:
-    """Who may call through one listener: compiled from the gateway settings."""
-
-    acl: Acl
-    trusted: Acl  # peers whose X-Forwarded-For names the client
-    open: bool  # anyone: nothing to check at accept
-
-    @classmethod
-    def build(cls, entries: tuple[str, ...] | None, trusted: tuple[str, ...]) -> ListenerAccess:
-        acl = Acl(entries)
-        return cls(acl, Acl(trusted), acl.allow_all)
-
-
-def listener_access(settings: GatewaySettings) -> dict[str, ListenerAccess]:
-    return {
-        "internet": ListenerAccess.build(settings.internet_acl, settings.trusted_proxies),
-        "intranet": ListenerAccess.build(settings.intranet_acl, settings.trusted_proxies),
-    }
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -122,7 +106,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
-        self.access = listener_access(settings)
+        self.access: dict[str, ListenerAccess] = listener_access(settings)
         self.access_log = access_log
         self.reuse_port = reuse_port
         self.idle_timeout_s = idle_timeout_s
@@ -141,6 +125,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.bound: list[Listener] = []  # the listeners with their actual ports
         self.metrics = GatewayMetrics()
+        self.prometheus = prometheus_registry(self.metrics_snapshot)  # renders self.metrics at scrape time
         self.metrics_bound: Listener | None = None  # the metrics listener with its actual port
         self.started = time.time()
         self.stopping = False
@@ -310,20 +295,20 @@ class Gateway:
             state.retired = True
             prune_idle(state, float("inf"), 0.0)
             while state.waiting:  # requests queued for an instance that left: pick again
-                state.waiting[0].reroute(routes)
+                state.waiting[0].reroute()
         if self.held:
             self._release_held(routes)
 
     # -- scale from zero -------------------------------------------------------------------
     def hold(self, ex: Exchange) -> None:
         """`ex`'s service has no ready instance but may scale from zero: keep the request until
-        a snapshot brings an instance (or its keepalive runs out: proxy answers 503 then)."""
+        a snapshot brings an instance (or its keepalive runs out: the exchange answers 503 then)."""
         entry = ex.entry
         assert entry is not None
         held = self.held.setdefault(entry.name, [])
-        limit = entry.route.max_queue_size
-        if len(held) >= limit:
-            ex.respond_error(450, errors.msg_hold_full(entry.name, limit))
+        full = admission.hold(entry, len(held))
+        if full is not None:
+            ex.reject(full)
             return
         ex.held = True
         held.append(ex)
@@ -350,7 +335,7 @@ class Gateway:
                 continue
             for ex in self.held.pop(name):
                 ex.held = False
-                ex.reroute(routes)
+                ex.reroute()
 
     def _configure_limits(self, limits: ServiceLimits, route: ServiceRoute) -> None:
         settings = self.settings
@@ -386,7 +371,7 @@ class Gateway:
             self.access = listener_access(new)
             for conn in list(self.connections):
                 conn.check_access()
-                if conn.special & SPECIAL_DENIED and conn.current is None and conn.reading is None:
+                if conn.special & PEER_DENIED and conn.current is None and conn.reading is None:
                     conn.shutdown()  # idle and no longer allowed: closed now
 
     # -- per request -----------------------------------------------------------------------
@@ -438,8 +423,9 @@ class Gateway:
 
     def render_metrics(self, path: str) -> bytes:
         """The body of `GET /metrics` or `GET /stats` on the metrics listener."""
-        snap = self.metrics_snapshot()
-        return stats_json(snap) if path == "/stats" else render_prometheus(snap)
+        if path == "/stats":
+            return stats_json(self.metrics_snapshot())
+        return render_prometheus(self.prometheus)
 
     # -- housekeeping ----------------------------------------------------------------------
     def _sweep(self) -> None:
@@ -463,33 +449,6 @@ class Gateway:
     def ready_line(self) -> str:
         metrics = [self.metrics_bound] if self.metrics_bound is not None else []
         return ready_line(self.settings.name, self.bound, metrics)
-
-
-def group_entries(
-    groups: dict[str, GroupRoute],
-    routes: dict[bytes, RouteEntry],
-    old: dict[bytes, GroupEntry] | None = None,
-) -> dict[bytes, GroupEntry]:
-    """The group paths: `<G>` picks a member by weight, `<G>.<service>` reaches one member.
-
-    A group whose members and weights did not change keeps its place in the weighted rotation."""
-    out: dict[bytes, GroupEntry] = {}
-    for name, group in groups.items():
-        members = [routes[m.encode()] for m in group.members if m.encode() in routes]
-        ready = [(m.name, len(m.upstreams)) for m in members]
-        weights = effective_weights(group.traffic_mode, group.weights, ready)
-        key = name.encode()
-        entry = out[key] = GroupEntry(name, group.token, SmoothWeightedRR(members, weights))
-        previous = old.get(key) if old else None
-        if previous is not None:
-            rr, prev = entry.rr, previous.rr
-            same = [m.name for m in rr.items] == [m.name for m in prev.items] and rr.weights == prev.weights
-            rr.carry_over(prev, same)
-        for member in members:
-            out[f"{name}.{member.name}".encode()] = GroupEntry(
-                name, group.token, SmoothWeightedRR([member], [1]), member
-            )
-    return out
 
 
 def ready_line(name: str, listeners: Sequence[Listener], metrics: Sequence[Listener] = ()) -> str:
