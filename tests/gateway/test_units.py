@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from openeas.gateway import errors
+from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.auth import eas_signature, header_value, is_authorized, string_to_sign
 from openeas.gateway.instances import UpstreamState
 from openeas.gateway.pickers import PICKERS, LeastOutstanding, new_picker, strategy_for
@@ -195,3 +197,44 @@ def test_error_response_shape() -> None:
     assert b"Connection: keep-alive\r\n" in errors.error_response(
         401, "m", b"r", close=False, keep_alive_10=True
     )
+
+
+def test_access_log_line_is_what_json_dumps_writes(tmp_path: Path) -> None:
+    """The access log formats its line directly (cheaper than a dict and json.dumps per request):
+    it must stay the same JSON, escapes and field order included."""
+
+    @dataclass
+    class Peer:
+        peer: bytes = b"::1"
+
+    @dataclass
+    class Member:
+        name: str = 'm\u00e9"mber'
+
+    @dataclass
+    class Finished:
+        service: bytes = b"g"
+        entry: Member | None = field(default_factory=Member)
+        client: Peer = field(default_factory=Peer)
+        method: bytes = b"POST"
+        url: bytes = b'/api/predict/g/a"b?q=1'
+        target: bytes = b'/a"b\xff?q=1'
+        status: int = 200
+        bytes_out: int = 15
+        up_addr: str = ""
+        t_start: float = 1.0
+        request_id: bytes = b"rid-1"
+
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    log.write(Finished(), 1.0123456, "internet")
+    log.write(Finished(entry=None, target=b"", status=401), 1.5, "intranet")
+    log.close()
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [json.dumps(r, separators=(",", ":")) for r in records] == lines
+    assert records[0]["path"] == '/a"b\u00ff' and records[0]["member"] == 'm\u00e9"mber'
+    assert records[0]["duration_ms"] == 12.346 and records[0]["upstream"] == "-"
+    assert records[1]["path"] == '/api/predict/g/a"b' and "member" not in records[1]
+    fields = "time method service path status bytes upstream duration_ms request_id peer listener"
+    assert list(records[1]) == fields.split()

@@ -9,9 +9,9 @@ once-a-second sweep (and on stop), so logging costs one dict and one json.dumps 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from json.encoder import encode_basestring_ascii
 from typing import IO, Protocol
 
 from openeas.gateway.routing import path_of
@@ -49,6 +49,14 @@ class LoggedRequest(Protocol):
     request_id: bytes
 
 
+# the fields of a line, in order (the closing brace follows, after "member" when there is one)
+_LINE = (
+    '{"time":%r,"method":%s,"service":%s,"path":%s,"status":%d,"bytes":%d,"upstream":%s,'
+    '"duration_ms":%r,"request_id":%s,"peer":%s,"listener":%s'
+)
+_str = encode_basestring_ascii  # a JSON string, as json.dumps writes it
+
+
 class AccessLog:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -60,25 +68,32 @@ class AccessLog:
             self._file = sys.stderr
 
     def write(self, ex: LoggedRequest, now: float, listener: str) -> None:
-        """`now`: time.perf_counter() when `ex` finished (sub-millisecond, unlike the loop clock)."""
+        """`now`: time.perf_counter() when `ex` finished (sub-millisecond, unlike the loop clock).
+
+        The line is what `json.dumps(record, separators=(",", ":"))` writes for the fields in
+        this order, formatted directly (strings escaped by json's own encoder): a third of the
+        cost of building a dict and dumping it, once per request."""
         service = ex.service.decode("latin-1")
-        record: dict[str, object] = {
-            "time": round(time.time(), 3),
-            "method": ex.method.decode("latin-1"),
-            "service": service,
-            "path": path_of(ex.target).decode("latin-1") if ex.target else path_of(ex.url).decode("latin-1"),
-            "status": ex.status,
-            "bytes": ex.bytes_out,
-            "upstream": ex.up_addr or "-",
-            "duration_ms": round((now - ex.t_start) * 1000.0, 3),
-            "request_id": ex.request_id.decode("latin-1"),
-            "peer": ex.client.peer.decode("latin-1"),
-            "listener": listener,
-        }
+        target = ex.target or ex.url
+        line = _LINE % (
+            round(time.time(), 3),
+            _str(ex.method.decode("latin-1")),
+            _str(service),
+            _str(path_of(target).decode("latin-1")),
+            ex.status,
+            ex.bytes_out,
+            _str(ex.up_addr or "-"),
+            round((now - ex.t_start) * 1000.0, 3),
+            _str(ex.request_id.decode("latin-1")),
+            _str(ex.client.peer.decode("latin-1")),
+            _str(listener),
+        )
         entry = ex.entry
         if entry is not None and entry.name != service:  # came by a group path
-            record["member"] = entry.name
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            line += f',"member":{_str(entry.name)}}}\n'
+        else:
+            line += "}\n"
+        self._file.write(line)
 
     def flush(self) -> None:
         self._file.flush()
