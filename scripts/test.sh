@@ -43,6 +43,7 @@ fi
 step "lint and types"
 $PY -m ruff check src tests
 $PY -m mypy
+$PY scripts/check_imports.py  # no import cycle in src/openeas, type-only imports included
 
 step "tests"
 OPENEAS_STRICT_SKIPS=1 $PY -m pytest -q -p no:cacheprovider "$@"
