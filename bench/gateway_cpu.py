@@ -9,7 +9,9 @@ bench): "before" runs the code under `--before`, "after" the code of this checko
 in turn (GET and POST 6 KB at 64 connections), alternating the order every round, and the CPU
 time (user + system, /proc/<pid>/stat) each gateway used during its cell is divided by the
 requests it served. On a shared, noisy machine that is much steadier than req/s; medians over the
-rounds are reported, with every run, as one JSON document on stdout.
+rounds are reported, and the median of the per-round after/before ratios (the two cells of a
+round run back to back, so the ratio cancels slow drift in the machine's load), with every run,
+as one JSON document on stdout.
 
 Why a separate script from `python3 -m bench`: the full bench needs `openeas server`, nginx as a
 reference proxy and ten minutes; this answers one question (did the gateway get dearer?) in two.
@@ -153,6 +155,12 @@ def run(before: Path, rounds: int, duration: float) -> dict[str, Any]:
                     "errors": sum(x["errors"] for x in rs),
                 }
             row["after_over_before"] = row["after"]["cpu_us_per_req"] / row["before"]["cpu_us_per_req"]
+            # the same round's two cells ran back to back: their ratio cancels the drift of the
+            # machine's load between rounds
+            pairs = zip(runs["after"][case], runs["before"][case], strict=True)
+            row["paired_ratio_median"] = statistics.median(
+                a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs
+            )
             summary[case] = row
         return {
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
