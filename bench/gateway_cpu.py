@@ -1,6 +1,6 @@
 """Gateway CPU per request, two code trees in one run: is a change to the gateway as cheap as before?
 
-    python3 -m bench.gateway_cpu --before /path/to/other/checkout/src [--rounds 6] [--duration 4]
+    python3 -m bench.gateway_cpu --before OTHER/src [--after src] [--rounds 6] [--duration 4]
 
 Starts one static nginx upstream (bench/nginx.py) and two gateway processes
 (`python -m openeas.gateway --access-log ...`, as the server runs its gateway), each from its own
@@ -112,7 +112,7 @@ def measure(pid: int, cell: Cell, duration: float) -> dict[str, Any]:
     }
 
 
-def run(before: Path, rounds: int, duration: float) -> dict[str, Any]:
+def run(before: Path, after: Path, rounds: int, duration: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="openeas-gwcpu-"))
     os.chmod(work, 0o755)
     procs = ProcessSet()
@@ -120,7 +120,7 @@ def run(before: Path, rounds: int, duration: float) -> dict[str, Any]:
         up = start_upstream(work, procs)
         gws = {
             "before": start_gateway(work, procs, "before", before, up),
-            "after": start_gateway(work, procs, "after", REPO / "src", up),
+            "after": start_gateway(work, procs, "after", after, up),
         }
         body = body_file(work, 6 * 1024)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {t: {c[0]: [] for c in CASES} for t in gws}
@@ -165,7 +165,7 @@ def run(before: Path, rounds: int, duration: float) -> dict[str, Any]:
         return {
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "before": str(before),
-            "after": str(REPO / "src"),
+            "after": str(after),
             "rounds": rounds,
             "duration_s": duration,
             "conns": CONNS,
@@ -181,12 +181,20 @@ def run(before: Path, rounds: int, duration: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.gateway_cpu", description=__doc__.split("\n")[0])
     p.add_argument("--before", type=Path, required=True, help="the `src` folder of the code to compare with")
+    p.add_argument(
+        "--after",
+        type=Path,
+        default=REPO / "src",
+        help="the `src` folder of the code measured (this checkout's)",
+    )
     p.add_argument("--rounds", type=int, default=6, help="rounds of every cell; medians are reported (6)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk cell (4)")
     args = p.parse_args(argv)
-    if not (args.before / "openeas" / "gateway").is_dir():
-        p.error(f"--before {args.before}: no openeas/gateway in it; give the `src` folder of a checkout")
-    print(json.dumps(run(args.before.resolve(), max(1, args.rounds), max(1.0, args.duration)), indent=1))
+    for flag, path in (("--before", args.before), ("--after", args.after)):
+        if not (path / "openeas" / "gateway").is_dir():
+            p.error(f"{flag} {path}: no openeas/gateway in it; give the `src` folder of a checkout")
+    result = run(args.before.resolve(), args.after.resolve(), max(1, args.rounds), max(1.0, args.duration))
+    print(json.dumps(result, indent=1))
     return 0
 
 
