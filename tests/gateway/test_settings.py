@@ -10,7 +10,7 @@ import pytest
 
 from openeas.gateway import Gateway
 from openeas.gateway.acl import Acl, client_address, parse_address
-from openeas.gateway.limits import GroupBuckets, TokenBucket
+from openeas.gateway.limits import GroupBuckets, ServiceLimits, TokenBucket, keep_bucket
 from openeas.gateway.snapshot import Listener, RoutingSnapshot, gateway_settings, service_route
 from openeas.spec import SpecError, shared_gateway_spec
 from openeas.store import GatewayRecord
@@ -164,3 +164,19 @@ def test_group_buckets_shared_by_name() -> None:
     assert a is b and groups.get(None, 10) is None and groups.get("g", 0) is None
     groups.keep_only(set())
     assert groups.get("g", 10) is not a
+
+
+def test_every_bucket_is_kept_across_snapshots_the_same_way() -> None:
+    """keep_bucket: the one rule for service, group and instance buckets under a new snapshot."""
+    assert keep_bucket(None, 0) is None and keep_bucket(TokenBucket(3), -1) is None
+    bucket = keep_bucket(None, 3)
+    assert bucket is not None and [bucket.take(0.0) for _ in range(4)] == [True] * 3 + [False]
+    again = keep_bucket(bucket, 5)  # the rate changes, the drained tokens do not come back
+    assert again is bucket and again.rate == 5.0 and not again.take(0.0)
+    limits = ServiceLimits()
+    limits.configure(3, None, None, 0)
+    first = limits.bucket
+    limits.configure(4, None, None, 0)
+    assert limits.bucket is first and limits.active
+    limits.configure(0, None, None, 0)
+    assert limits.bucket is None and not limits.active

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from openeas.gateway.limits import TokenBucket
+from openeas.gateway.limits import TokenBucket, keep_bucket
 from openeas.gateway.snapshot import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_WORKER_THREADS, ServiceRoute, Upstream
 from openeas.gateway.upstream import UpstreamConnection
 
@@ -71,13 +71,7 @@ class UpstreamState:
         """Take the instance limits of the service's current spec."""
         self.limit = route.worker_threads
         self.queue_max = route.max_queue_size
-        qps = route.instance_rate_limit
-        if qps <= 0:
-            self.bucket = None
-        elif self.bucket is None:
-            self.bucket = TokenBucket(qps)
-        else:
-            self.bucket.set_rate(qps)
+        self.bucket = keep_bucket(self.bucket, route.instance_rate_limit)
 
 
 def drain_queue(state: UpstreamState, now: float) -> None:

@@ -46,6 +46,19 @@ class TokenBucket:
             self.tokens = self.rate
 
 
+def keep_bucket(bucket: TokenBucket | None, rate: int) -> TokenBucket | None:
+    """The bucket for a limit of `rate` QPS under a new snapshot: `bucket` itself at the new rate
+    (its tokens carry over, so a swap neither refills nor drains it), a new full one when there
+    was none, None when there is no limit (`rate` <= 0). Every bucket of the gateway (service,
+    group, instance) is kept this way."""
+    if rate <= 0:
+        return None
+    if bucket is None:
+        return TokenBucket(rate)
+    bucket.set_rate(rate)
+    return bucket
+
+
 class ServiceLimits:
     """The gateway-side limits of one service, and its requests in flight.
 
@@ -68,12 +81,7 @@ class ServiceLimits:
     def configure(
         self, qps: int, group_name: str | None, group: TokenBucket | None, concurrency: int
     ) -> None:
-        if qps <= 0:
-            self.bucket = None
-        elif self.bucket is None:
-            self.bucket = TokenBucket(qps)
-        else:
-            self.bucket.set_rate(qps)
+        self.bucket = keep_bucket(self.bucket, qps)
         self.qps = qps
         self.group_name = group_name
         self.group = group
@@ -94,13 +102,11 @@ class GroupBuckets:
         self.buckets: dict[str, TokenBucket] = {}
 
     def get(self, name: str | None, qps: int) -> TokenBucket | None:
-        if not name or qps <= 0:
+        if not name:
             return None
-        bucket = self.buckets.get(name)
-        if bucket is None:
-            bucket = self.buckets[name] = TokenBucket(qps)
-        else:
-            bucket.set_rate(qps)
+        bucket = keep_bucket(self.buckets.get(name), qps)
+        if bucket is not None:
+            self.buckets[name] = bucket
         return bucket
 
     def keep_only(self, names: set[str]) -> None:
