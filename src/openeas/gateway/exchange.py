@@ -7,11 +7,12 @@ The request path, in the order this file runs it (accept and parse are `client_c
     _acquire -> admission.pick_instance / slot, or Gateway.hold       (pick)
     dispatch -> a pooled or new instance connection (upstream.py); the body streams up and the
                 response streams back (upstream_* callbacks, headers.response_head)  (proxy)
-    _finish / abort -> ClientConnection.exchange_finished -> Gateway.log_exchange: access log
-                and metrics, once per request                          (finish)
+    _finish  -> ClientConnection.exchange_finished (or `abort` when the client is gone,
+                ClientConnection.connection_lost) -> Gateway.log_exchange: metrics and the
+                access log, the one place a request is counted, once   (finish)
 
 An `Exchange` is created by the client connection when a request's head starts. Every answer
-the gateway gives itself is a `admission.Reject` carried out by `reject`; what is decided, and
+the gateway gives itself is an `admission.Reject` carried out by `reject`; what is decided, and
 why, is in admission.py, and which headers go where is in headers.py: this class only moves
 bytes, keeps the timers and hands back what it holds (the instance's slot or queue place, the
 service's concurrency slot). It is driven by callbacks only; a task exists only while a new
