@@ -20,7 +20,8 @@ finish):
   None: hold for a scale-from-zero service), `hold` (450 too many held) and `slot` (send now,
   queue at the instance, or 450 its queue is full);
 - while it is under way, the failures: `timed_out` (408, or 503 when held), `connect_timed_out`
-  (504), `instance_closed` (503), `bad_request` (400), `body_too_large` (413).
+  (504), `instance_closed` (503), `bad_request` (400), `body_too_large` (413), `service_gone`
+  (404: its service left the routing snapshot while it waited).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Reject:
 
     @property
     def reason(self) -> str:
-        """Why, as `openeas_gateway_rejected_total` labels it (auth, acl, size, rate, ...)."""
+        """Why, as `openeas_gateway_rejected_total` labels it (auth, acl, size, rate, ...); "other"
+        for an answer that is not counted as a rejection there (the 308 redirect to https)."""
         return REJECT_REASONS.get(self.status, "other")
 
 
