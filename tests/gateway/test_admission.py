@@ -125,6 +125,7 @@ def test_plain_http_on_a_tls_port_400_or_308() -> None:
         308,
     )
     assert r.close and r.headers == b"Location: https://ex.com:8443/api/predict/s?x=1\r\n"
+    assert r.reason == "other"  # a redirect is not counted as a rejection
 
 
 def test_https_redirect_host_from_the_socket_and_absolute_form() -> None:
