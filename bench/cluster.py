@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ProcessSet, cmdline, descendants, free_port, wait_port
+from tests.harness import start_server
+
+from bench.procs import ProcessSet, cmdline, descendants
 
 
 class BenchError(RuntimeError):
@@ -108,42 +108,18 @@ class Cluster:
 
 
 def start_cluster(procs: ProcessSet, work: Path, timeout: float = 90.0) -> Cluster:
+    """`openeas server` on port 0 everywhere, started by the shared harness (tests/harness.py)
+    into the bench's process set; returns once its ready line is in the log."""
+
+    def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return procs.spawn("openeas-server", argv, log_path, env=env)
+
     data_dir = work / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    api_port, gw_port, vpc_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENEAS_")}
-    env["OPENEAS_DATA_DIR"] = str(data_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    log_path = work / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "openeas",
-        "server",
-        "--data-dir",
-        str(data_dir),
-        "--api-port",
-        str(api_port),
-        "--gateway-port",
-        str(gw_port),
-        "--vpc-port",
-        str(vpc_port),
-    ]
-    proc = procs.spawn("openeas-server", argv, log_path, env=env)
-    cluster = Cluster(data_dir, api_port, gw_port, vpc_port, proc.pid, env, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"openeas server exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(cluster.api + "/api/v2/health", timeout=1) as resp:
-                healthy = resp.status == 200
-        except (urllib.error.URLError, OSError):
-            healthy = False
-        if healthy and wait_port(gw_port, 0.5) and wait_port(vpc_port, 0.5):
-            return cluster
-        time.sleep(0.2)
-    raise BenchError(f"openeas server did not become ready in {timeout}s:\n{log_path.read_text()[-4000:]}")
+    try:
+        srv = start_server(data_dir, timeout=timeout, spawn=spawn, log_path=work / "server.log")
+    except AssertionError as exc:
+        raise BenchError(str(exc)) from None
+    return Cluster(data_dir, srv.api_port, srv.gateway_port, srv.vpc_port, srv.pid, srv.env, srv.log_path)
 
 
 def add_routes(store_url: str, count: int, prefix: str, gateway: str = "shared") -> float:

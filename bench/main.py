@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
+from tests.harness import parse_gateway_ready_line, wait_log_line
+
 from bench import deps, nginx, report, sse_client
 from bench.checks import call, run_checks
 from bench.cluster import BenchError, Cluster, add_routes, remove_routes, start_cluster
@@ -495,7 +497,6 @@ def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool
     from openeas.store import InstanceRecord, Registry, sqlite_url
 
     name = f"bench_{tag}"
-    gw_port, vpc_port = free_port(), free_port()
     reg_dir = ctx.work / f"registry-{tag}"
     reg_dir.mkdir(exist_ok=True)
     store_url = sqlite_url(reg_dir)
@@ -505,7 +506,8 @@ def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool
         registry.put_gateway(
             name,
             {
-                "listen": {"internet": f"127.0.0.1:{gw_port}", "intranet": f"127.0.0.1:{vpc_port}"},
+                # port 0: the gateway binds any free port and names it in its ready line
+                "listen": {"internet": "127.0.0.1:0", "intranet": "127.0.0.1:0"},
                 "enable_internet": True,
                 "enable_intranet": True,
                 "max_body_bytes": MAX_BODY,
@@ -540,15 +542,16 @@ def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool
         argv += ["--access-log", str(ctx.work / f"gateway-{tag}-access.log")]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    proc = ctx.procs.spawn(f"gateway-{tag}", argv, ctx.work / f"gateway-{tag}.log", env=ctx.cluster.env)
+    log_path = ctx.work / f"gateway-{tag}.log"
+    proc = ctx.procs.spawn(f"gateway-{tag}", argv, log_path, env=ctx.cluster.env)
+    try:
+        # printed once every worker serves
+        line = wait_log_line(proc, log_path, f"openeas-gateway {name} ready", 60, f"the gateway ({tag})")
+    except AssertionError as exc:
+        return PrivateGateway(proc, name, 0, store_url, "", error=str(exc)[-1000:])
+    gw_port = parse_gateway_ready_line(line)[0]["internet"]
     url = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
     gw = PrivateGateway(proc, name, gw_port, store_url, url)
-    if not wait_port(gw_port, 60, proc):
-        gw.error = (
-            f"the gateway ({tag}) did not start: {(ctx.work / f'gateway-{tag}.log').read_text()[-1000:]}"
-        )
-        return gw
-    time.sleep(0.5)  # let every worker come up
     status = call(url, auth=ctx.token).status
     if status != 200:
         gw.error = f"the gateway ({tag}) answered {status}"

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.control.harness import Server, serving
+from tests.harness import Server, serving
 
 
 @pytest.fixture(scope="module")

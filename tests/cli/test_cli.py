@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.control.harness import Server, app_spec, clean_env, pid_alive, wait_for
+from tests.harness import Server, app_spec, clean_env, pid_alive, wait_for
 
 
 def write(path: Path, data: object) -> Path:

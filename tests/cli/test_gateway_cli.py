@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.control.harness import Server, app_spec
+from tests.harness import Server, app_spec
 
 
 def write(path: Path, data: object) -> Path:

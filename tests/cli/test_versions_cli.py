@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.control.harness import Server, app_spec
+from tests.harness import Server, app_spec
 
 
 def test_versions_rollback_and_bad_input(server: Server, tmp_path: Path) -> None:

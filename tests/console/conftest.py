@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.control.harness import Server, serving, wait_for
+from openeas.cli.main import demo_spec
+from tests.harness import Server, serving, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = "demo_chat"
 
 
 def demo_spec_text() -> str:
-    """src/openeas/examples/chat_service/spec.json with its `python3` as this interpreter (what
-    `openeas up` does), as the JSON text a user pastes into the deploy form."""
-    spec: dict[str, Any] = json.loads(
-        (REPO / "src" / "openeas" / "examples" / "chat_service" / "spec.json").read_text()
-    )
-    container = spec["containers"][0]
-    container["command"] = container["command"].replace("python3 ", shlex.quote(sys.executable) + " ", 1)
-    return json.dumps(spec, indent=2)
+    """The demo spec as `openeas up` deploys it (its `python3` as this interpreter), as the JSON
+    text a user pastes into the deploy form."""
+    return json.dumps(demo_spec(), indent=2)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import json
 import httpx
 
 from tests.console.conftest import DEMO, demo_spec_text, running
-from tests.control.harness import Server, wait_for
+from tests.harness import Server, wait_for
 
 DEBUG = f"/api/v2/services/local/{DEMO}/debug"
 
@@ -38,7 +38,7 @@ def test_console_pages_are_served_with_a_strict_policy(server: Server) -> None:
         assert "content-security-policy" in resp.headers
     assert httpx.get(server.api + "/console/nothing.js").status_code == 404
     # Nothing outside the static folder.
-    assert httpx.get(server.api + "/console/../control/api.py").status_code == 404
+    assert httpx.get(server.api + "/console/../control/server.py").status_code == 404
     assert httpx.get(server.api + "/console/%2e%2e/routes.py").status_code == 404
 
 

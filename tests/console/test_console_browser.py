@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.console.conftest import DEMO, REPO, demo_spec_text, running
-from tests.control.harness import Server, app_spec, wait_for
+from tests.harness import Server, app_spec, wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/test.sh does)")
 

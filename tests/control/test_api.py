@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
+from tests.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
 
 SVC = "/api/v2/services"
 
@@ -330,7 +330,7 @@ def start_or_error_args(data: Path, *args: str) -> str:
     import subprocess
     import sys
 
-    from tests.control.harness import clean_env
+    from tests.harness import clean_env
 
     result = subprocess.run(
         [sys.executable, "-m", "openeas", "server", "--data-dir", str(data), "--api-port", "0",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
+from tests.harness import Server, app_spec, pid_alive, serving, start_server, wait_for
 
 GWS = "/api/v2/gateways"
 SVC = "/api/v2/services"

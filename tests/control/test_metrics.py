@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.control.harness import Server, app_spec, serving, wait_for
+from tests.harness import Server, app_spec, serving, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+"""Fixtures for the end-to-end tests: one real `openeas server` per module (tests/harness.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -5,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import RunningServer, start_server
+from tests.harness import Server, serving
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data_dir = tmp_path_factory.mktemp("openeas") / "data"
-    srv = start_server(data_dir)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        log = srv.log_path.read_text(errors="replace") if srv.log_path.exists() else ""
-        # The admin token and service tokens must never reach the server's own log.
-        admin = (data_dir / "admin_token").read_text().strip() if (data_dir / "admin_token").exists() else ""
-        assert not admin or admin not in log, "admin token leaked into the server log"
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server stops cleanly at the end, and its log never held the admin token (serving)."""
+    yield from serving(tmp_path_factory.mktemp("openeas") / "data")
 
 
 @pytest.fixture()

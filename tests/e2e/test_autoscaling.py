@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
 from tests.e2e.load import SteadyLoad
+from tests.harness import Server, app_command, service_spec
 
 
 def autoscaled(name: str, command: str, autoscaler: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -20,18 +20,18 @@ def autoscaled(name: str, command: str, autoscaler: dict[str, Any], **metadata: 
     return spec
 
 
-def desc(server: RunningServer, name: str) -> dict[str, Any]:
+def desc(server: Server, name: str) -> dict[str, Any]:
     view: dict[str, Any] = server.cli_json("desc", name)
     return view
 
 
-def instances(server: RunningServer, name: str) -> tuple[int, int]:
+def instances(server: Server, name: str) -> tuple[int, int]:
     """(desired instance count in the spec, ready instances)."""
     view = desc(server, name)
     return int(view["instance"]), int(view["running_instances"])
 
 
-def test_scales_out_under_load_and_back_in(server: RunningServer, work: Path) -> None:
+def test_scales_out_under_load_and_back_in(server: Server, work: Path) -> None:
     spec = autoscaled(
         "auto_qps",
         app_command("whoami.py"),
@@ -66,7 +66,7 @@ def test_scales_out_under_load_and_back_in(server: RunningServer, work: Path) ->
     server.cli("delete", "auto_qps")
 
 
-def test_scale_to_zero_and_back_on_the_first_request(server: RunningServer, work: Path) -> None:
+def test_scale_to_zero_and_back_on_the_first_request(server: Server, work: Path) -> None:
     spec = autoscaled(
         "auto_zero",
         app_command("whoami.py"),
@@ -98,7 +98,7 @@ def test_scale_to_zero_and_back_on_the_first_request(server: RunningServer, work
     server.cli("delete", "auto_zero")
 
 
-def test_held_request_past_keepalive_is_503(server: RunningServer, work: Path) -> None:
+def test_held_request_past_keepalive_is_503(server: Server, work: Path) -> None:
     # the instance takes 8 s to start; the caller's keepalive is 1.5 s
     spec = autoscaled(
         "auto_late",

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer, free_port, service_spec
+from tests.harness import Server, free_port, service_spec
 
 MiB = 1024 * 1024
 GW = "gw-e2e"
@@ -87,7 +87,7 @@ def fast_app_spec(name: str, tmp: Path, gateway: str | None = None) -> dict[str,
     return spec
 
 
-def create_gateway(server: RunningServer, tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
+def create_gateway(server: Server, tmp: Path, spec: dict[str, Any]) -> dict[str, Any]:
     path = tmp / f"{spec['name']}.json"
     path.write_text(json.dumps(spec))
     view: dict[str, Any] = server.cli_json("gateway", "create", str(path), "--wait")
@@ -109,7 +109,7 @@ def ports() -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    server: RunningServer, tmp_path_factory: pytest.TempPathFactory, ports: tuple[int, int]
+    server: Server, tmp_path_factory: pytest.TempPathFactory, ports: tuple[int, int]
 ) -> dict[str, Any]:
     internet, intranet = ports
     spec = {
@@ -128,19 +128,19 @@ def gateway(
 
 
 @pytest.fixture(scope="module")
-def dedi(server: RunningServer, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def dedi(server: Server, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("dedi")
     return server.deploy(fast_app_spec("dedi", tmp, GW), tmp)
 
 
 @pytest.fixture(scope="module")
-def steady(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def steady(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A service on the shared gateway."""
     tmp = tmp_path_factory.mktemp("steady")
     return server.deploy(fast_app_spec("steady", tmp), tmp)
 
 
-def shared_url(server: RunningServer, service: str, sub: str) -> str:
+def shared_url(server: Server, service: str, sub: str) -> str:
     return f"http://127.0.0.1:{server.gateway_port}/api/predict/{service}{sub}"
 
 
@@ -184,7 +184,7 @@ def burst(port: int, path: str, token: str, count: int) -> tuple[collections.Cou
 
 
 def test_service_is_served_only_by_its_gateway(
-    server: RunningServer, gateway: dict[str, Any], dedi: dict[str, Any]
+    server: Server, gateway: dict[str, Any], dedi: dict[str, Any]
 ) -> None:
     assert dedi["gateway"] == GW
     assert dedi["endpoints"] == {
@@ -210,7 +210,7 @@ def test_dedicated_gateway_has_its_own_body_limit(dedi: dict[str, Any]) -> None:
     assert too_big.status_code == 413, too_big.text
 
 
-def test_dedicated_gateway_rate_limit_is_its_own(server: RunningServer, dedi: dict[str, Any]) -> None:
+def test_dedicated_gateway_rate_limit_is_its_own(server: Server, dedi: dict[str, Any]) -> None:
     port = int(dedi["endpoints"]["internet"].rsplit(":", 1)[1].split("/")[0])
     path = "/api/predict/dedi/health"
     # no rate limit by default on a dedicated gateway: 1,300 at once all pass
@@ -230,7 +230,7 @@ def test_dedicated_gateway_rate_limit_is_its_own(server: RunningServer, dedi: di
     server.cli_json("gateway", "modify", GW, "-D", "rate_limit=0")
 
 
-def test_shared_gateway_429_over_its_default_qps(server: RunningServer, steady: dict[str, Any]) -> None:
+def test_shared_gateway_429_over_its_default_qps(server: Server, steady: dict[str, Any]) -> None:
     """1,000 QPS per service on the shared gateway (EAS's default): 1,300 requests sent within a
     few tens of ms get at least one 429 (measured here: ~1,040 pass, ~260 get 429)."""
     time.sleep(1.1)  # a full bucket
@@ -245,7 +245,7 @@ def test_shared_gateway_429_over_its_default_qps(server: RunningServer, steady: 
 
 
 def test_killed_dedicated_gateway_does_not_touch_the_shared_one(
-    server: RunningServer, dedi: dict[str, Any], steady: dict[str, Any]
+    server: Server, dedi: dict[str, Any], steady: dict[str, Any]
 ) -> None:
     before = server.cli_json("gateway", "desc", GW)
     leader = before["pids"][0]
@@ -290,7 +290,7 @@ def test_killed_dedicated_gateway_does_not_touch_the_shared_one(
     assert f"gateway {GW} exited (killed by signal 9)" in log
 
 
-def test_move_back_to_shared_without_redeploy(server: RunningServer, dedi: dict[str, Any]) -> None:
+def test_move_back_to_shared_without_redeploy(server: Server, dedi: dict[str, Any]) -> None:
     token = dedi["token"]
     pid = get(dedi["endpoints"]["internet"] + "/pid", token).json()["pid"]
     moved = server.cli_json("modify", "dedi", "-D", "networking.gateway=shared")

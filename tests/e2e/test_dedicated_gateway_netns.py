@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import RunningServer
 from tests.e2e.netns import Namespaces, network_namespaces
 from tests.e2e.test_dedicated_gateway import create_gateway, fast_app_spec
+from tests.harness import Server
 
 GW = "gw-ns"
 CURL_REFUSED = 7
@@ -39,9 +39,7 @@ def free_port_on(host: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    server: RunningServer, ns: Namespaces, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+def gateway(server: Server, ns: Namespaces, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     internet = f"{ns.inet.root_ip}:{free_port_on(ns.inet.root_ip)}"
     intranet = f"{ns.vpc.root_ip}:{free_port_on(ns.vpc.root_ip)}"
     spec = {
@@ -58,7 +56,7 @@ def gateway(
 
 
 @pytest.fixture(scope="module")
-def svc(server: RunningServer, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def svc(server: Server, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("nssvc")
     return server.deploy(fast_app_spec("netsvc", tmp, GW), tmp)
 
@@ -68,7 +66,7 @@ def call(ns: Namespaces, side: Any, url: str, token: str, *extra: str) -> tuple[
 
 
 def wait_status(
-    server: RunningServer, ns: Namespaces, side: Any, url: str, token: str, status: int, *extra: str
+    server: Server, ns: Namespaces, side: Any, url: str, token: str, status: int, *extra: str
 ) -> tuple[int, str, int]:
     """Poll until the caller sees `status` (allow-list changes apply within ~100 ms)."""
     out: tuple[int, str, int] = server.wait_for(
@@ -87,7 +85,7 @@ def assert_403(result: tuple[int, str, int], caller_ip: str, acl_field: str) -> 
 
 
 def test_each_caller_reaches_what_the_allow_lists_permit(
-    server: RunningServer, ns: Namespaces, svc: dict[str, Any]
+    server: Server, ns: Namespaces, svc: dict[str, Any]
 ) -> None:
     token = svc["token"]
     internet, vpc = svc["endpoints"]["internet"], svc["endpoints"]["vpc"]
@@ -106,7 +104,7 @@ def test_each_caller_reaches_what_the_allow_lists_permit(
 
 
 def test_allow_list_changes_apply_live_and_xff_counts_only_from_trusted_proxies(
-    server: RunningServer, ns: Namespaces, svc: dict[str, Any]
+    server: Server, ns: Namespaces, svc: dict[str, Any]
 ) -> None:
     token, internet = svc["token"], svc["endpoints"]["internet"]
     pids = server.cli_json("gateway", "desc", GW)["pids"]
@@ -131,7 +129,7 @@ def test_allow_list_changes_apply_live_and_xff_counts_only_from_trusted_proxies(
 
 
 def test_a_disabled_access_method_has_no_listener(
-    server: RunningServer, ns: Namespaces, svc: dict[str, Any], tmp_path: Path
+    server: Server, ns: Namespaces, svc: dict[str, Any], tmp_path: Path
 ) -> None:
     token = svc["token"]
     internet, vpc = svc["endpoints"]["internet"], svc["endpoints"]["vpc"]

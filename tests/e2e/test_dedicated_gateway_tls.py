@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer
 from tests.e2e.test_dedicated_gateway import fast_app_spec
 from tests.gateway.harness import make_cert
+from tests.harness import Server
 
 GW = "gw-tls"
 DOMAIN = "models.example.test"
@@ -29,7 +29,7 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway(server: RunningServer, tls_dir: Path) -> dict[str, Any]:
+def gateway(server: Server, tls_dir: Path) -> dict[str, Any]:
     spec = {
         "name": GW,
         "enable_internet": True,
@@ -49,7 +49,7 @@ def gateway(server: RunningServer, tls_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def svc(server: RunningServer, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def svc(server: Server, gateway: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("tlssvc")
     return server.deploy(fast_app_spec("secure", tmp, GW), tmp)
 
@@ -97,7 +97,7 @@ def test_plain_http_is_redirected_to_https(svc: dict[str, Any]) -> None:
     assert resp.status_code == 308 and resp.headers["Location"] == https_url
 
 
-def test_tls_files_are_checked_at_create(server: RunningServer, tls_dir: Path) -> None:
+def test_tls_files_are_checked_at_create(server: Server, tls_dir: Path) -> None:
     base = {"name": "gw-badtls", "enable_internet": True, "enable_intranet": False}
     base["listen"] = {"internet": "127.0.0.1:0"}
     with requests.Session() as api:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
+from tests.harness import Server, app_command, service_spec
 
 SVC = "direct_svc"
 
@@ -37,14 +37,14 @@ sys.stdout.write(json.dumps(answers))
 
 
 @pytest.fixture(scope="module")
-def direct(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def direct(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     spec = service_spec(SVC, app_command("whoami.py"), instance=2)
     created: dict[str, Any] = server.deploy(spec, tmp_path_factory.mktemp("direct"))
     server.wait_for(lambda: server.cli_json("desc", SVC)["running_instances"] == 2, what="2 instances")
     return created
 
 
-def test_discovery_answers_on_the_vpc_listener_only(server: RunningServer, direct: dict[str, Any]) -> None:
+def test_discovery_answers_on_the_vpc_listener_only(server: Server, direct: dict[str, Any]) -> None:
     vpc = direct["endpoints"]["vpc"].split("/api/predict/")[0]
     internet = direct["endpoints"]["internet"].split("/api/predict/")[0]
     instances = server.cli_json("desc", SVC)

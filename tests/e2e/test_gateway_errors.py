@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
+from tests.harness import Server, app_command, service_spec
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def svc(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def svc(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     spec = service_spec("misbehaving", app_command("misbehaving.py"), rpc={"keepalive": 1000})
     created: dict[str, Any] = server.deploy(spec, tmp_path_factory.mktemp("specs"))
     assert created["status"] == "Running"
@@ -54,7 +54,7 @@ def test_401_missing_and_wrong_token(svc: dict[str, Any]) -> None:
     _assert_error(requests.get(url, headers={"Authorization": "EAS bm90IGEgc2lnbmF0dXJl"}, timeout=10), 401)
 
 
-def test_404_unknown_service_and_wrong_prefix(server: RunningServer, svc: dict[str, Any]) -> None:
+def test_404_unknown_service_and_wrong_prefix(server: Server, svc: dict[str, Any]) -> None:
     base = f"http://127.0.0.1:{server.gateway_port}"
     _assert_error(
         requests.post(base + "/api/predict/no_such_service/v1/chat/completions", timeout=10),
@@ -73,7 +73,7 @@ def test_413_by_content_length(svc: dict[str, Any]) -> None:
     _assert_error(requests.post(url, data=b"x" * (MiB + 1), headers=headers, timeout=30), 413, "1 MiB")
 
 
-def test_413_chunked_without_reading_it_all(server: RunningServer, svc: dict[str, Any]) -> None:
+def test_413_chunked_without_reading_it_all(server: Server, svc: dict[str, Any]) -> None:
     """Send 1.25 MiB chunked and never finish the body: the 413 must still arrive."""
     sock = socket.create_connection(("127.0.0.1", server.gateway_port), timeout=10)
     try:
@@ -113,7 +113,7 @@ def test_408_over_keepalive(svc: dict[str, Any]) -> None:
     assert fast.status_code == 200
 
 
-def test_503_when_instance_dies_then_restarted(server: RunningServer, svc: dict[str, Any]) -> None:
+def test_503_when_instance_dies_then_restarted(server: Server, svc: dict[str, Any]) -> None:
     headers = {"Authorization": svc["token"]}
     base = svc["endpoints"]["internet"]
     pid_before = requests.get(base + "/pid", headers=headers, timeout=10).json()["pid"]
@@ -139,7 +139,7 @@ def test_503_when_instance_dies_then_restarted(server: RunningServer, svc: dict[
     )
 
 
-def test_503_when_service_stopped(server: RunningServer, svc: dict[str, Any]) -> None:
+def test_503_when_service_stopped(server: Server, svc: dict[str, Any]) -> None:
     headers = {"Authorization": svc["token"]}
     url = svc["endpoints"]["vpc"] + "/echo"
     server.cli("stop", "misbehaving")

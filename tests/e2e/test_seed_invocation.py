@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.harness import RunningServer, demo_spec
+from tests.harness import Server, demo_spec
 
 SEED_BODY = {
     "model": "DeepSeek-R1-Distill-Qwen-7B",
@@ -26,13 +26,13 @@ SEED_BODY = {
 
 
 @pytest.fixture(scope="module")
-def demo(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def demo(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     created: dict[str, Any] = server.deploy(demo_spec(), tmp_path_factory.mktemp("specs"))
     assert created["status"] == "Running"
     return created
 
 
-def test_create_prints_endpoints_and_token(server: RunningServer, demo: dict[str, Any]) -> None:
+def test_create_prints_endpoints_and_token(server: Server, demo: dict[str, Any]) -> None:
     assert demo["name"] == "demo_chat"
     assert demo["endpoints"]["internet"] == f"http://127.0.0.1:{server.gateway_port}/api/predict/demo_chat"
     assert demo["endpoints"]["vpc"] == f"http://127.0.0.1:{server.vpc_port}/api/predict/demo_chat"

@@ -9,14 +9,14 @@ from typing import Any
 
 import requests
 
-from tests.e2e.harness import RunningServer, app_command, service_spec
+from tests.harness import Server, app_command, service_spec
 
 
-def _names(server: RunningServer) -> list[str]:
+def _names(server: Server) -> list[str]:
     return [s["name"] for s in server.cli_json("list")]
 
 
-def test_bad_spec_names_the_field_and_writes_nothing(server: RunningServer, work: Path) -> None:
+def test_bad_spec_names_the_field_and_writes_nothing(server: Server, work: Path) -> None:
     before = _names(server)
     bad = service_spec("typo_svc", app_command("misbehaving.py"))
     bad["metadata"]["instanc"] = 2
@@ -46,7 +46,7 @@ def test_bad_spec_names_the_field_and_writes_nothing(server: RunningServer, work
     assert _names(server) == before
 
 
-def test_modify_scale_token_delete(server: RunningServer, work: Path) -> None:
+def test_modify_scale_token_delete(server: Server, work: Path) -> None:
     spec = service_spec("life", app_command("misbehaving.py"))
     created = server.deploy(spec, work)
     url = created["endpoints"]["internet"] + "/pid"
@@ -97,7 +97,7 @@ def test_modify_scale_token_delete(server: RunningServer, work: Path) -> None:
     )
 
 
-def test_admin_api_needs_the_admin_token(server: RunningServer) -> None:
+def test_admin_api_needs_the_admin_token(server: Server) -> None:
     assert requests.get(server.api + "/api/v2/services", timeout=10).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert requests.get(server.api + "/api/v2/services", headers=wrong, timeout=10).status_code == 401
@@ -105,7 +105,7 @@ def test_admin_api_needs_the_admin_token(server: RunningServer) -> None:
     assert requests.get(server.api + "/api/v2/services", headers=right, timeout=10).status_code == 200
 
 
-def test_server_log_has_no_service_token(server: RunningServer) -> None:
+def test_server_log_has_no_service_token(server: Server) -> None:
     services: list[dict[str, Any]] = server.cli_json("list")
     log = server.log_path.read_text(errors="replace")
     for svc in services:

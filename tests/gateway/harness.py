@@ -1,19 +1,14 @@
-"""Real processes for the gateway tests: upstream instances, a registry, `python -m openeas.gateway`."""
+"""Helpers of the gateway tests: a registry with services and instances, SDK-signed headers, raw
+sockets, TLS certificates. The processes (upstreams, `python -m openeas.gateway`) are started by
+the shared harness, tests/harness.py, re-exported here for the tests that import them from here."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import os
-import select
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -22,118 +17,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from openeas.store import InstanceRecord, Registry, sqlite_url
+from tests.harness import GatewayProc, Upstream, free_port, start_gateway, start_upstream
+from tests.harness import read_line as _read_line
 
-HERE = Path(__file__).resolve().parent
-UPSTREAM_APP = HERE / "upstream_app.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _read_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = proc.stdout.fileno()
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            if b"\n" in buf:
-                return buf.split(b"\n", 1)[0].decode()
-        elif proc.poll() is not None:
-            break
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr and proc.poll() is not None else ""
-    raise AssertionError(f"{what} did not print its ready line (rc={proc.poll()}): {buf!r} {stderr}")
-
-
-@dataclass
-class Upstream:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_upstream(name: str) -> Upstream:
-    proc = subprocess.Popen(
-        [sys.executable, str(UPSTREAM_APP), "--name", name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    line = _read_line(proc, 10, f"upstream {name}")
-    return Upstream(name, int(line.rsplit(" ", 1)[1]), proc)
-
-
-@dataclass
-class GatewayProc:
-    proc: subprocess.Popen[bytes]
-    ready_line: str
-    ports: dict[str, int] = field(default_factory=dict)
-    stderr_path: Path | None = None
-    metrics: list[str] = field(default_factory=list)  # host:port of each process's metrics listener
-
-    @property
-    def internet(self) -> str:
-        return f"http://127.0.0.1:{self.ports['internet']}"
-
-    @property
-    def intranet(self) -> str:
-        return f"http://127.0.0.1:{self.ports['intranet']}"
-
-    def terminate(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
-
-    def stderr_text(self) -> str:
-        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
-
-
-def start_gateway(
-    store_url: str,
-    name: str,
-    workdir: Path,
-    *extra: str,
-    timeout: float = 20,
-    preexec: Callable[[], None] | None = None,  # runs in the child before exec (e.g. a lower rlimit)
-) -> GatewayProc:
-    stderr_path = workdir / f"gateway-{name}-{time.monotonic_ns()}.err"
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name, *extra],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            preexec_fn=preexec,
-        )
-    try:
-        line = _read_line(proc, timeout, "the gateway")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{stderr_path.read_text(errors='replace')}") from None
-    ports = {}
-    metrics: list[str] = []
-    for part in line.split()[3:]:
-        kind, _, hostport = part.partition("=")
-        if kind == "metrics":
-            metrics = hostport.split(",")
-            continue
-        ports[kind] = int(hostport.rsplit(":", 1)[1])
-    return GatewayProc(proc, line, ports, stderr_path, metrics)
+__all__ = ["GatewayProc", "Upstream", "_read_line", "free_port", "start_gateway", "start_upstream"]
 
 
 def make_registry(data_dir: Path) -> Registry:

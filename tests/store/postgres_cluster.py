@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.e2e.harness import free_port
+from tests.harness import free_port
 
 
 def find_pg_bin() -> Path | None:

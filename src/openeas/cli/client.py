@@ -155,12 +155,8 @@ class ApiClient:
             raise
         return True
 
-    def modify(self, name: str, patch: dict[str, Any] | None, assignments: list[str]) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if patch is not None:
-            body["spec"] = patch
-        if assignments:
-            body["assignments"] = assignments
+    def modify(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`body`: {"spec": patch} and/or {"assignments": [...]} (output.Patch.body)."""
         out: dict[str, Any] = self.request("PUT", self.service_path(name), body)
         return out
 
@@ -192,14 +188,7 @@ class ApiClient:
         out: dict[str, Any] = self.request("GET", self.gateway_path(name))
         return out
 
-    def gateway_modify(
-        self, name: str, patch: dict[str, Any] | None, assignments: list[str]
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if patch is not None:
-            body["spec"] = patch
-        if assignments:
-            body["assignments"] = assignments
+    def gateway_modify(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = self.request("PUT", self.gateway_path(name), body)
         return out
 

@@ -20,16 +20,21 @@ from rich.table import Table
 
 from openeas.cli.client import ApiClient, CliError
 from openeas.cli.output import (
+    Assignments,
     DataDir,
     JsonOut,
+    Patch,
+    PatchFile,
+    Timeout,
+    Wait,
     client_for,
     emit_json,
     pairs,
     print_table,
     read_json_file,
+    read_patch,
     user_errors,
 )
-from openeas.spec import SpecError, assignments_to_patch
 
 gateway_app = typer.Typer(
     help="Dedicated gateways: create, list, desc, modify, delete (the shared one is listed too).",
@@ -37,8 +42,6 @@ gateway_app = typer.Typer(
 )
 
 Name = Annotated[str, typer.Argument(help="gateway name", show_default=False)]
-WaitGw = Annotated[bool, typer.Option("--wait", help="wait until the gateway is Running (exit 1 if Failed)")]
-TimeoutGw = Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")]
 
 
 def absolute_tls_paths(spec: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -114,8 +117,8 @@ def _wait(client: ApiClient, view: dict[str, Any], wait: bool, timeout: float) -
 @gateway_app.command("create")
 def create(
     spec_file: Annotated[Path, typer.Argument(help="the gateway spec (JSON)", show_default=False)],
-    wait: WaitGw = False,
-    timeout: TimeoutGw = 60,
+    wait: Wait = False,
+    timeout: Timeout = 60,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -164,40 +167,26 @@ def desc(name: Name, json_out: JsonOut = False, data_dir: DataDir = None) -> Non
 @gateway_app.command("modify")
 def modify(
     name: Name,
-    spec_file: Annotated[
-        Path | None,
-        typer.Option("-s", "--spec", help="JSON with the part of the gateway spec to change (deep-merged)"),
-    ] = None,
-    define: Annotated[
-        list[str] | None,
-        typer.Option("-D", help="key=value, e.g. -D rate_limit=20 (repeatable)", show_default=False),
-    ] = None,
-    wait: WaitGw = False,
-    timeout: TimeoutGw = 60,
+    spec_file: PatchFile = None,
+    define: Assignments = None,
+    wait: Wait = False,
+    timeout: Timeout = 60,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Change a gateway: -s PATCH.json and/or -D key=value. Allow-lists and limits apply at once;
-    listeners, TLS and workers restart the gateway's processes."""
+    """Change a gateway: -s PATCH.json and/or -D key=value (e.g. -D rate_limit=20). Allow-lists
+    and limits apply at once; listeners, TLS and workers restart the gateway's processes."""
     with user_errors(json_out):
-        if spec_file is None and not define:
-            raise CliError("nothing to change: give -s PATCH.json and/or -D key=value")
-        patch = read_json_file(spec_file, "spec file") if spec_file is not None else None
-        if patch is not None and not isinstance(patch, dict):
-            raise CliError(f"spec file {spec_file} must hold a JSON object")
-        try:
-            defined = assignments_to_patch(define or [])  # the server checks again; this fails sooner
-        except SpecError as exc:
-            raise CliError(f"-D {exc}") from None
-        if patch is not None:
-            patch = absolute_tls_paths(patch, Path.cwd())
-        assignments = list(define or [])
-        if isinstance(defined.get("tls"), dict):  # -D tls.cert=relative/path: made absolute too
-            fixed = absolute_tls_paths({"tls": defined["tls"]}, Path.cwd())["tls"]
+        patch = read_patch(spec_file, define)
+        spec = absolute_tls_paths(patch.spec, Path.cwd()) if patch.spec is not None else None
+        assignments = patch.assignments
+        if isinstance(patch.defined.get("tls"), dict):  # -D tls.cert=relative/path: made absolute too
+            fixed = absolute_tls_paths({"tls": patch.defined["tls"]}, Path.cwd())["tls"]
             assignments = [a for a in assignments if not a.startswith(("tls.cert=", "tls.key="))]
             assignments += [f"tls.{k}={fixed[k]}" for k in ("cert", "key") if k in fixed]
+        body = Patch(spec, assignments, patch.defined).body()
         with client_for(data_dir) as client:
-            view = _wait(client, client.gateway_modify(name, patch, assignments), wait, timeout)
+            view = _wait(client, client.gateway_modify(name, body), wait, timeout)
     _emit(view, json_out)
 
 

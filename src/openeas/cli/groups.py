@@ -12,24 +12,24 @@ reaches one member. See docs/traffic.md.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from openeas.cli.client import ApiClient, CliError
+from openeas.cli.client import ApiClient
 from openeas.cli.output import (
+    Assignments,
     DataDir,
     JsonOut,
+    PatchFile,
     client_for,
     emit_json,
     pairs,
     print_table,
-    read_json_file,
+    read_patch,
     user_errors,
 )
-from openeas.spec import SpecError, assignments_to_patch
 
 group_app = typer.Typer(
     help="Service groups: list, desc, modify (traffic mode, member weights, token).",
@@ -104,39 +104,18 @@ def desc(name: Name, json_out: JsonOut = False, data_dir: DataDir = None) -> Non
 @group_app.command("modify")
 def modify(
     name: Name,
-    spec_file: Annotated[
-        Path | None,
-        typer.Option(
-            "-s", "--spec", help='JSON such as {"traffic_mode": "customized", "weights": {"a": 90}}'
-        ),
-    ] = None,
-    define: Annotated[
-        list[str] | None,
-        typer.Option(
-            "-D", help="key=value: traffic_mode=auto|customized, weights.<service>=-1..1000, token=..."
-        ),
-    ] = None,
+    spec_file: PatchFile = None,
+    define: Assignments = None,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Change a group's traffic mode, member weights or token (gateways apply it within ~100 ms)."""
+    """Change a group's traffic mode, member weights or token (gateways apply it within ~100 ms):
+    -D traffic_mode=auto|customized, -D weights.<service>=-1..1000, -D token=... (null: a new
+    one), or -s with JSON such as {"traffic_mode": "customized", "weights": {"a": 90}}."""
     with user_errors(json_out):
-        if spec_file is None and not define:
-            raise CliError("nothing to change: give -D key=value and/or -s PATCH.json")
-        patch = read_json_file(spec_file, "group patch file") if spec_file is not None else None
-        if patch is not None and not isinstance(patch, dict):
-            raise CliError(f"{spec_file} must hold a JSON object")
-        try:
-            assignments_to_patch(define or [])  # the server checks again; this fails sooner
-        except SpecError as exc:
-            raise CliError(f"-D {exc}") from None
-        body: dict[str, Any] = {}
-        if patch is not None:
-            body["spec"] = patch
-        if define:
-            body["assignments"] = list(define)
+        patch = read_patch(spec_file, define)
         with client_for(data_dir) as client:
-            view: dict[str, Any] = client.request("PUT", group_path(client, name), body)
+            view: dict[str, Any] = client.request("PUT", group_path(client, name), patch.body())
     if json_out:
         emit_json(view)
     else:

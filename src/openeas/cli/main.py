@@ -11,12 +11,17 @@ OPENEAS_ADMIN_TOKEN.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import shlex
 import sys
 import time
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +34,10 @@ from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
 from openeas.cli.gateways import gateway_app
 from openeas.cli.groups import group_app
 from openeas.cli.output import (
+    Assignments,
     DataDir,
     JsonOut,
+    PatchFile,
     Timeout,
     Wait,
     client_for,
@@ -39,6 +46,7 @@ from openeas.cli.output import (
     pairs,
     print_table,
     read_json_file,
+    read_patch,
     user_errors,
 )
 from openeas.config import (
@@ -49,7 +57,6 @@ from openeas.config import (
     default_data_dir,
 )
 from openeas.examples.llm_demo import LLM_DEMO_SERVICE, llm_demo_spec
-from openeas.spec import SpecError, assignments_to_patch
 
 app = typer.Typer(
     name="openeas",
@@ -63,6 +70,7 @@ app = typer.Typer(
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(group_app, name="group")
 
+ServiceName = Annotated[str, typer.Argument(help="service name", show_default=False)]
 DEMO_SERVICE = "demo_chat"
 DEMO_BODY = '{"model":"demo","messages":[{"role":"user","content":"hello!"}]}'
 LLM_DEMO_BODY = '{"model":"smollm2","messages":[{"role":"user","content":"What is the capital of France?"}]}'
@@ -195,7 +203,7 @@ def list_services(json_out: JsonOut = False, data_dir: DataDir = None) -> None:
 
 @app.command()
 def desc(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -205,37 +213,23 @@ def desc(
 
 @app.command()
 def modify(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
-    spec_file: Annotated[
-        Path | None,
-        typer.Option("-s", "--spec", help="JSON with the part of the spec to change (deep-merged)"),
-    ] = None,
-    define: Annotated[
-        list[str] | None,
-        typer.Option("-D", help="key=value, e.g. -D metadata.instance=2 (repeatable)", show_default=False),
-    ] = None,
+    name: ServiceName,
+    spec_file: PatchFile = None,
+    define: Assignments = None,
     wait: Wait = False,
     timeout: Timeout = 300,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Change a service: -s PATCH.json and/or -D key=value."""
+    """Change a service: -s PATCH.json and/or -D key=value (e.g. -D metadata.instance=2)."""
     with user_errors(json_out):
-        if spec_file is None and not define:
-            raise CliError("nothing to change: give -s PATCH.json and/or -D key=value")
-        patch = read_json_file(spec_file, "spec file") if spec_file is not None else None
-        if patch is not None and not isinstance(patch, dict):
-            raise CliError(f"spec file {spec_file} must hold a JSON object")
-        try:
-            assignments_to_patch(define or [])  # the server checks again; this fails sooner
-        except SpecError as exc:
-            raise CliError(f"-D {exc}") from None
-    view_command(data_dir, json_out, lambda c: c.modify(name, patch, define or []), wait, timeout)
+        patch = read_patch(spec_file, define)
+    view_command(data_dir, json_out, lambda c: c.modify(name, patch.body()), wait, timeout)
 
 
 @app.command()
 def delete(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -250,7 +244,7 @@ def delete(
 
 @app.command()
 def stop(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -260,7 +254,7 @@ def stop(
 
 @app.command()
 def start(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     wait: Wait = False,
     timeout: Timeout = 300,
     json_out: JsonOut = False,
@@ -272,7 +266,7 @@ def start(
 
 @app.command()
 def scale(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     instances: Annotated[int, typer.Argument(help="number of instances", show_default=False)],
     wait: Wait = False,
     timeout: Timeout = 300,
@@ -287,7 +281,7 @@ def scale(
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     instance: Annotated[str | None, typer.Option("--instance", help="one instance id")] = None,
     tail: Annotated[int, typer.Option("--tail", help="lines from the end of each log")] = 200,
     json_out: JsonOut = False,
@@ -314,7 +308,7 @@ def logs(
 
 @app.command()
 def instances(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -336,7 +330,7 @@ def instances(
 
 @app.command()
 def versions(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -357,7 +351,7 @@ def versions(
 
 @app.command()
 def rollback(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     version: Annotated[int, typer.Argument(help="the version to go back to", show_default=False)],
     wait: Wait = False,
     timeout: Timeout = 300,
@@ -376,7 +370,7 @@ def rollback(
 
 @app.command()
 def endpoints(
-    name: Annotated[str, typer.Argument(help="service name", show_default=False)],
+    name: ServiceName,
     json_out: JsonOut = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -406,41 +400,75 @@ Region = Annotated[str, typer.Option("--region", help="region name in API paths"
 Grace = Annotated[float, typer.Option("--grace", help="seconds instances get between SIGTERM and SIGKILL")]
 
 
-def _config(
-    data_dir: Path | None,
-    api_port: int,
-    gateway_port: int,
-    vpc_port: int,
-    api_host: str,
-    internet_bind: str,
-    vpc_bind: str,
-    internet_host: str,
-    vpc_host: str,
-    store_url: str | None,
-    region: str,
-) -> ServerConfig:
-    return ServerConfig(
-        data_dir=(data_dir or default_data_dir()).expanduser(),
-        api_host=api_host,
-        api_port=api_port,
-        internet_bind=internet_bind,
-        gateway_port=gateway_port,
-        vpc_bind=vpc_bind,
-        vpc_port=vpc_port,
-        internet_host=internet_host,
-        vpc_host=vpc_host,
-        region=region,
-        store_url=store_url,
-    )
+@dataclass(frozen=True)
+class ServerOptions:
+    """The flags `openeas server` and `openeas up` share (one list: `server_options` adds them
+    to both commands)."""
+
+    data_dir: DataDir = None
+    api_port: ApiPort = DEFAULT_API_PORT
+    gateway_port: GatewayPort = DEFAULT_GATEWAY_PORT
+    vpc_port: VpcPort = DEFAULT_VPC_PORT
+    api_host: ApiHost = "127.0.0.1"
+    internet_bind: InternetBind = "127.0.0.1"
+    vpc_bind: VpcBind = "127.0.0.1"
+    internet_host: InternetHost = "127.0.0.1"
+    vpc_host: VpcHost = "127.0.0.1"
+    store_url: StoreUrl = None
+    region: Region = "local"
+    grace: Grace = 10.0
+
+    def config(self) -> ServerConfig:
+        return ServerConfig(
+            data_dir=(self.data_dir or default_data_dir()).expanduser(),
+            api_host=self.api_host,
+            api_port=self.api_port,
+            internet_bind=self.internet_bind,
+            gateway_port=self.gateway_port,
+            vpc_bind=self.vpc_bind,
+            vpc_port=self.vpc_port,
+            internet_host=self.internet_host,
+            vpc_host=self.vpc_host,
+            region=self.region,
+            store_url=self.store_url,
+        )
 
 
-def _run(config: ServerConfig, grace: float, on_ready: Any, log_level: int) -> None:
+def server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command(options: ServerOptions, **own)` the ServerOptions flags, then its own.
+
+    typer reads a command's flags from its signature; this one is ServerOptions' fields (their
+    annotations carry the typer.Option) followed by the command's own parameters."""
+    hints = typing.get_type_hints(ServerOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in dataclasses.fields(ServerOptions)
+    ]
+    own_hints = typing.get_type_hints(command, include_extras=True)
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=own_hints[p.name])
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "options"
+    ]
+
+    @functools.wraps(command)
+    def with_options(**kwargs: Any) -> None:
+        options = ServerOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+        command(options, **kwargs)
+
+    params = [*shared, *own]
+    with_options.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params}
+    return with_options
+
+
+def _run(options: ServerOptions, on_ready: Any, log_level: int) -> None:
     from openeas.control.reconciler import ReconcilerSettings
     from openeas.control.server import ServerError, configure_logging, run_server
 
     configure_logging(log_level)
     try:
-        code = run_server(config, on_ready, ReconcilerSettings(grace_s=grace))
+        code = run_server(options.config(), on_ready, ReconcilerSettings(grace_s=options.grace))
     except ServerError as exc:
         fail(str(exc))
         raise typer.Exit(1) from None
@@ -448,26 +476,9 @@ def _run(config: ServerConfig, grace: float, on_ready: Any, log_level: int) -> N
 
 
 @app.command()
-def server(
-    data_dir: DataDir = None,
-    api_port: ApiPort = DEFAULT_API_PORT,
-    gateway_port: GatewayPort = DEFAULT_GATEWAY_PORT,
-    vpc_port: VpcPort = DEFAULT_VPC_PORT,
-    api_host: ApiHost = "127.0.0.1",
-    internet_bind: InternetBind = "127.0.0.1",
-    vpc_bind: VpcBind = "127.0.0.1",
-    internet_host: InternetHost = "127.0.0.1",
-    vpc_host: VpcHost = "127.0.0.1",
-    store_url: StoreUrl = None,
-    region: Region = "local",
-    grace: Grace = 10.0,
-    json_out: JsonOut = False,
-) -> None:
+@server_options
+def server(options: ServerOptions, json_out: JsonOut = False) -> None:
     """Run the control API, the shared gateway and the local runtime (until Ctrl-C)."""
-    config = _config(
-        data_dir, api_port, gateway_port, vpc_port, api_host, internet_bind, vpc_bind,
-        internet_host, vpc_host, store_url, region,
-    )  # fmt: skip
 
     def ready(info: Any) -> None:
         if json_out:
@@ -481,7 +492,7 @@ def server(
                 flush=True,
             )
 
-    _run(config, grace, ready, logging.INFO)
+    _run(options, ready, logging.INFO)
 
 
 def demo_spec() -> dict[str, Any]:
@@ -549,28 +560,10 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
 
 
 @app.command()
-def up(
-    data_dir: DataDir = None,
-    api_port: ApiPort = DEFAULT_API_PORT,
-    gateway_port: GatewayPort = DEFAULT_GATEWAY_PORT,
-    vpc_port: VpcPort = DEFAULT_VPC_PORT,
-    api_host: ApiHost = "127.0.0.1",
-    internet_bind: InternetBind = "127.0.0.1",
-    vpc_bind: VpcBind = "127.0.0.1",
-    internet_host: InternetHost = "127.0.0.1",
-    vpc_host: VpcHost = "127.0.0.1",
-    store_url: StoreUrl = None,
-    region: Region = "local",
-    grace: Grace = 10.0,
-    timeout: Timeout = 120,
-    json_out: JsonOut = False,
-) -> None:
+@server_options
+def up(options: ServerOptions, timeout: Timeout = 120, json_out: JsonOut = False) -> None:
     """Start the server and a ready demo service; print its endpoints, token and a curl line."""
-    config = _config(
-        data_dir, api_port, gateway_port, vpc_port, api_host, internet_bind, vpc_bind,
-        internet_host, vpc_host, store_url, region,
-    )  # fmt: skip
-    folder = config.data_dir
+    folder = options.config().data_dir
     # A server already running on this data dir: use it (deploy the demo there) and return.
     with contextlib.suppress(CliError):
         ref = locate_server(folder)
@@ -589,7 +582,7 @@ def up(
             return 1
         return None
 
-    _run(config, grace, ready, logging.WARNING)
+    _run(options, ready, logging.WARNING)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What every `openeas` client command shares: options, JSON and text output, user errors."""
+"""What every `openeas` client command shares: options, the -s/-D patch, JSON and text output,
+user errors."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openeas.cli.client import ApiClient, CliError, locate_server
+from openeas.spec import SpecError, assignments_to_patch
 
 DataDir = Annotated[
     Path | None,
@@ -24,8 +27,48 @@ DataDir = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-Wait = Annotated[bool, typer.Option("--wait", help="wait until the service is Running (exit 1 if it fails)")]
+Wait = Annotated[bool, typer.Option("--wait", help="wait until it is Running (exit 1 if it fails)")]
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds --wait waits at most")]
+# `modify` of services, gateways and groups: -s PATCH.json and/or -D key=value
+PatchFile = Annotated[
+    Path | None, typer.Option("-s", "--spec", help="JSON with the part to change (deep-merged)")
+]
+Assignments = Annotated[
+    list[str] | None,
+    typer.Option("-D", help="key=value, e.g. -D metadata.instance=2 (repeatable)", show_default=False),
+]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """What a modify asks for: the -s file's JSON object and the -D assignments."""
+
+    spec: dict[str, Any] | None
+    assignments: list[str]
+    defined: dict[str, Any]  # the assignments as a patch (the server parses them again)
+
+    def body(self) -> dict[str, Any]:
+        """The API's modify body: {"spec": ...} and/or {"assignments": [...]}."""
+        body: dict[str, Any] = {}
+        if self.spec is not None:
+            body["spec"] = self.spec
+        if self.assignments:
+            body["assignments"] = self.assignments
+        return body
+
+
+def read_patch(spec_file: Path | None, define: list[str] | None) -> Patch:
+    """Check -s/-D before anything is sent (a typo fails here, with the flag named)."""
+    if spec_file is None and not define:
+        raise CliError("nothing to change: give -s PATCH.json and/or -D key=value")
+    spec = read_json_file(spec_file, "spec file") if spec_file is not None else None
+    if spec is not None and not isinstance(spec, dict):
+        raise CliError(f"spec file {spec_file} must hold a JSON object")
+    try:
+        defined = assignments_to_patch(define or [])
+    except SpecError as exc:
+        raise CliError(f"-D {exc}") from None
+    return Patch(spec, list(define or []), defined)
 
 
 def emit_json(data: Any) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,14 +27,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from openeas.control.errors import ApiError
+from openeas.control.ops import ControlOps
+from openeas.control.rest.inputs import PREFIX, RequestReader
+from openeas.control.rest.routes import Endpoint
 from openeas.control.telemetry import ServiceLoad, Telemetry
 from openeas.store import InstanceRecord, ServiceRecord
-
-if TYPE_CHECKING:
-    from openeas.control.api import ControlApi
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUSES = ("Running", "Waiting", "Scaling", "Stopped", "Failed")  # EAS's, always present
@@ -242,8 +240,9 @@ class ControlCollector(Collector):
 class ControlMetrics:
     """The control plane's metrics for one app: its registry, and the JSON series route."""
 
-    def __init__(self, api: ControlApi, telemetry: Telemetry | None):
-        self.api = api
+    def __init__(self, ops: ControlOps, reader: RequestReader, telemetry: Telemetry | None):
+        self.ops = ops
+        self.read = reader
         self.telemetry = telemetry
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = ControlCollector()
@@ -251,10 +250,10 @@ class ControlMetrics:
         self._lock = asyncio.Lock()
 
     async def gather(self) -> ScrapeView:
-        registry = self.api.registry
-        services = await self.api.db(registry.list_services)
-        instances = await self.api.db(registry.list_instances)
-        manager = self.api.ctx.gateways
+        registry = self.ops.ctx.registry
+        services = await asyncio.to_thread(registry.list_services)
+        instances = await asyncio.to_thread(registry.list_instances)
+        manager = self.ops.ctx.gateways
         gateways = []
         for name in manager.names():
             sup = manager.get(name)
@@ -306,8 +305,8 @@ class ControlMetrics:
         return Response(await self.render(), media_type=PROMETHEUS_TYPE)
 
     async def service_series(self, request: Request) -> Response:
-        name = self.api.check_region(request)
-        await self.api.get_service(name)
+        name = self.read.name(request)
+        await self.ops.services.get(name)
         raw = request.query_params.get("window", str(DEFAULT_WINDOW_S))
         t = self.telemetry
         retention = int(t.settings.retention_s) if t is not None else 600
@@ -349,10 +348,10 @@ class ControlMetrics:
         )
 
 
-def metrics_routes(api: ControlApi, prefix: str, telemetry: Telemetry | None) -> list[BaseRoute]:
-    """`GET /metrics` and the console's series route, both behind the admin token."""
-    m = ControlMetrics(api, telemetry)
+def metrics_endpoints(ops: ControlOps, reader: RequestReader, telemetry: Telemetry | None) -> list[Endpoint]:
+    """`GET /metrics` and the console's series route (both behind the surface's credential)."""
+    m = ControlMetrics(ops, reader, telemetry)
     return [
-        Route("/metrics", api.authed(m.metrics), methods=["GET"]),
-        Route(prefix + "/services/{region}/{name}/metrics", api.authed(m.service_series), methods=["GET"]),
+        Endpoint("GET", "/metrics", m.metrics),
+        Endpoint("GET", PREFIX + "/services/{region}/{name}/metrics", m.service_series),
     ]

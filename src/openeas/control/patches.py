@@ -1,31 +1,12 @@
-"""The body of a modify request, shared by services and gateways:
-`{"spec": {...part to change...}}` and/or `{"assignments": ["key=value", ...]}`."""
+"""A modify, shared by services and gateways: the patch `{...part to change...}` deep-merged,
+then the `["key=value", ...]` assignments (the CLI's -s FILE / -D key=value; control/rest reads
+them from a request body)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from openeas.control.errors import ApiError
-from openeas.spec import SpecError, assignments_to_patch, deep_merge
-
-
-def read_modify_body(body: Any, what: str, example: str) -> tuple[dict[str, Any], list[str]]:
-    """Validate a modify body; `what` names the spec ("spec", "gateway spec"), `example` is an
-    assignment shown in the error. Returns (patch, assignments)."""
-    if not isinstance(body, dict) or not body or set(body) - {"spec", "assignments"}:
-        raise ApiError(
-            400,
-            "InvalidRequest",
-            f'send {{"spec": {{...part of the {what} to change...}}}} and/or '
-            f'{{"assignments": ["{example}", ...]}}',
-        )
-    patch = body.get("spec", {})
-    if not isinstance(patch, dict):
-        raise SpecError.one("(top level)", "the spec patch must be a JSON object")
-    assignments = body.get("assignments", [])
-    if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
-        raise ApiError(400, "InvalidRequest", '"assignments" is a list of "key=value" strings')
-    return patch, assignments
+from openeas.spec import assignments_to_patch, deep_merge
 
 
 def apply_modify(current: dict[str, Any], patch: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

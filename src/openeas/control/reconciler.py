@@ -17,6 +17,9 @@ until ready (then writes state "ready", which the gateways route to), keeps prob
 its exit at once (state "failed", so gateways stop routing), and restarts it with exponential
 backoff. The store is written only when a state changes.
 
+The runtime is any `runtime.base.Runtime` (local subprocesses, Ray actors, the in-memory fake of
+tests/control/fake_runtime.py): the reconciler never knows which.
+
 Statuses are EAS's: Waiting (nothing ready yet), Running (the desired number ready), Scaling
 (count changing, or some not ready after having run), Stopped, Failed (an instance keeps
 exiting before it ever becomes ready).
@@ -36,8 +39,7 @@ from typing import Any
 
 from openeas.control.errors import log_failure
 from openeas.control.rollout import plan_rollout
-from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime
-from openeas.runtime.local import MARK, describe_exit
+from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime, describe_exit
 from openeas.spec import ServiceSpec, SpecError, parse_service_spec
 from openeas.store import InstanceRecord, NotFound, Registry, ServiceRecord
 
@@ -614,9 +616,7 @@ class Reconciler:
         return "Scaling", progress
 
     def _crash_message(self, service: str, worker: Worker, old_serving: bool) -> str:
-        lines = [line for line in self.runtime.read_log(service, worker.id, 50) if not line.startswith(MARK)][
-            -self.settings.log_lines_in_message :
-        ]
+        lines = self.runtime.output_lines(service, worker.id, self.settings.log_lines_in_message)
         text = (
             f"instance {worker.id} exited {worker.failures_before_ready} times without becoming ready "
             f"(last: {worker.last_exit}); it keeps being restarted with backoff. "
@@ -639,4 +639,3 @@ class Reconciler:
             else:
                 await asyncio.to_thread(self.registry.set_status, svc.name, status, message)
         self._observed[svc.name] = svc.revision
-

@@ -26,14 +26,17 @@ from typing import Any
 import uvicorn
 
 from openeas.config import SERVER_FILE, ServerConfig, ensure_admin_token
-from openeas.control.api import ControlApi, ControlContext, create_app
 from openeas.control.autoscaler import Autoscaler
+from openeas.control.context import ControlContext
 from openeas.control.errors import log_failure
-from openeas.control.gateway_api import gateway_processes
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
+from openeas.control.ops import ControlOps
+from openeas.control.ops.gateways import gateway_processes
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
+from openeas.control.rest.app import create_app
 from openeas.control.telemetry import Telemetry
 from openeas.procfs import pid_alive
+from openeas.runtime.base import Runtime
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
@@ -41,6 +44,16 @@ from openeas.store import Registry, sqlite_url
 log = logging.getLogger("openeas.control")
 
 SHARED = "shared"
+
+
+# Where instances run: the one place the control plane names a runtime. Everything after it
+# (reconciler, API, logs) sees only the `runtime.base.Runtime` interface.
+RuntimeFactory = Callable[[ServerConfig], Runtime]
+
+
+def local_runtime(config: ServerConfig) -> Runtime:
+    """Instances as subprocesses of this server (the default)."""
+    return LocalRuntime(config.data_dir)
 
 
 class ServerError(Exception):
@@ -177,10 +190,12 @@ class ControlServer:
         config: ServerConfig,
         on_ready: Callable[[ServerInfo], int | None] | None = None,
         settings: ReconcilerSettings | None = None,
+        runtime_factory: RuntimeFactory = local_runtime,
     ):
         self.config = replace(config, data_dir=config.data_dir.expanduser().resolve())
         self.on_ready = on_ready
         self.settings = settings or ReconcilerSettings()
+        self.runtime_factory = runtime_factory
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._force = False
@@ -266,7 +281,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
-        runtime = LocalRuntime(self.data_dir)
+        runtime = self.runtime_factory(self.config)
         reconciler = Reconciler(registry, runtime, self.settings)
         await reconciler.recover()
 
@@ -282,8 +297,8 @@ class ControlServer:
             self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
         )
         app = create_app(ctx)
-        # scales through the same path as `POST .../scale`; wakes at once on held requests
-        ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlApi(ctx).scale_to)
+        # scales through the service layer, like `POST .../scale`; wakes at once on held requests
+        ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         shared = gateways.start(SHARED)
         await self._start_dedicated(registry, gateways)
@@ -378,7 +393,8 @@ def run_server(
     config: ServerConfig,
     on_ready: Callable[[ServerInfo], int | None] | None = None,
     settings: ReconcilerSettings | None = None,
+    runtime_factory: RuntimeFactory = local_runtime,
 ) -> int:
     """Run `openeas server` until SIGINT/SIGTERM; returns the exit code. Raises ServerError
     (with a message for the user) when it cannot start."""
-    return ControlServer(config, on_ready, settings).run()
+    return ControlServer(config, on_ready, settings, runtime_factory).run()

@@ -30,11 +30,8 @@ from openeas.processors.serving import (
     fail_start,
     json_response,
     make_app,
-    parse_options,
     read_json,
-    serve,
-    setup_logging,
-    timed,
+    run_processor,
 )
 
 PROCESSOR = "embedding"
@@ -165,13 +162,14 @@ class EmbeddingService:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_options(PROCESSOR, argv)
-    setup_logging(options.log_level)
-    path = Path(options.model_path)
-    with timed(f"{PROCESSOR}: loaded {path}"):
-        embedder = Embedder(path, options.model_config)
-    service = EmbeddingService(embedder, served_names(path, options.model_config), options)
-    serve(service.app(), options, PROCESSOR)
+    run_processor(
+        PROCESSOR,
+        lambda options: Embedder(Path(options.model_path), options.model_config),
+        lambda embedder, options: EmbeddingService(
+            embedder, served_names(Path(options.model_path), options.model_config), options
+        ).app(),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,7 @@ from openeas.processors.serving import (
     json_response,
     make_app,
     parse_json_body,
-    parse_options,
-    serve,
-    setup_logging,
-    timed,
+    run_processor,
 )
 from openeas.processors.tensors import TensorSpec, conform, from_json_value, to_array, to_jsonable
 
@@ -354,18 +351,17 @@ def run_generic(
     *,
     prefer_torch: bool = False,
 ) -> None:
-    """Entry point of a generic processor: parse flags, load the model, serve."""
-    options = parse_options(processor, argv)
-    setup_logging(options.log_level)
-    with timed(f"{processor}: loaded {options.model_path}"):
-        model = load(options)
-    config = GenericConfig(
-        processor=processor,
-        signature_name=str(options.model_config.get("signature_name", "serving_default")),
-        prefer_torch=prefer_torch,
-    )
-    service = GenericService(model, config, options)
-    serve(service.app(), options, processor)
+    """Entry point of a generic (tensor) processor: serving.run_processor with GenericService."""
+
+    def build_app(model: TensorModel, options: ProcessorOptions) -> Starlette:
+        config = GenericConfig(
+            processor=processor,
+            signature_name=str(options.model_config.get("signature_name", "serving_default")),
+            prefer_torch=prefer_torch,
+        )
+        return GenericService(model, config, options).app()
+
+    run_processor(processor, load, build_app, argv)
 
 
 def declared_specs(config: Mapping[str, Any], key: str) -> list[TensorSpec] | None:

@@ -37,11 +37,8 @@ from openeas.processors.serving import (
     fail_start,
     json_response,
     make_app,
-    parse_options,
     read_json,
-    serve,
-    setup_logging,
-    timed,
+    run_processor,
 )
 
 PROCESSOR = "rerank"
@@ -183,13 +180,14 @@ class RerankService:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_options(PROCESSOR, argv)
-    setup_logging(options.log_level)
-    path = Path(options.model_path)
-    with timed(f"{PROCESSOR}: loaded {path}"):
-        scorer = Scorer(path, options.model_config)
-    service = RerankService(scorer, served_names(path, options.model_config), options)
-    serve(service.app(), options, PROCESSOR)
+    run_processor(
+        PROCESSOR,
+        lambda options: Scorer(Path(options.model_path), options.model_config),
+        lambda scorer, options: RerankService(
+            scorer, served_names(Path(options.model_path), options.model_config), options
+        ).app(),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -351,6 +351,24 @@ def make_app(routes: Sequence[BaseRoute], on_shutdown: Callable[[], None] | None
     )
 
 
+M = TypeVar("M")
+
+
+def run_processor(
+    processor: str,
+    load: Callable[[ProcessorOptions], M],
+    make_app: Callable[[M, ProcessorOptions], Starlette],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """A processor's `main`: parse the flags, set up logging, load the model (timed, before the
+    port opens), build its app and serve it until SIGTERM/SIGINT."""
+    options = parse_options(processor, argv)
+    setup_logging(options.log_level)
+    with timed(f"{processor}: loaded {options.model_path}"):
+        model = load(options)
+    serve(make_app(model, options), options, processor)
+
+
 def serve(app: Starlette, options: ProcessorOptions, processor: str) -> None:
     """Run the app until SIGTERM/SIGINT. The port opens only once the model is loaded."""
     import uvicorn

@@ -3,11 +3,15 @@
 The reconciler (control/reconciler.py) talks only to this interface, so a distributed backend
 (Ray actors, one per instance) can stand in for the local one without the control plane changing.
 A runtime owns no policy: restarts, backoff and rolling updates are the reconciler's business.
+`openeas server` (control/server.py) picks the runtime and passes it in; the reconciler and the
+API use only what is declared here (tests/control/fake_runtime.py is an in-memory one).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +19,21 @@ from openeas.spec import ServiceSpec
 from openeas.spec.service import ProbeSpec
 
 DEFAULT_GRACE_S = 10.0
+MARK = "[openeas]"  # prefix of the lines a runtime itself writes into an instance log
+
+
+def describe_exit(code: int) -> str:
+    """An exit status in words (negative: killed by that signal, as asyncio reports it)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    if 128 < code < 128 + 65:  # a shell reporting that its command died of a signal
+        with contextlib.suppress(ValueError):
+            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
+    return f"exit code {code}"
 
 
 @dataclass(frozen=True)
@@ -83,3 +102,11 @@ class Runtime(abc.ABC):
     async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
         """Kill an instance left behind by a previous control process, if it is still alive and
         really is that instance. Returns True when something was killed."""
+
+    def output_lines(self, service: str, instance_id: str, count: int) -> list[str]:
+        """The last `count` lines the instance itself wrote (the runtime's MARK lines left out),
+        for status messages."""
+        lines = [
+            line for line in self.read_log(service, instance_id, count * 10) if not line.startswith(MARK)
+        ]
+        return lines[-count:]

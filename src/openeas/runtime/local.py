@@ -21,13 +21,12 @@ from collections import deque
 from pathlib import Path
 
 from openeas.procfs import stat_fields
-from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime
+from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
 from openeas.spec import ServiceSpec
 from openeas.spec.service import ProbeSpec
 
 INSTANCE_ENV = "OPENEAS_INSTANCE_ID"
 SERVICE_ENV = "OPENEAS_SERVICE"
-MARK = "[openeas]"  # prefix of the lines the runtime itself writes into an instance log
 
 
 class LocalHandle(InstanceHandle):
@@ -209,19 +208,6 @@ class LocalRuntime(Runtime):
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
-    if 128 < code < 128 + 65:  # a shell reporting that its command died of a signal
-        with contextlib.suppress(ValueError):
-            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
-    return f"exit code {code}"
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -6,6 +6,6 @@ browser's sessionStorage, never in a URL), plus the one route the console adds t
 `POST /api/v2/services/{region}/{name}/debug` (online debug, `debug.py`).
 """
 
-from openeas.control.console.routes import STATIC_DIR, console_routes
+from openeas.control.console.routes import STATIC_DIR, console_pages, debug_endpoints
 
-__all__ = ["STATIC_DIR", "console_routes"]
+__all__ = ["STATIC_DIR", "console_pages", "debug_endpoints"]

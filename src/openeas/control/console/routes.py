@@ -1,4 +1,5 @@
-"""Routes of the web console: the static pages under /console and the online-debug API route.
+"""Routes of the web console: the static pages under /console and the online-debug API route
+(which calls the service layer, control/ops, like every API route).
 
 The pages need no credential to load (they hold no data); every call they make to /api/v2
 carries the admin token. They are served with a strict Content-Security-Policy (scripts, styles
@@ -9,7 +10,6 @@ markup could not run code or send the token anywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -19,9 +19,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openeas.control.console.debug import forward, parse_debug_call, pick_endpoint
-
-if TYPE_CHECKING:
-    from openeas.control.api import ControlApi
+from openeas.control.endpoints import service_endpoints
+from openeas.control.ops import ServiceOps
+from openeas.control.rest.inputs import PREFIX, RequestReader
+from openeas.control.rest.routes import Endpoint
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_PATH = "/console"
@@ -61,19 +62,23 @@ async def to_console(request: Request) -> Response:
     return RedirectResponse(CONSOLE_PATH + "/", status_code=307)
 
 
-def console_routes(api: ControlApi, prefix: str) -> list[BaseRoute]:
-    """The console's routes, added to the control API app by `create_app`."""
+def debug_endpoints(services: ServiceOps, reader: RequestReader) -> list[Endpoint]:
+    """The console's online-debug route (control/console/debug.py), on the admin surface."""
 
     async def debug(request: Request) -> Response:
-        name = api.check_region(request)
-        call = parse_debug_call(await api.body_json(request))
-        view = await api.view(await api.get_service(name))
-        which, base = pick_endpoint(view["endpoints"], call.endpoint, name)
-        return JSONResponse(await forward(base, which, view["token"], call))
+        name = reader.name(request)
+        call = parse_debug_call(await reader.json(request))
+        svc, bases = await services.endpoints(name)
+        which, base = pick_endpoint(service_endpoints(bases, name), call.endpoint, name)
+        return JSONResponse(await forward(base, which, svc.token, call))
 
+    return [Endpoint("POST", PREFIX + "/services/{region}/{name}/debug", debug)]
+
+
+def console_pages() -> list[BaseRoute]:
+    """The console's static pages (no credential: they hold no data) and the / redirect."""
     static = SecuredStatic(StaticFiles(directory=STATIC_DIR, html=True))
     return [
-        Route(prefix + "/services/{region}/{name}/debug", api.authed(debug), methods=["POST"]),
         Route("/", to_console, methods=["GET", "HEAD"]),
         Route(CONSOLE_PATH, to_console, methods=["GET", "HEAD"]),
         Mount(CONSOLE_PATH, app=static, name="console"),

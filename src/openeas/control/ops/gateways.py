@@ -1,17 +1,9 @@
-"""The gateway routes of the control API (eas-reference section 10: /api/v2/gateways).
+"""The gateway operations of the control plane: create, list, describe, modify, delete.
 
-    POST   /api/v2/gateways                        body: gateway spec -> 201 view (status Creating)
-    GET    /api/v2/gateways                        -> {"gateways": [view], "total": n} (shared included)
-    GET    /api/v2/gateways/{region}/{name}        -> view
-    PUT    /api/v2/gateways/{region}/{name}        body: {"spec": patch} and/or {"assignments": ["k=v"]}
-                                                     (deep-merged into the stored spec, re-validated)
-    DELETE /api/v2/gateways/{region}/{name}        -> {"name", "deleted": true}; 409 while services
-                                                     are bound to it (the message names them)
-
-A view: name, region, type (shared | dedicated), status (Creating, Running, Failed, Deleting),
-message, endpoints {internet, intranet} (base URLs, None where that access method is off),
-listeners (the addresses bound now), metrics (the metrics listener of each gateway process, see
-docs/metrics.md), pids, services (bound to it), spec, created_at, updated_at.
+`GatewayOps` returns `GatewayDetails` (the record, its process supervisor, the services bound to
+it) and raises domain errors; the routes (/api/v2/gateways, eas-reference section 10) are in
+control/rest/gateways.py. A spec is validated whole (spec/), then against the other gateways'
+listeners and the API's port, and its TLS files are loaded once, before anything is stored.
 
 The shared gateway is configured by `openeas server` flags: it is listed and described, but PUT
 and DELETE answer 409 SharedGatewayReadOnly, and the name `shared` cannot be created.
@@ -24,26 +16,22 @@ by the running gateway from the store within ~100 ms; `advertise` only changes t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from openeas.control.endpoints import KINDS, WILDCARD_HOSTS, access_enabled, gateway_bases, split_hostport
-from openeas.control.errors import ApiError
+from openeas.control.context import ControlContext
+from openeas.control.endpoints import KINDS, WILDCARD_HOSTS, access_enabled, split_hostport
+from openeas.control.errors import ConflictError, NotFoundError
 from openeas.control.gateways import GatewaySupervisor
-from openeas.control.patches import apply_modify, read_modify_body
+from openeas.control.patches import apply_modify
 from openeas.spec import GatewaySpec, SpecError, parse_gateway_spec
 from openeas.spec.errors import FieldProblem
 from openeas.store import AlreadyExists, GatewayRecord, NotFound
-
-if TYPE_CHECKING:
-    from openeas.control.api import ControlApi
 
 SHARED = "shared"
 RESTART_FIELDS = (
@@ -68,55 +56,29 @@ def gateway_processes(spec: Mapping[str, Any]) -> int:
     return w * r
 
 
-def gateway_view(
-    record: GatewayRecord, sup: GatewaySupervisor | None, services: list[str], region: str
-) -> dict[str, Any]:
-    return {
-        "name": record.name,
-        "region": region,
-        "type": "shared" if record.name == SHARED else "dedicated",
-        "status": sup.status if sup is not None else record.status,
-        "message": sup.message if sup is not None else "",
-        "endpoints": gateway_bases(record.spec, sup.bound if sup is not None else None),
-        "listeners": dict(sup.bound) if sup is not None else {},
-        # host:port of each gateway process's metrics listener (GET /metrics, GET /stats)
-        "metrics": sup.metrics_addresses() if sup is not None else [],
-        "pids": sup.pids() if sup is not None else [],
-        "services": services,
-        "spec": record.spec,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
+@dataclass(frozen=True)
+class GatewayDetails:
+    record: GatewayRecord
+    supervisor: GatewaySupervisor | None  # its processes; None before they are started
+    services: list[str]  # bound to it
 
 
 def _overlap(host_a: str, host_b: str) -> bool:
     return host_a == host_b or host_a in WILDCARD_HOSTS or host_b in WILDCARD_HOSTS
 
 
-class GatewayApi:
-    def __init__(self, api: ControlApi):
-        self.api = api
-        self.registry = api.registry
-        self.manager = api.ctx.gateways
+class GatewayOps:
+    def __init__(self, ctx: ControlContext):
+        self.ctx = ctx
+        self.registry = ctx.registry
+        self.manager = ctx.gateways
 
-    def routes(self, prefix: str) -> list[Route]:
-        a = self.api.authed
-        one = prefix + "/gateways/{region}/{name}"
-        return [
-            Route(prefix + "/gateways", a(self.create), methods=["POST"]),
-            Route(prefix + "/gateways", a(self.list_gateways), methods=["GET"]),
-            Route(one, a(self.describe), methods=["GET"]),
-            Route(one, a(self.modify), methods=["PUT"]),
-            Route(one, a(self.delete), methods=["DELETE"]),
-        ]
-
-    # -- helpers ---------------------------------------------------------------------------
+    # -- queries ---------------------------------------------------------------------------
     async def get(self, name: str) -> GatewayRecord:
         try:
-            return await self.api.db(self.registry.get_gateway, name)
+            return await asyncio.to_thread(self.registry.get_gateway, name)
         except NotFound:
-            raise ApiError(
-                404,
+            raise NotFoundError(
                 "GatewayNotFound",
                 f"there is no gateway named '{name}'; `openeas gateway list` shows the gateways",
                 name=name,
@@ -124,18 +86,27 @@ class GatewayApi:
 
     async def bound_services(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for svc in await self.api.db(self.registry.list_services):
+        for svc in await asyncio.to_thread(self.registry.list_services):
             out.setdefault(svc.gateway, []).append(svc.name)
         return out
 
-    async def view(self, record: GatewayRecord) -> dict[str, Any]:
+    async def details(self, record: GatewayRecord) -> GatewayDetails:
         services = (await self.bound_services()).get(record.name, [])
-        return gateway_view(record, self.manager.get(record.name), services, self.api.region)
+        return GatewayDetails(record, self.manager.get(record.name), services)
 
-    def read_only(self, name: str, what: str) -> None:
+    async def describe(self, name: str) -> GatewayDetails:
+        return await self.details(await self.get(name))
+
+    async def list_all(self) -> list[GatewayDetails]:
+        records = await asyncio.to_thread(self.registry.list_gateways)
+        services = await self.bound_services()
+        return [GatewayDetails(r, self.manager.get(r.name), services.get(r.name, [])) for r in records]
+
+    # -- checks ----------------------------------------------------------------------------
+    @staticmethod
+    def read_only(name: str, what: str) -> None:
         if name == SHARED:
-            raise ApiError(
-                409,
+            raise ConflictError(
                 "SharedGatewayReadOnly",
                 f"the shared gateway cannot be {what} through the API: it is configured by the flags "
                 "of `openeas server` (--gateway-port, --vpc-port, --internet-bind, --vpc-bind, "
@@ -145,7 +116,7 @@ class GatewayApi:
 
     def taken_addresses(self, records: list[GatewayRecord], exclude: str) -> list[tuple[str, str, int]]:
         """(owner, host, port) of every listener other than gateway `exclude`'s, and the API's."""
-        config = self.api.ctx.config
+        config = self.ctx.config
         out = [("the control API", config.api_host, config.api_port)]
         for rec in records:
             if rec.name == exclude:
@@ -164,7 +135,7 @@ class GatewayApi:
     async def validate(self, spec: GatewaySpec) -> None:
         """What the spec model cannot check alone: ports in use by other gateways, TLS files."""
         problems: list[FieldProblem] = []
-        records = await self.api.db(self.registry.list_gateways)
+        records = await asyncio.to_thread(self.registry.list_gateways)
         taken = self.taken_addresses(records, spec.name)
         mine: list[tuple[str, str, int]] = []
         for kind in KINDS:
@@ -230,9 +201,9 @@ class GatewayApi:
                 problems.append(FieldProblem(f"tls.domains[{i}]", f"not a domain name: {domain!r}"))
         return problems
 
-    # -- routes ----------------------------------------------------------------------------
-    async def create(self, request: Request) -> Response:
-        data = await self.api.body_json(request)
+    # -- changes ---------------------------------------------------------------------------
+    async def create(self, data: Any) -> GatewayDetails:
+        """Validate and store a dedicated gateway's spec, and start its processes (Creating)."""
         if isinstance(data, dict) and data.get("name") == SHARED:
             raise SpecError.one(
                 "name",
@@ -243,43 +214,28 @@ class GatewayApi:
         async with self.manager.lock:
             await self.validate(spec)
             try:
-                record = await self.api.db(
+                record = await asyncio.to_thread(
                     self.registry.create_gateway, spec.name, spec.to_json(), "Creating"
                 )
             except AlreadyExists:
-                raise ApiError(
-                    409,
+                raise ConflictError(
                     "GatewayAlreadyExists",
                     f"a gateway named '{spec.name}' exists already; change it with `openeas gateway "
                     f"modify {spec.name}`, or delete it first",
                     name=spec.name,
                 ) from None
             self.manager.start(spec.name, gateway_processes(record.spec))
-        return JSONResponse(await self.view(record), status_code=201)
+        return await self.details(record)
 
-    async def list_gateways(self, request: Request) -> Response:
-        records = await self.api.db(self.registry.list_gateways)
-        services = await self.bound_services()
-        views = [
-            gateway_view(r, self.manager.get(r.name), services.get(r.name, []), self.api.region)
-            for r in records
-        ]
-        return JSONResponse({"gateways": views, "total": len(views)})
-
-    async def describe(self, request: Request) -> Response:
-        record = await self.get(self.api.check_region(request, "gateways"))
-        return JSONResponse(await self.view(record))
-
-    async def modify(self, request: Request) -> Response:
-        name = self.api.check_region(request, "gateways")
-        body = await self.api.body_json(request)
-        patch, assignments = read_modify_body(body, "gateway spec", "rate_limit=20")
+    async def modify(self, name: str, patch: dict[str, Any], assignments: list[str]) -> GatewayDetails:
+        """Deep-merge the patch and assignments into the stored spec; restart the processes when
+        a RESTART_FIELDS field changed (the rest the running gateway reads from the store)."""
         record = await self.get(name)
         self.read_only(name, "modified")
         async with self.manager.lock:
             record = await self.get(name)
             if record.status == "Deleting":
-                raise ApiError(409, "GatewayDeleting", f"gateway '{name}' is being deleted", name=name)
+                raise ConflictError("GatewayDeleting", f"gateway '{name}' is being deleted", name=name)
             merged = apply_modify(record.spec, patch, assignments)
             if merged.get("name") != name:
                 raise SpecError.one("name", "a gateway cannot be renamed; create another one")
@@ -287,21 +243,21 @@ class GatewayApi:
             await self.validate(spec)
             new, old = spec.to_json(), record.spec
             if new == old:
-                return JSONResponse(await self.view(record))  # nothing changes
+                return await self.details(record)  # nothing changes
             try:
-                record = await self.api.db(self.registry.update_gateway, name, new)
+                record = await asyncio.to_thread(self.registry.update_gateway, name, new)
             except NotFound:
-                raise ApiError(404, "GatewayNotFound", f"gateway '{name}' was deleted meanwhile") from None
+                raise NotFoundError("GatewayNotFound", f"gateway '{name}' was deleted meanwhile") from None
             changed = [f for f in RESTART_FIELDS if new.get(f) != old.get(f)]
             sup = self.manager.get(name)
             if sup is None:
                 self.manager.start(name, gateway_processes(new))
             elif changed:
                 sup.restart(gateway_processes(new), f"{', '.join(changed)} changed")
-        return JSONResponse(await self.view(record))
+        return await self.details(record)
 
-    async def delete(self, request: Request) -> Response:
-        name = self.api.check_region(request, "gateways")
+    async def delete(self, name: str) -> None:
+        """Stop the gateway's processes and remove it; ConflictError while services use it."""
         await self.get(name)
         self.read_only(name, "deleted")
         async with self.manager.lock:
@@ -309,20 +265,18 @@ class GatewayApi:
             services = (await self.bound_services()).get(name, [])
             if services:
                 raise self.in_use(name, services)
-            await self.api.db(self.registry.set_gateway_status, name, "Deleting")
+            await asyncio.to_thread(self.registry.set_gateway_status, name, "Deleting")
             await self.manager.stop(name, "Deleting")
-            services = await self.api.db(self.registry.delete_unused_gateway, name)
+            services = await asyncio.to_thread(self.registry.delete_unused_gateway, name)
             if services:  # a service was bound meanwhile: keep serving it
-                await self.api.db(self.registry.set_gateway_status, name, "Creating")
+                await asyncio.to_thread(self.registry.set_gateway_status, name, "Creating")
                 record = await self.get(name)
                 self.manager.start(name, gateway_processes(record.spec))
                 raise self.in_use(name, services)
-        return JSONResponse({"name": name, "deleted": True})
 
     @staticmethod
-    def in_use(name: str, services: list[str]) -> ApiError:
-        return ApiError(
-            409,
+    def in_use(name: str, services: list[str]) -> ConflictError:
+        return ConflictError(
             "GatewayInUse",
             f"gateway '{name}' still serves {len(services)} service(s): {', '.join(services)}; move "
             "each to another gateway (`openeas modify SERVICE -D networking.gateway=shared`) or "
