@@ -20,6 +20,8 @@ from openeas.store import InstanceRecord, Registry, sqlite_url
 from tests.harness import GatewayProc, Upstream, free_port, start_gateway, start_upstream
 from tests.harness import read_line as _read_line
 
+HERE = Path(__file__).resolve().parent
+
 __all__ = ["GatewayProc", "Upstream", "_read_line", "free_port", "start_gateway", "start_upstream"]
 
 
