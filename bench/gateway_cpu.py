@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import nginx
-from bench.checks import call
 from bench.main import UPSTREAM_SERVICE, body_file, cpu_split, service_fields
+from bench.private_gateway import start_private_gateway
 from bench.procs import ProcessSet, free_port, wait_port
 from bench.wrk import Cell, run_wrk
 
@@ -56,45 +56,21 @@ def start_upstream(work: Path, procs: ProcessSet) -> int:
 
 
 def start_gateway(work: Path, procs: ProcessSet, tag: str, src: Path, upstream_port: int) -> tuple[int, str]:
-    """`python -m openeas.gateway` with PYTHONPATH=`src`, from a private registry; (pid, base URL)."""
-    from openeas.store import InstanceRecord, Registry, sqlite_url
-
-    name = f"cpu_{tag}"
-    port, vpc = free_port(), free_port()
-    reg_dir = work / f"registry-{tag}"
-    reg_dir.mkdir()
-    store_url = sqlite_url(reg_dir)
-    registry = Registry(store_url)
-    try:
-        registry.create_schema()
-        listen = {"internet": f"127.0.0.1:{port}", "intranet": f"127.0.0.1:{vpc}"}
-        registry.put_gateway(name, {"listen": listen, "max_body_bytes": 1024 * 1024})
-        fields = service_fields()
-        spec = {"metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": fields["rpc"]}}
-        spec["networking"] = fields["networking"]
-        registry.create_service(UPSTREAM_SERVICE, spec, TOKEN, name)
-        registry.update_service(UPSTREAM_SERVICE, status="Running")
-        now = time.time()
-        inst = f"{UPSTREAM_SERVICE}-{tag}"
-        record = InstanceRecord(
-            inst, UPSTREAM_SERVICE, 1, "127.0.0.1", upstream_port, None, "ready", 0, "", now, now
-        )
-        registry.put_instance(record)
-    finally:
-        registry.close()
-    env = dict(os.environ, PYTHONPATH=str(src))
-    argv = [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name]
-    argv += ["--access-log", str(work / f"access-{tag}.log")]
-    proc = procs.spawn(f"gateway-{tag}", argv, work / f"gateway-{tag}.log", env=env, cwd=work)
-    base = f"http://127.0.0.1:{port}/api/predict/{UPSTREAM_SERVICE}"
-    if not wait_port(port, 60, proc):
-        raise RuntimeError(
-            f"gateway {tag} did not start: {(work / f'gateway-{tag}.log').read_text()[-1000:]}"
-        )
-    status = call(f"{base}/get", auth=TOKEN).status
-    if status != 200:
-        raise RuntimeError(f"gateway {tag} answered {status}")
-    return proc.pid, base
+    """`python -m openeas.gateway` with PYTHONPATH=`src` (bench/private_gateway.py); (pid, base URL)."""
+    fields = service_fields()
+    spec = {"metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": fields["rpc"]}}
+    spec["networking"] = fields["networking"]
+    gw = start_private_gateway(
+        procs,
+        work,
+        tag,
+        service=UPSTREAM_SERVICE,
+        service_spec=spec,
+        token=TOKEN,
+        upstream_port=upstream_port,
+        env=dict(os.environ, PYTHONPATH=str(src)),
+    )
+    return gw.proc.pid, gw.base
 
 
 def measure(pid: int, cell: Cell, duration: float) -> dict[str, Any]:

@@ -30,11 +30,10 @@ from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
-from tests.harness import parse_gateway_ready_line, wait_log_line
-
-from bench import deps, nginx, report, sse_client
+from bench import deps, nginx, private_gateway, report, sse_client
 from bench.checks import call, run_checks
 from bench.cluster import BenchError, Cluster, add_routes, remove_routes, start_cluster
+from bench.private_gateway import GatewayStartError, PrivateGateway
 from bench.procs import (
     ProcessSet,
     cmdline,
@@ -340,24 +339,25 @@ def measure_routing(ctx: Context, rounds: int, duration: float, count: int) -> d
         count,
     )
     out["system"] = system
-    alone = start_private_gateway(ctx, "routes", 1)
     try:
-        if alone.error:
-            out["alone"] = {"error": alone.error}
-        else:
-            out["alone"] = _routing_pass(
-                ctx,
-                "gateway alone",
-                alone.url,
-                alone.store_url,
-                alone.name,
-                alone.port,
-                lambda: [alone.proc.pid],
-                [],
-                rounds,
-                duration,
-                count,
-            )
+        alone = start_private_gateway(ctx, "routes", 1)
+    except GatewayStartError as exc:
+        out["alone"] = {"error": str(exc)}
+        return out
+    try:
+        out["alone"] = _routing_pass(
+            ctx,
+            "gateway alone",
+            f"{alone.base}/get",
+            alone.store_url,
+            alone.name,
+            alone.port,
+            lambda: [alone.proc.pid],
+            [],
+            rounds,
+            duration,
+            count,
+        )
     finally:
         stop_process(alone.proc)
     return out
@@ -426,19 +426,21 @@ def _routing_pass(
 
 def measure_access_log(ctx: Context, rounds: int, duration: float) -> dict[str, Any]:
     """What the access log costs: two private gateways, with and without --access-log, GET/64."""
-    on = start_private_gateway(ctx, "log-on", 1, access_log=True)
-    off = start_private_gateway(ctx, "log-off", 1, access_log=False)
     try:
-        if on.error or off.error:
-            return {"error": on.error or off.error}
+        on = start_private_gateway(ctx, "log-on", 1, access_log=True)
+        off = start_private_gateway(ctx, "log-off", 1, access_log=False)
+    except GatewayStartError as exc:  # ProcessSet.close() stops whichever did start
+        return {"error": str(exc)}
+    try:
         pairs = (("access log on", on), ("access log off", off))
         rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in pairs}
         for label, gw in pairs:
             ctx.cpu_pids[label] = [gw.proc.pid]
-            run_wrk(Cell(label, "GET", 64, gw.url, "GET", None, ctx.token), 1)
+            run_wrk(Cell(label, "GET", 64, f"{gw.base}/get", "GET", None, ctx.token), 1)
         for r in range(rounds):
             for label, gw in pairs if r % 2 == 0 else pairs[::-1]:
-                res = run_cell_quiet(ctx, Cell(label, "GET", 64, gw.url, "GET", None, ctx.token), duration)
+                cell = Cell(label, "GET", 64, f"{gw.base}/get", "GET", None, ctx.token)
+                res = run_cell_quiet(ctx, cell, duration)
                 rows[label].append(res)
                 log(f"access log: {fmt_cell(res)}")
         out: dict[str, Any] = {}
@@ -480,82 +482,26 @@ def measure_workers(ctx: Context, rounds: int, duration: float) -> dict[str, Any
     return out
 
 
-@dataclass
-class PrivateGateway:
-    proc: subprocess.Popen[bytes]
-    name: str
-    port: int
-    store_url: str
-    url: str
-    error: str = ""
-
-
 def start_private_gateway(ctx: Context, tag: str, workers: int, access_log: bool = True) -> PrivateGateway:
-    """A gateway started by the bench (`python -m openeas.gateway --workers N`) from a private
-    registry in the temp dir holding one gateway record and the bench service with its one ready
-    instance (the openeas-deployed nginx): the server's control plane neither sees nor manages it."""
-    from openeas.store import InstanceRecord, Registry, sqlite_url
-
-    name = f"bench_{tag}"
-    reg_dir = ctx.work / f"registry-{tag}"
-    reg_dir.mkdir(exist_ok=True)
-    store_url = sqlite_url(reg_dir)
-    registry = Registry(store_url)
-    try:
-        registry.create_schema()
-        registry.put_gateway(
-            name,
-            {
-                # port 0: the gateway binds any free port and names it in its ready line
-                "listen": {"internet": "127.0.0.1:0", "intranet": "127.0.0.1:0"},
-                "enable_internet": True,
-                "enable_intranet": True,
-                "max_body_bytes": MAX_BODY,
-            },
-        )
-        spec = {
-            "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": service_fields()["rpc"]},
-            "networking": service_fields()["networking"],
-        }
-        registry.create_service(UPSTREAM_SERVICE, spec, ctx.token, name)
-        registry.update_service(UPSTREAM_SERVICE, status="Running")
-        now = time.time()
-        registry.put_instance(
-            InstanceRecord(
-                f"{UPSTREAM_SERVICE}-bench",
-                UPSTREAM_SERVICE,
-                1,
-                "127.0.0.1",
-                ctx.upstream_port,
-                None,
-                "ready",
-                0,
-                "",
-                now,
-                now,
-            )
-        )
-    finally:
-        registry.close()
-    argv = [sys.executable, "-m", "openeas.gateway", "--store-url", store_url, "--name", name]
-    if access_log:  # as the server runs its gateway
-        argv += ["--access-log", str(ctx.work / f"gateway-{tag}-access.log")]
-    if workers > 1:
-        argv += ["--workers", str(workers)]
-    log_path = ctx.work / f"gateway-{tag}.log"
-    proc = ctx.procs.spawn(f"gateway-{tag}", argv, log_path, env=ctx.cluster.env)
-    try:
-        # printed once every worker serves
-        line = wait_log_line(proc, log_path, f"openeas-gateway {name} ready", 60, f"the gateway ({tag})")
-    except AssertionError as exc:
-        return PrivateGateway(proc, name, 0, store_url, "", error=str(exc)[-1000:])
-    gw_port = parse_gateway_ready_line(line)[0]["internet"]
-    url = f"http://127.0.0.1:{gw_port}/api/predict/{UPSTREAM_SERVICE}/get"
-    gw = PrivateGateway(proc, name, gw_port, store_url, url)
-    status = call(url, auth=ctx.token).status
-    if status != 200:
-        gw.error = f"the gateway ({tag}) answered {status}"
-    return gw
+    """A gateway the bench starts itself (bench/private_gateway.py) on the bench service, whose one
+    ready instance is the openeas-deployed nginx."""
+    spec = {
+        "metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": service_fields()["rpc"]},
+        "networking": service_fields()["networking"],
+    }
+    return private_gateway.start_private_gateway(
+        ctx.procs,
+        ctx.work,
+        tag,
+        service=UPSTREAM_SERVICE,
+        service_spec=spec,
+        token=ctx.token,
+        upstream_port=ctx.upstream_port,
+        env=ctx.cluster.env,
+        workers=workers,
+        access_log=access_log,
+        max_body_bytes=MAX_BODY,
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
@@ -583,16 +529,18 @@ def _workers_pair(ctx: Context, workers: int, rounds: int, duration: float) -> d
         nginx.proxy_argv(ctx.work / "nginx", conf),
         ctx.work / f"nginx-w{workers}.log",
     )
-    gw = start_private_gateway(ctx, f"w{workers}", workers)
     try:
-        if gw.error:
-            return {"error": gw.error}
+        gw = start_private_gateway(ctx, f"w{workers}", workers)
+    except GatewayStartError as exc:
+        stop_process(proxy)
+        return {"error": str(exc)}
+    try:
         if not wait_port(np_port, 20, proxy):
             return {"error": f"nginx with {workers} workers did not start"}
         nurl = f"http://127.0.0.1:{np_port}/api/predict/{UPSTREAM_SERVICE}/get"
         ctx.cpu_pids["nginx+w"] = [proxy.pid, *descendants(proxy.pid)]
         ctx.cpu_pids["gateway+w"] = [gw.proc.pid, *descendants(gw.proc.pid)]
-        pairs = (("nginx", nurl), ("gateway", gw.url))
+        pairs = (("nginx", nurl), ("gateway", f"{gw.base}/get"))
         for path, url in pairs:
             run_wrk(Cell(path, "GET", 64, url, "GET", None, ctx.token), 2)
         rows: dict[str, list[dict[str, Any]]] = {"nginx": [], "gateway": []}
