@@ -40,6 +40,12 @@ if ! .venv-eas/bin/python -c 'import eas_prediction' 2>/dev/null; then
     .venv-eas/bin/python -m pip install -q --disable-pip-version-check eas-prediction
 fi
 
+step "official alibabacloud-eas20210701 management SDK in its own venv (tests/control/eas_sdk.py)"
+if ! .venv-alisdk/bin/python -c 'import alibabacloud_eas20210701.client' 2>/dev/null; then
+    $PY -m venv .venv-alisdk
+    .venv-alisdk/bin/python -m pip install -q --disable-pip-version-check alibabacloud-eas20210701
+fi
+
 step "lint and types"
 $PY -m ruff check src tests
 $PY -m mypy

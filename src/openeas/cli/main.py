@@ -33,6 +33,7 @@ import openeas
 from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
 from openeas.cli.gateways import gateway_app
 from openeas.cli.groups import group_app
+from openeas.cli.keys import keys_app
 from openeas.cli.output import (
     Assignments,
     DataDir,
@@ -69,6 +70,7 @@ app = typer.Typer(
 
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(group_app, name="group")
+app.add_typer(keys_app, name="keys")  # hook (mgmt): AccessKeys, cli/keys.py
 
 ServiceName = Annotated[str, typer.Argument(help="service name", show_default=False)]
 DEMO_SERVICE = "demo_chat"

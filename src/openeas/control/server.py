@@ -28,6 +28,7 @@ import uvicorn
 from openeas.config import SERVER_FILE, ServerConfig, ensure_admin_token
 from openeas.control.autoscaler import Autoscaler
 from openeas.control.context import ControlContext
+from openeas.control.eas_api import mount_eas_api
 from openeas.control.errors import log_failure
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
 from openeas.control.ops import ControlOps
@@ -296,7 +297,8 @@ class ControlServer:
         ctx = ControlContext(
             self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
         )
-        app = create_app(ctx)
+        # hook (mgmt): EAS's management API in front of the control API (control/eas_api)
+        app = mount_eas_api(create_app(ctx), ctx)
         # scales through the service layer, like `POST .../scale`; wakes at once on held requests
         ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
