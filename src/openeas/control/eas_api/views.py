@@ -35,6 +35,10 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -44,7 +48,7 @@ def _int(value: Any) -> int | None:
 def service(view: dict[str, Any], versions: dict[str, Any] | None = None) -> m.Service:
     spec = _obj(view.get("spec"))
     meta = _obj(spec.get("metadata"))
-    containers = spec.get("containers") if isinstance(spec.get("containers"), list) else []
+    containers = _list(spec.get("containers"))
     first = _obj(containers[0]) if containers else {}
     endpoints = _obj(view.get("endpoints"))
     total = int(view.get("instance") or 0)
@@ -52,7 +56,7 @@ def service(view: dict[str, Any], versions: dict[str, Any] | None = None) -> m.S
     labels = _obj(spec.get("labels"))
     current = latest = None
     if versions is not None:
-        listed = versions.get("versions") if isinstance(versions.get("versions"), list) else []
+        listed = _list(versions.get("versions"))
         current = int(versions.get("current") or 0) or None
         latest = max((int(v["version"]) for v in listed if isinstance(v, dict)), default=0) or None
     return m.Service(
@@ -168,7 +172,7 @@ def gateway(view: dict[str, Any]) -> m.Gateway:
 
 
 def acl(entries: Any) -> list[m.AclPolicy]:
-    rows = entries if isinstance(entries, list) else []
+    rows = _list(entries)
     return [
         m.AclPolicy(Entry=str(e.get("entry")), Comment=str(e.get("comment") or ""))
         for e in rows
@@ -199,7 +203,7 @@ def autoscaler(name: str, view: dict[str, Any]) -> m.DescribeServiceAutoScalerRe
 
 def mirror(name: str, view: dict[str, Any]) -> m.DescribeServiceMirrorResponse:
     spec = _obj(_obj(view.get("spec")).get("mirror"))
-    targets = spec.get("target") if isinstance(spec.get("target"), list) else []
+    targets = _list(spec.get("target"))
     ratio = spec.get("ratio")
     return m.DescribeServiceMirrorResponse(
         ServiceName=name,
