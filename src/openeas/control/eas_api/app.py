@@ -96,10 +96,6 @@ class EasApi:
         self.ops = operations(self.impl)
         self._openapi: bytes | None = None
 
-    async def close(self) -> None:
-        await self.impl.close()
-        await self.native.close()
-
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -31,9 +31,6 @@ class NativeApi:
             timeout=120,
         )
 
-    async def close(self) -> None:
-        await self._client.aclose()
-
     async def call(
         self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:

@@ -154,11 +154,6 @@ class EasOperations:
     def done(call: Call, message: str) -> m.MessageBody:
         return m.MessageBody(Message=message, RequestId=call.request_id)
 
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-
     # -- services --------------------------------------------------------------------------
     async def create_service(self, call: Call) -> BaseModel:
         spec = dict(call.body)

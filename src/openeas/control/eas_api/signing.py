@@ -272,7 +272,11 @@ def check_signature(auth: Authorization, req: ReceivedRequest, secret: str) -> N
         expected = roa_signature(sts, secret)
         got = auth.signature
     if not hmac.compare_digest(got.encode(), expected.encode()):
-        shown = sts.replace("\n", "\\n")
+        # shown to the caller to debug its signer; lines of credential headers (STS tokens) hidden
+        shown = "\\n".join(
+            line.partition(":")[0] + ":(hidden)" if "token" in line.partition(":")[0] else line
+            for line in sts.split("\n")
+        )
         raise SignatureError(
             400,
             "SignatureDoesNotMatch",
