@@ -298,7 +298,7 @@ class ControlServer:
             self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
         )
         # hook (mgmt): EAS's management API in front of the control API (control/eas_api)
-        app = mount_eas_api(create_app(ctx), ctx)
+        app = mount_eas_api(create_app(ctx), self.config, registry.engine, info.admin_token)
         # scales through the service layer, like `POST .../scale`; wakes at once on held requests
         ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))

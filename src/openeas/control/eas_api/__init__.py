@@ -15,27 +15,25 @@ SDK manages openeas services unmodified (docs/management-api.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
+from openeas.config import ServerConfig
 from openeas.control.eas_api.app import EasApi
 from openeas.control.eas_api.operations import GatewayHosts
 from openeas.store.access_keys import AccessKeyStore, ensure_encryption_key
 
-if TYPE_CHECKING:
-    from openeas.control.context import ControlContext
 
+def mount_eas_api(app: ASGIApp, config: ServerConfig, engine: Engine, admin_token: str) -> EasApi:
+    """The control API app wrapped with the EAS management API (AccessKey tables created).
 
-def mount_eas_api(app: ASGIApp, ctx: ControlContext) -> EasApi:
-    """The control API app wrapped with the EAS management API (AccessKey tables created)."""
-    config = ctx.config
-    keys = AccessKeyStore(ctx.registry.engine, ensure_encryption_key(config.data_dir))
+    `engine` is the registry's (the AccessKey tables live in the same database)."""
+    keys = AccessKeyStore(engine, ensure_encryption_key(config.data_dir))
     keys.create_schema()
     return EasApi(
         app,
         keys=keys,
-        admin_token=ctx.admin_token,
+        admin_token=admin_token,
         region=config.region,
         hosts=GatewayHosts(internet=config.internet_bind, intranet=config.vpc_bind),
     )
