@@ -285,6 +285,17 @@ def test_sdk_other_operations(sdk: SdkDriver, server: Server, tmp_path: Path) ->
     mirror = sdk.ok("describe_service_mirror", REGION, "ops_a")
     assert (mirror["Ratio"], mirror["Target"]) == ("50", "ops_b")
 
+    # UpdateType=replace is refused; merge (the default) adds to what is there
+    whole = {"body": spec_json(tmp_path, "ops_b"), "UpdateType": "replace"}
+    refused = sdk.call("update_service", REGION, "ops_b", request=("UpdateServiceRequest", whole))
+    assert (refused["status"], refused["code"]) == (400, "UnsupportedOperation")
+    more = {"body": json.dumps({"labels": {"env": "prod"}})}
+    sdk.ok("update_service", REGION, "ops_b", request=("UpdateServiceRequest", more))
+    labels = {lb["LabelKey"]: lb["LabelValue"] for lb in describe(sdk, "ops_b")["Labels"]}
+    assert labels == {"team": "x", "env": "prod"}
+    bad = sdk.call("update_service", REGION, "ops_b", request=("UpdateServiceRequest", {"body": "[1]"}))
+    assert (bad["status"], bad["code"]) == (400, "InvalidParameter")
+
     before = {
         i["InstanceName"]
         for i in sdk.ok(

@@ -8,7 +8,7 @@
 
 Choices where EAS and openeas differ (docs/management-api.md repeats them):
 - UpdateService `UpdateType=merge` (the default) deep-merges the body into the spec; `replace`
-  sets the body as the whole spec (each top-level field the body lacks is removed).
+  is refused (400 UnsupportedOperation): openeas's modify merges objects key by key.
 - Scaling is UpdateService with `{"metadata": {"instance": N}}`, as in EAS; it does not restart
   instances and makes no new version.
 - RestartService stops the service's instances and starts new ones, answering at once (as EAS);
@@ -212,17 +212,17 @@ class EasOperations:
         )
 
     async def update_service(self, call: Call) -> BaseModel:
-        body: dict[str, Any] = dict(call.body)
         if call.query.UpdateType == "replace":
-            current = await self.service_view(call)
-            # replace: every top-level field the body does not set goes (null removes a field)
-            patch: dict[str, Any] = {k: None for k in current["spec"] if k not in body and k != "metadata"}
-            meta = body.get("metadata")
-            if isinstance(meta, dict):
-                old_meta = current["spec"].get("metadata") or {}
-                body["metadata"] = {**{k: None for k in old_meta if k != "name"}, **meta}
-            body = {**patch, **body}
-        await self.modify(call, body)
+            # openeas's modify merges objects key by key: it cannot express "drop what the body
+            # lacks" (nested defaults, labels), and a half-done replace would surprise
+            raise EasError(
+                400,
+                "UnsupportedOperation",
+                "UpdateType=replace is not supported by openeas: send only the fields to change "
+                "(UpdateType=merge, the default; null removes an optional field such as autoscaler), "
+                "or delete and create the service",
+            )
+        await self.modify(call, dict(call.body))
         return self.done(call, "service updated")
 
     async def update_service_version(self, call: Call) -> BaseModel:
