@@ -395,6 +395,16 @@ def test_refusals_write_nothing(
     finally:
         raw.close()
 
+    # EAS's shape without a credential: 401 in EAS's error body; the same path with the admin
+    # token and without x-acs-action stays openeas's own shape
+    anon = httpx.get(f"{server.api}/api/v2/services", headers={"x-acs-action": "ListServices"}, timeout=10)
+    assert anon.status_code == 401 and set(anon.json()) == {"Code", "Message", "RequestId"}
+    assert anon.headers["x-acs-request-id"] == anon.json()["RequestId"]
+    with server.client() as admin:
+        assert "services" in admin.get("/api/v2/services").json()
+        eas = admin.get("/api/v2/services", headers={"x-acs-action": "ListServices"}).json()
+        assert {"Services", "TotalCount", "PageNumber", "PageSize", "RequestId"} <= set(eas)
+
     server.cli("keys", "revoke", keys["read_only"]["id"])
     revoked = driver(server, sdk_python, keys["read_only"])
     try:
