@@ -86,7 +86,10 @@ def ensure_encryption_key(data_dir: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = base64.b64decode(path.read_text().strip())
+        try:
+            key = base64.b64decode(path.read_text().strip(), validate=True)
+        except ValueError:  # binascii.Error: not base64
+            key = b""
         if len(key) != 32:
             raise ValueError(
                 f"{path} does not hold a 256-bit key (base64); restore it from a backup, or remove it "
