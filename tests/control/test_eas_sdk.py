@@ -11,6 +11,7 @@ revoked key are each refused with EAS's error shape, and nothing is written.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -417,3 +418,26 @@ def test_refusals_write_nothing(
     for key in keys.values():
         assert key["secret"] not in log
     assert "Signature=" not in log and "acs OEAK" not in log
+
+
+def test_docs_example_runs(
+    server: Server, sdk_python: Path, keys: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The Python example of docs/management-api.md, as printed there, with this server's key."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "management-api.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    key = keys["full"]
+    for printed, real in (
+        ('"OEAK..."', repr(key["id"])),
+        ('access_key_secret="..."', f"access_key_secret={key['secret']!r}"),
+        ('"127.0.0.1:8080"', repr(server.api.removeprefix("http://"))),
+    ):
+        assert printed in code
+        code = code.replace(printed, real)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    out = subprocess.run([str(sdk_python), str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    endpoint, token = out.stdout.split()
+    assert endpoint.endswith("/api/predict/demo") and len(token) >= 16
+    assert "demo" not in service_names(server)  # the example deletes what it made
