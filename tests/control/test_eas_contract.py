@@ -10,7 +10,8 @@ Two passes, bounded (a few hundred requests, well under two minutes):
    operations that could make this box run hundreds of processes from generated numbers
    (autoscaler min/max, gateway replicas) and the deletes are left to pass 2;
 2. every operation but the three that start arbitrary work (CreateService/UpdateService run the
-   generated spec's commands; CreateGateway starts gateway processes), on generated names.
+   generated spec's commands; CreateGateway starts gateway processes), on generated names
+   (fuzzing only: the boundary values of the coverage phase ran in pass 1).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from serving(tmp_path_factory.mktemp("eas-contract") / "data")
 
 
-def schemathesis(server: Server, tmp: Path, excluded: list[str], config: str = "") -> str:
+def schemathesis(server: Server, tmp: Path, excluded: list[str], phases: str, config: str = "") -> str:
     # its CLI, from this interpreter (the package has no __main__)
     args = [
         sys.executable,
@@ -63,7 +64,7 @@ def schemathesis(server: Server, tmp: Path, excluded: list[str], config: str = "
         "--mode",
         "positive",
         "--phases",
-        "coverage,fuzzing",
+        phases,
         "--max-examples",
         "4",
         "--seed",
@@ -125,13 +126,13 @@ values = ["contract_grp"]
 "path.GatewayId" = {{ dictionary = "gateways", probability = 0.85 }}
 "path.GroupName" = {{ dictionary = "groups", probability = 0.85 }}
 """
-    real = schemathesis(server, tmp_path, NEVER + NOT_ON_REAL_OBJECTS, objects)
-    generated = schemathesis(server, tmp_path, NEVER)
-    for out in (real, generated):
+    real = schemathesis(server, tmp_path, NEVER + NOT_ON_REAL_OBJECTS, "coverage,fuzzing", objects)
+    generated = schemathesis(server, tmp_path, NEVER, "fuzzing")  # names that mostly do not exist
+    for out, least in ((real, 300), (generated, 60)):
         summary = out.split("SUMMARY")[-1]
         found = re.search(r"(\d+) generated, (\d+) passed", summary)
         assert found is not None and "failed" not in summary, summary
-        assert int(found[1]) == int(found[2]) >= 150, summary  # a real run, not an empty one
+        assert int(found[1]) == int(found[2]) >= least, summary  # a real run, not an empty one
         print(summary)
     with server.client() as admin:  # the server is still whole after the fuzzing
         assert admin.get("/api/v2/health").json()["status"] == "ok"
