@@ -12,7 +12,7 @@ import stat
 
 import httpx
 
-from tests.control.harness import Server
+from tests.harness import Server
 
 
 def test_create_list_revoke(server: Server) -> None:

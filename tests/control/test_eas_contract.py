@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.control.harness import Server, app_spec, serving, wait_for
+from tests.harness import Server, app_spec, serving, wait_for
 
 NEVER = ["CreateService", "UpdateService", "CreateGateway"]
 NOT_ON_REAL_OBJECTS = [

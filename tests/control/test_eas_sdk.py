@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.control.eas_sdk import SdkDriver, ensure_sdk_python
-from tests.control.harness import Server, app_spec, serving, wait_for
+from tests.harness import Server, app_spec, serving, wait_for
 
 REGION = "local"
 
