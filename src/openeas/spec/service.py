@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from openeas.spec.errors import SpecError, from_validation_error
+from openeas.spec.queue import ASYNC_TYPE, QueueSpec
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
@@ -284,6 +285,7 @@ class ServiceSpec(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     autoscaler: AutoscalerSpec | None = None
     mirror: MirrorSpec | None = None
+    queue: QueueSpec | None = None  # async queue hook: only with metadata.type "Async" (spec/queue.py)
     cloud: dict[str, Any] | None = None
 
     @field_validator("token")
@@ -307,7 +309,16 @@ class ServiceSpec(_Strict):
             raise ValueError("give either `containers` or `processor`, not both")
         if len(self.containers) > 1:
             raise ValueError("openeas runs one container per instance; sidecars are not supported")
+        # async queue hook: the queue block belongs to Async services, which always get one
+        if self.queue is not None and self.metadata.type != ASYNC_TYPE:
+            raise ValueError('`queue` is for asynchronous services: set metadata.type to "Async"')
+        if self.metadata.type == ASYNC_TYPE and self.queue is None:
+            self.queue = QueueSpec()
         return self
+
+    @property
+    def is_async(self) -> bool:
+        return self.metadata.type == ASYNC_TYPE
 
     @property
     def name(self) -> str:
@@ -331,6 +342,8 @@ class ServiceSpec(_Strict):
                 out.append(
                     f"containers[{i}].image: the local runtime runs `command` on the host, not in the image"
                 )
+        if self.queue is not None:
+            out.extend(self.queue.warnings())
         return out
 
 
