@@ -4,6 +4,8 @@ argv: endpoint (host:port) service token mode [n] [window]
   mode "roundtrip": put n bodies `req-<i>` into the input queue, watch the sink (auto-commit) and
     collect n results; stdout JSON {"sent": {request_id: body}, "results": [{"requestId", "lastCode",
     "data", "index"}], "put_s", "total_s"}
+  mode "poll": put n bodies, then read each result with get(request_id=..., timeout="5s") (plain
+    HTTP long polling: what works through any HTTP proxy); same stdout as "roundtrip"
   mode "api": exercise the rest of the API on the sink (put with tags, get by index and by request id,
     attributes, search, delete, commit, truncate, index-only watch); stdout JSON of what came back
 """
@@ -60,6 +62,27 @@ def roundtrip(endpoint, service, token, n, window):
     print(json.dumps({"sent": sent, "results": results, "put_s": put_s, "total_s": time.monotonic() - t0}))
 
 
+def poll(endpoint, service, token, n):
+    inq = client(endpoint, service, token)
+    sink = client(endpoint, service + "/sink", token)
+    t0 = time.monotonic()
+    sent = {}
+    for i in range(n):
+        _, rid = inq.put(f"req-{i}".encode())
+        sent[rid] = f"req-{i}"
+    put_s = time.monotonic() - t0
+    results = []
+    deadline = time.monotonic() + 120
+    for rid in sent:
+        got = []
+        while not got and time.monotonic() < deadline:
+            got = sink.get(request_id=rid, timeout="5s")
+        for df in got:
+            results.append({"requestId": df.tags["requestId"], "lastCode": df.tags.get("lastCode"),
+                            "data": df.data.decode(), "index": df.index})
+    print(json.dumps({"sent": sent, "results": results, "put_s": put_s, "total_s": time.monotonic() - t0}))
+
+
 def api(endpoint, service, token):
     sink = client(endpoint, service + "/sink", token)
     out = {}
@@ -105,6 +128,8 @@ def main():
     endpoint, service, token, mode = sys.argv[1:5]
     if mode == "roundtrip":
         roundtrip(endpoint, service, token, int(sys.argv[5]), int(sys.argv[6]))
+    elif mode == "poll":
+        poll(endpoint, service, token, int(sys.argv[5]))
     else:
         api(endpoint, service, token)
 

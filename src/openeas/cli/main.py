@@ -50,6 +50,7 @@ from openeas.cli.output import (
     read_patch,
     user_errors,
 )
+from openeas.cli.queue import queue_app  # async queue hook
 from openeas.config import (
     DEFAULT_API_PORT,
     DEFAULT_GATEWAY_PORT,
@@ -71,6 +72,7 @@ app = typer.Typer(
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(group_app, name="group")
 app.add_typer(keys_app, name="keys")  # hook (mgmt): AccessKeys, cli/keys.py
+app.add_typer(queue_app, name="queue")  # async queue hook
 
 ServiceName = Annotated[str, typer.Argument(help="service name", show_default=False)]
 DEMO_SERVICE = "demo_chat"
@@ -400,6 +402,9 @@ StoreUrl = Annotated[
 ]
 Region = Annotated[str, typer.Option("--region", help="region name in API paths")]
 Grace = Annotated[float, typer.Option("--grace", help="seconds instances get between SIGTERM and SIGKILL")]
+RedisUrl = Annotated[  # async queue hook
+    str, typer.Option("--redis-url", help="keep Async services' queues in this Redis (default: the registry)")
+]
 
 
 @dataclass(frozen=True)
@@ -419,6 +424,7 @@ class ServerOptions:
     store_url: StoreUrl = None
     region: Region = "local"
     grace: Grace = 10.0
+    redis_url: RedisUrl = ""  # async queue hook
 
     def config(self) -> ServerConfig:
         return ServerConfig(
@@ -433,6 +439,7 @@ class ServerOptions:
             vpc_host=self.vpc_host,
             region=self.region,
             store_url=self.store_url,
+            queue_redis_url=self.redis_url,  # async queue hook
         )
 
 

@@ -55,6 +55,19 @@ class LoadLike(Protocol):
     def last_request_at(self) -> float | None: ...  # unix time of the last request seen
 
 
+class QueueLoads(Protocol):  # async queue hook (control/queue_servers.py)
+    def load(self, service: str) -> QueueLoadLike | None: ...
+
+
+class QueueLoadLike(Protocol):
+    @property
+    def backlog(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def last_activity(self) -> float | None: ...
+
+
 class LoadSource(Protocol):
     def load(self, service: str, window_s: float) -> LoadLike: ...
     def on_waiting(self, callback: Callable[[str], None]) -> None: ...
@@ -263,6 +276,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self._urgent: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.queues: QueueLoads | None = None  # async queue hook: Async services' backlogs
         telemetry.on_waiting(self.request_waiting)
 
     def view(self, service: str) -> dict[str, Any] | None:
@@ -349,7 +363,14 @@ class Autoscaler:
             if cpu is not None:
                 totals["cpu"] = cpu
         waiting = max(load.waiting, 1 if name in urgent else 0)
-        obs = Observation(now, current, len(ready), totals, waiting, load.last_request_at)
+        last_request_at = load.last_request_at
+        queue = self.queues.load(name) if self.queues is not None else None
+        if queue is not None:  # async queue hook: an Async service scales on its backlog
+            totals["queue"] = float(queue.backlog)
+            totals["concurrency"] = float(queue.in_flight)
+            waiting = max(waiting, queue.backlog)  # from zero: the first put wakes it
+            last_request_at = queue.last_activity  # sink polls at the gateway do not keep it up
+        obs = Observation(now, current, len(ready), totals, waiting, last_request_at)
         decision = decide(policy, history, obs)
         previous = self.status.get(name)
         if decision.changes(current) or previous is None or previous.target != decision.desired:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 
 from openeas.queue import registration
+from openeas.runtime.local import free_port
 from openeas.spec.queue import ASYNC_TYPE
 from openeas.store import Registry, ServiceRecord
 
@@ -46,7 +48,7 @@ class QueueLoad:
 
 @dataclass
 class _Proc:
-    revision: int
+    settings: str  # the spec parts the queue server reads at start (it restarts when they change)
     proc: asyncio.subprocess.Process
     started: float
     failures: int = 0
@@ -63,6 +65,7 @@ class QueueServers:
     procs: dict[str, _Proc] = field(default_factory=dict)
     loads: dict[str, QueueLoad] = field(default_factory=dict)
     _backoff: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (failures, retry_at)
+    ports: dict[str, int] = field(default_factory=dict)
 
     def load(self, service: str) -> QueueLoad | None:
         return self.loads.get(service)
@@ -83,12 +86,14 @@ class QueueServers:
         services = await asyncio.to_thread(self.registry.list_services)
         wanted = {s.name: s for s in services if _is_async(s) and s.desired == "running"}
         for name in list(self.procs):
-            if name not in wanted or self.procs[name].revision != wanted[name].revision:
+            if name not in wanted or self.procs[name].settings != _settings_key(wanted[name]):
                 await self._stop(name)
         for name, svc in wanted.items():
             p = self.procs.get(name)
             if p is not None and p.proc.returncode is not None:
                 failures = 0 if time.time() - p.started > 60 else p.failures + 1
+                if failures >= 2:  # maybe the port was taken meanwhile: take another
+                    self.ports.pop(name, None)
                 log.warning("queue server of %s exited (code %s); restarting", name, p.proc.returncode)
                 del self.procs[name]
                 self._backoff[name] = (failures, time.time() + min(BACKOFF_MAX_S, 2.0**failures))
@@ -107,7 +112,10 @@ class QueueServers:
                     self.loads[name] = QueueLoad(inp["length"], inp["in_flight"], stats.get("last_activity"))
 
     async def _start(self, svc: ServiceRecord) -> None:
+        # the same port across restarts: gateways keep a valid route while it comes back
+        port = self.ports.setdefault(svc.name, free_port())
         args = [self.python, "-m", "openeas.queue", "--store-url", self.store_url, "--service", svc.name]
+        args += ["--port", str(port)]
         if self.redis_url:
             args += ["--redis-url", self.redis_url]
         out_dir = self.log_dir / svc.name
@@ -117,7 +125,7 @@ class QueueServers:
                 *args, stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True
             )
         failures = self._backoff.get(svc.name, (0, 0.0))[0]
-        self.procs[svc.name] = _Proc(svc.revision, proc, time.time(), failures)
+        self.procs[svc.name] = _Proc(_settings_key(svc), proc, time.time(), failures)
         log.info("queue server of %s started (pid %d)", svc.name, proc.pid)
 
     async def _stop(self, name: str) -> None:
@@ -132,6 +140,12 @@ class QueueServers:
             with contextlib.suppress(ProcessLookupError):
                 p.proc.kill()
             await p.proc.wait()
+
+
+def _settings_key(svc: ServiceRecord) -> str:
+    """What the queue server reads from the spec: not the instance count (scaling changes it)."""
+    meta = svc.spec.get("metadata") or {}
+    return json.dumps([svc.spec.get("queue"), meta.get("rpc")], sort_keys=True)
 
 
 def _is_async(svc: ServiceRecord) -> bool:

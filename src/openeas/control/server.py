@@ -33,6 +33,7 @@ from openeas.control.errors import log_failure
 from openeas.control.gateways import GatewayManager, GatewaySupervisor
 from openeas.control.ops import ControlOps
 from openeas.control.ops.gateways import gateway_processes
+from openeas.control.queue_servers import QueueServers  # async queue hook
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
 from openeas.control.rest.app import create_app
 from openeas.control.telemetry import Telemetry
@@ -301,6 +302,9 @@ class ControlServer:
         app = mount_eas_api(create_app(ctx), self.config, registry.engine, info.admin_token)
         # scales through the service layer, like `POST .../scale`; wakes at once on held requests
         ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
+        # async queue hook: a queue server per Async service; the autoscaler reads their backlog
+        queues = QueueServers(registry, store_url, self.data_dir / "logs", self.config.queue_redis_url)
+        autoscaler.queues = queues
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         shared = gateways.start(SHARED)
         await self._start_dedicated(registry, gateways)
@@ -310,6 +314,7 @@ class ControlServer:
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(telemetry.run(), name="telemetry"),
             asyncio.create_task(autoscaler.run(), name="autoscaler"),
+            asyncio.create_task(queues.run(), name="queues"),  # async queue hook
         ]
         ready_task = asyncio.create_task(self._announce(info, shared), name="ready")
         stop_task = asyncio.create_task(self._stop.wait())

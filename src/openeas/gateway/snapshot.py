@@ -14,6 +14,7 @@ from typing import Any
 
 from openeas.gateway.groups import GroupRoute
 from openeas.gateway.pickers import DEFAULT_STRATEGY, strategy_for
+from openeas.queue import routing as queue_routing  # async queue hook
 from openeas.spec import SpecError, parse_gateway_spec
 from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
 from openeas.spec.service import RpcSpec
@@ -175,6 +176,7 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
             ready.setdefault(inst.service, []).append(Upstream(inst.id, inst.host, inst.port))
     services = {}
     records = registry.list_services()
+    queue_servers = queue_routing.async_upstreams(registry)  # async queue hook
     for svc in records:
         if svc.gateway != gateway:
             continue
@@ -185,6 +187,18 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
             tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
             svc.status,
         )
+        # async queue hook: callers of an Async service reach its queue server, not the instances
+        if queue_routing.is_async(svc.spec):
+            server = queue_servers.get(svc.name) if svc.desired == "running" else None
+            services[svc.name] = route = replace(
+                route,
+                upstreams=(Upstream(*server),) if server else (),
+                timeout_s=max(route.timeout_s, queue_routing.ROUTE_TIMEOUT_S),
+                worker_threads=queue_routing.ROUTE_IN_FLIGHT,
+                max_queue_size=queue_routing.ROUTE_WAITING,
+                instance_rate_limit=0,  # rpc.rate_limit is per instance, not per queue server
+                scale_from_zero=False,
+            )
         if svc.spec.get("mirror"):
             running = {s.name for s in records if s.desired == "running"}
             services[svc.name] = replace(route, mirror=mirror_route(svc.spec["mirror"], ready, running))

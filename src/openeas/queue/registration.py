@@ -12,7 +12,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from openeas.store import schema
+from openeas.store.registry import VERSION_KEY
 
 metadata = MetaData()
 
@@ -46,6 +63,12 @@ def create_table(engine: Engine) -> None:
     metadata.create_all(engine)
 
 
+def _bump_version(conn: Connection) -> None:
+    """Move the registry's change feed: gateways must re-read where this service's queues are."""
+    meta = schema.meta
+    conn.execute(update(meta).where(meta.c.key == VERSION_KEY).values(value=meta.c.value + 1))
+
+
 def register(engine: Engine, service: str, url: str, admin_url: str, pid: int) -> None:
     now = time.time()
     c = queue_servers.c
@@ -53,6 +76,7 @@ def register(engine: Engine, service: str, url: str, admin_url: str, pid: int) -
         values = {"url": url, "admin_url": admin_url, "pid": pid, "heartbeat": now}
         if conn.execute(update(queue_servers).where(c.service == service).values(**values)).rowcount == 0:
             conn.execute(insert(queue_servers).values(service=service, **values))
+        _bump_version(conn)
 
 
 def heartbeat(engine: Engine, service: str, pid: int) -> None:
@@ -66,17 +90,19 @@ def heartbeat(engine: Engine, service: str, pid: int) -> None:
 def unregister(engine: Engine, service: str, pid: int) -> None:
     c = queue_servers.c
     with engine.begin() as conn:
-        conn.execute(delete(queue_servers).where(c.service == service, c.pid == pid))
+        if conn.execute(delete(queue_servers).where(c.service == service, c.pid == pid)).rowcount:
+            _bump_version(conn)
 
 
 def lookup(engine: Engine, service: str) -> QueueServerRecord | None:
-    create_table(engine)
-    with engine.connect() as conn:
-        row = conn.execute(select(queue_servers).where(queue_servers.c.service == service)).first()
-    return None if row is None else QueueServerRecord(*row)
+    return all_servers(engine).get(service)
 
 
 def all_servers(engine: Engine) -> dict[str, QueueServerRecord]:
-    create_table(engine)
-    with engine.connect() as conn:
-        return {r.service: QueueServerRecord(*r) for r in conn.execute(select(queue_servers)).all()}
+    """Every registered queue server; none when no queue server ever ran (no table yet)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(queue_servers)).all()
+    except (OperationalError, ProgrammingError):  # the table is made by the first queue server
+        return {}
+    return {r.service: QueueServerRecord(*r) for r in rows}

@@ -196,16 +196,17 @@ class NetworkingSpec(_Strict):
     gateway_policy: GatewayPolicy | None = None
 
 
-METRICS = ("qps", "concurrency", "cpu")
+METRICS = ("qps", "concurrency", "cpu", "queue")
 
 
 class ScaleStrategy(_Strict):
     """One metric the autoscaler follows: scale so each instance stays near `threshold`.
 
     qps: requests per second per instance (at the gateways); concurrency: requests in flight per
-    instance; cpu: percent of one core per instance (100 = one busy core)."""
+    instance; cpu: percent of one core per instance (100 = one busy core); queue (Async services):
+    requests waiting or in flight in the input queue per instance."""
 
-    metric_name: Literal["qps", "concurrency", "cpu"] = Field(alias="metricName")
+    metric_name: Literal["qps", "concurrency", "cpu", "queue"] = Field(alias="metricName")
     threshold: Annotated[float, Field(gt=0, le=1_000_000)]
 
 
@@ -314,6 +315,9 @@ class ServiceSpec(_Strict):
             raise ValueError('`queue` is for asynchronous services: set metadata.type to "Async"')
         if self.metadata.type == ASYNC_TYPE and self.queue is None:
             self.queue = QueueSpec()
+        strategies = self.autoscaler.scale_strategies if self.autoscaler else []
+        if any(s.metric_name == "queue" for s in strategies) and self.metadata.type != ASYNC_TYPE:
+            raise ValueError('the autoscaler metric "queue" is for Async services (metadata.type "Async")')
         return self
 
     @property

@@ -35,6 +35,7 @@ from openeas.control.rest.auth import AdminToken
 from openeas.control.rest.gateways import GatewayRoutes
 from openeas.control.rest.groups import GroupRoutes
 from openeas.control.rest.inputs import PREFIX, RequestReader
+from openeas.control.rest.queues import QueueRoutes  # async queue hook
 from openeas.control.rest.routes import ApiSurface, mount
 from openeas.control.rest.services import ServiceRoutes
 from openeas.spec import SpecError
@@ -61,6 +62,7 @@ def admin_surface(ops: ControlOps, reader: RequestReader, admin_token: str) -> A
             *ServiceRoutes(ops.services, reader).endpoints(),
             *GatewayRoutes(ops.gateways, reader).endpoints(),
             *GroupRoutes(ops.groups, reader).endpoints(),
+            *QueueRoutes(ops.services, reader).endpoints(),  # async queue hook: openeas queue ...
             *metrics_endpoints(ops, reader, ops.ctx.telemetry),
             *debug_endpoints(ops.services, reader),
         ],
