@@ -55,15 +55,25 @@ def start_stack(tmp: Path, procs: ProcessSet, backend: str, via: str, window: in
     registry.create_schema()
     gw_port = free_port()
     registry.put_gateway(
-        "shared", {"listen": {"internet": f"127.0.0.1:{gw_port}", "intranet": "127.0.0.1:0"}, "max_body_bytes": 1 << 20}
+        "shared",
+        {
+            "listen": {"internet": f"127.0.0.1:{gw_port}", "intranet": "127.0.0.1:0"},
+            "max_body_bytes": 1 << 20,
+        },
     )
     up_port = free_port()
-    procs.spawn("noop", [sys.executable, str(UPSTREAM_APP), "--name", "noop", "--port", str(up_port)], tmp / "noop.log")
+    procs.spawn(
+        "noop",
+        [sys.executable, str(UPSTREAM_APP), "--name", "noop", "--port", str(up_port)],
+        tmp / "noop.log",
+    )
     if not wait_port(up_port, 15):
         raise RuntimeError("the no-op instance did not start")
     spec = {
         "metadata": {
-            "name": SERVICE, "type": "Async", "instance": 1,
+            "name": SERVICE,
+            "type": "Async",
+            "instance": 1,
             "rpc": {"worker_threads": window, "keepalive": 30000},
         },
         "containers": [{"command": f"{sys.executable} {UPSTREAM_APP} --name noop --port $PORT"}],
@@ -72,7 +82,9 @@ def start_stack(tmp: Path, procs: ProcessSet, backend: str, via: str, window: in
     }
     registry.create_service(SERVICE, spec, TOKEN, "shared")
     now = time.time()
-    registry.put_instance(InstanceRecord(f"{SERVICE}-0", SERVICE, 1, "127.0.0.1", up_port, None, "ready", 0, "", now, now))
+    registry.put_instance(
+        InstanceRecord(f"{SERVICE}-0", SERVICE, 1, "127.0.0.1", up_port, None, "ready", 0, "", now, now)
+    )
     registry.set_status(SERVICE, "Running")
     argv = [sys.executable, "-m", "openeas.queue", "--store-url", registry.url, "--service", SERVICE]
     if backend == "redis":
@@ -80,8 +92,23 @@ def start_stack(tmp: Path, procs: ProcessSet, backend: str, via: str, window: in
         if exe is None:
             raise RuntimeError("redis-server is missing (apt-get install redis-server)")
         rport = free_port()
-        procs.spawn("redis", [exe, "--port", str(rport), "--bind", "127.0.0.1", "--dir", str(tmp),
-                              "--save", "", "--appendonly", "no"], tmp / "redis.log")
+        procs.spawn(
+            "redis",
+            [
+                exe,
+                "--port",
+                str(rport),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(tmp),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            tmp / "redis.log",
+        )
         if not wait_port(rport, 15):
             raise RuntimeError("redis-server did not start")
         argv += ["--redis-url", f"redis://127.0.0.1:{rport}/0"]
@@ -89,15 +116,20 @@ def start_stack(tmp: Path, procs: ProcessSet, backend: str, via: str, window: in
     ready = json.loads(_line(tmp / "queue.log", 30))
     if via == "direct":
         return f"http://127.0.0.1:{ready['port']}/api/predict/{SERVICE}"
-    procs.spawn("gateway", [sys.executable, "-m", "openeas.gateway", "--store-url", registry.url, "--name", "shared"],
-                tmp / "gateway.log")
+    procs.spawn(
+        "gateway",
+        [sys.executable, "-m", "openeas.gateway", "--store-url", registry.url, "--name", "shared"],
+        tmp / "gateway.log",
+    )
     if not wait_port(gw_port, 30):
         raise RuntimeError("the gateway did not start")
     registry.close()
     return f"http://127.0.0.1:{gw_port}/api/predict/{SERVICE}"
 
 
-async def drive(base: str, n: int, conns: int) -> dict[str, Any]:
+async def drive(base: str, n: int, conns: int, rate: float = 0.0) -> dict[str, Any]:
+    """`conns` producers put `n` requests as fast as they can (rate 0), or one producer puts them
+    at `rate` per second (a latency measure below saturation)."""
     headers = {"Authorization": TOKEN}
     put_at: dict[str, float] = {}
     got_at: dict[str, float] = {}
@@ -107,13 +139,18 @@ async def drive(base: str, n: int, conns: int) -> dict[str, Any]:
         # warm up: one round trip, so connections and the dispatcher are going
         r = await client.post(base, content=b"warm")
         r.raise_for_status()
-        while (await client.get(base + "/sink", params={"_timeout_": "1s", "_length_": "10"})).status_code != 200:
+        while (
+            await client.get(base + "/sink", params={"_timeout_": "1s", "_length_": "10"})
+        ).status_code != 200:
             pass
         todo = iter(range(n))
 
         async def producer() -> None:
             nonlocal errors
+            start = time.monotonic()
             for i in todo:
+                if rate:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
                 resp = await client.post(base, content=f"req-{i}".encode())
                 if resp.status_code != 200:
                     errors += 1
@@ -123,8 +160,10 @@ async def drive(base: str, n: int, conns: int) -> dict[str, Any]:
         async def consumer() -> None:
             nonlocal errors
             while len(got_at) < n - errors:
-                resp = await client.get(base + "/sink", params={
-                    "_index_": "0", "_length_": "200", "_timeout_": "1s", "_auto_delete_": "true"})
+                resp = await client.get(
+                    base + "/sink",
+                    params={"_index_": "0", "_length_": "200", "_timeout_": "1s", "_auto_delete_": "true"},
+                )
                 now = time.monotonic()
                 if resp.status_code == 200:
                     for item in resp.json():
@@ -134,7 +173,7 @@ async def drive(base: str, n: int, conns: int) -> dict[str, Any]:
 
         t0 = time.monotonic()
         cons = asyncio.create_task(consumer())
-        await asyncio.gather(*(producer() for _ in range(conns)))
+        await asyncio.gather(*(producer() for _ in range(1 if rate else conns)))
         put_s = time.monotonic() - t0
         await asyncio.wait_for(cons, timeout=max(60, n / 10))
         total_s = max(got_at.values()) - t0
@@ -144,32 +183,43 @@ async def drive(base: str, n: int, conns: int) -> dict[str, Any]:
         return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else float("nan")
 
     return {
-        "n": n, "conns": conns, "puts_per_s": n / put_s, "results_per_s": len(lat) / total_s,
-        "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "errors": errors,
+        "n": n,
+        "conns": conns,
+        "puts_per_s": n / put_s,
+        "results_per_s": len(lat) / total_s,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "errors": errors,
         "results": len(lat),
     }
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, took: float) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    path = " through the shared gateway (token auth on)" if args.via == "gateway" else " to the queue server"
+    cmd = f"python3 -m bench.queue_bench --n {args.n} --conns {args.conns} --via {args.via}"
     lines = [
         BEGIN,
         "### Asynchronous queue: put -> result",
         "",
-        f"`python3 -m bench.queue_bench --n {args.n} --conns {args.conns} --via {args.via}`, run on {when} "
-        f"({took:.0f} s; {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}). "
-        f"A no-op Async service (window {args.window}); {args.conns} producers put over HTTP keep-alive"
-        f"{' through the shared gateway (token auth on)' if args.via == 'gateway' else ' straight to the queue server'}"
-        ", one consumer long-polls the sink the same way (`_length_=200&_auto_delete_=true`). Latency is from the "
-        "put's answer to the poll that returned the result.",
+        f"`{cmd}`, run on {when} ({took:.0f} s; {os.cpu_count()} CPUs, {python}). "
+        f"A no-op Async service (window {args.window}); {args.conns} producers put over HTTP keep-alive{path}"
+        ", one consumer long-polls the sink the same way (`_length_=200&_auto_delete_=true`). "
+        "Latency is from the put's answer to the poll that returned the result: at full speed it is "
+        f"mostly time waiting in the queue; the paced phase puts {args.paced_n} requests at "
+        f"{args.rate:g}/s, below saturation.",
         "",
-        "| backend | requests | puts/s | results/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | requests | puts/s | results/s | p50 / p90 / p99 ms (full speed) "
+        "| p50 / p99 ms (paced) | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['results']}/{r['n']} | {r['puts_per_s']:,.0f} | {r['results_per_s']:,.0f} | "
-            f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"| {r['backend']} | {r['results']}/{r['n']} | {r['puts_per_s']:,.0f} "
+            f"| {r['results_per_s']:,.0f} | {r['p50_ms']:,.0f} / {r['p90_ms']:,.0f} / {r['p99_ms']:,.0f} "
+            f"| {r['paced_p50_ms']:,.1f} / {r['paced_p99_ms']:,.1f} | {r['errors'] + r['paced_errors']} |"
         )
     lines.append(END)
     return "\n".join(lines)
@@ -198,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=32, help="requests in flight on the instance")
     p.add_argument("--backends", default="sql,redis")
     p.add_argument("--via", choices=("gateway", "direct"), default="gateway")
+    p.add_argument("--rate", type=float, default=10.0, help="puts/s of the paced (latency) phase")
+    p.add_argument("--paced-n", type=int, default=100, help="requests of the paced phase")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args(argv)
     rows = []
@@ -208,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 base = start_stack(Path(d), procs, backend, args.via, args.window)
                 row = asyncio.run(drive(base, args.n, args.conns))
+                paced = asyncio.run(drive(base, args.paced_n, 1, args.rate))
+                row.update({f"paced_{k}": v for k, v in paced.items()})
             finally:
                 procs.close()
         row["backend"] = backend

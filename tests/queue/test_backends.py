@@ -40,6 +40,7 @@ def test_put_get_delete_truncate(tmp_path: Path, redis_url_for: str) -> None:
         assert await b.truncate(SINK, 5) == 2  # 1 and 4
         st = await b.stats(SINK)
         assert (st.length, st.first_index, st.last_index) == (1, 5, 5)
+        assert await b.length(SINK) == 1
         assert (await b.put(SINK, b"x", {}, 0, BIG)).index == 6  # indexes never go back
 
     run(tmp_path, redis_url_for, body)

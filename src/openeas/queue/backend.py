@@ -66,6 +66,9 @@ class QueueBackend(Protocol):
 
     async def stats(self, queue: str) -> QueueStats: ...
 
+    async def length(self, queue: str) -> int:
+        """Items waiting or in flight (what `max_length` bounds); cheaper than stats()."""
+
     async def dead(self, queue: str, limit: int) -> list[Item]: ...
 
     async def retry_dead(self, queue: str, indexes: list[int] | None) -> int:

@@ -438,6 +438,9 @@ class RedisBackend:
             oldest_created_at=float(created) if _s(created) else None,
         )
 
+    async def length(self, queue: str) -> int:
+        return int(await self.redis.zcard(self._p(queue) + "live"))
+
     async def dead(self, queue: str, limit: int) -> list[Item]:
         found = await self.redis.zrange(self._p(queue) + "dead", 0, limit - 1)
         return await self._items(queue, list(found))

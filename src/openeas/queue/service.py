@@ -114,8 +114,7 @@ class QueueService:
         """How many of `want` more results the sink can take, counting `reserved` ones still
         being worked on: dispatch takes new work only within it (backpressure). A sink with
         auto_evict drops its oldest results instead."""
-        st = await self.backend.stats(SINK)
-        room = max(0, self.settings.sink.max_length - st.length - reserved)
+        room = max(0, self.settings.sink.max_length - await self.backend.length(SINK) - reserved)
         if room < want and self.settings.sink.auto_evict:
             oldest = await self.backend.get(SINK, 0, want - room)
             room += await self.backend.delete(SINK, [i.index for i in oldest])

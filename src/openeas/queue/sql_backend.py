@@ -374,6 +374,15 @@ class SqlBackend:
             oldest_created_at=None if oldest is None else float(oldest),
         )
 
+    def _length(self, queue: str) -> int:
+        with self.engine.connect() as conn:
+            live = and_(self._of(queue), _C.state != DEAD)
+            return int(conn.execute(select(func.count()).where(live)).scalar_one())
+
+    async def length(self, queue: str) -> int:
+        n: int = await self._run(self._length, queue)
+        return n
+
     async def stats(self, queue: str) -> QueueStats:
         st: QueueStats = await self._run(self._stats, queue)
         return st
