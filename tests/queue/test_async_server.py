@@ -118,8 +118,11 @@ def test_async_service_on_redis(tmp_path: Path, eas_python: Path, redis_server: 
         assert {r["requestId"] for r in out["results"]} == set(out["sent"])
         import redis
 
-        keys = redis.Redis.from_url(redis_server.url).keys("openeas:queue:asyncredis:*")
-        assert keys, "the queues live in Redis"
+        r = redis.Redis.from_url(redis_server.url)
+        assert r.keys("openeas:queue:asyncredis:*"), "the queues live in Redis"
+        # a deleted service's queues go with it
+        server.cli("delete", "asyncredis")
+        server.wait_for(lambda: not r.keys("openeas:queue:asyncredis:*"), timeout=30, what="queues removed")
     finally:
         server.stop()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from openeas.queue.__main__ import make_backend
 from openeas.queue.backend import QueueBackend
+from openeas.queue.backends import make_backend
 from openeas.queue.items import CLAIMED, DEAD, INPUT, READY, SINK, Limits, PayloadTooLarge, QueueFull
 from openeas.store import sqlite_url
 
@@ -42,6 +42,10 @@ def test_put_get_delete_truncate(tmp_path: Path, redis_url_for: str) -> None:
         assert (st.length, st.first_index, st.last_index) == (1, 5, 5)
         assert await b.length(SINK) == 1
         assert (await b.put(SINK, b"x", {}, 0, BIG)).index == 6  # indexes never go back
+        await b.put(INPUT, b"y", {}, 0, BIG)
+        await b.purge()  # the service was deleted: nothing of it stays
+        assert (await b.length(SINK), await b.length(INPUT)) == (0, 0)
+        assert (await b.put(SINK, b"new", {}, 0, BIG)).index == 1
 
     run(tmp_path, redis_url_for, body)
 

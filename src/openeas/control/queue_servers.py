@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from openeas.queue import registration
+from openeas.queue.backends import make_backend
 from openeas.runtime.local import free_port
 from openeas.spec.queue import ASYNC_TYPE
 from openeas.store import Registry, ServiceRecord
@@ -66,6 +67,7 @@ class QueueServers:
     loads: dict[str, QueueLoad] = field(default_factory=dict)
     _backoff: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (failures, retry_at)
     ports: dict[str, int] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)  # Async services seen in the last pass
 
     def load(self, service: str) -> QueueLoad | None:
         return self.loads.get(service)
@@ -85,6 +87,11 @@ class QueueServers:
     async def tick(self, client: httpx.AsyncClient) -> None:
         services = await asyncio.to_thread(self.registry.list_services)
         wanted = {s.name: s for s in services if _is_async(s) and s.desired == "running"}
+        names = {s.name for s in services}
+        for name in self.known - names:  # deleted: its queues go too (a new one starts empty)
+            await self._stop(name)
+            await self._purge(name)
+        self.known = {s.name for s in services if _is_async(s)}
         for name in list(self.procs):
             if name not in wanted or self.procs[name].settings != _settings_key(wanted[name]):
                 await self._stop(name)
@@ -127,6 +134,18 @@ class QueueServers:
         failures = self._backoff.get(svc.name, (0, 0.0))[0]
         self.procs[svc.name] = _Proc(_settings_key(svc), proc, time.time(), failures)
         log.info("queue server of %s started (pid %d)", svc.name, proc.pid)
+
+    async def _purge(self, name: str) -> None:
+        backend = make_backend(self.store_url, self.redis_url, name)
+        try:
+            await backend.purge()
+            log.info("queues of deleted service %s removed", name)
+        except Exception as exc:
+            log.warning("cannot remove the queues of deleted service %s: %s", name, type(exc).__name__)
+        finally:
+            await backend.close()
+        self.ports.pop(name, None)
+        self._backoff.pop(name, None)
 
     async def _stop(self, name: str) -> None:
         p = self.procs.pop(name, None)

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from openeas.queue import registration
-from openeas.queue.backend import QueueBackend
+from openeas.queue.backends import make_backend
 from openeas.queue.dispatcher import Dispatcher, Target
 from openeas.queue.http_api import BadQuery, QueueApi, error
 from openeas.queue.items import INPUT
@@ -53,16 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="queue API port (0: any free one)")
     p.add_argument("--admin-port", type=int, default=0, help="operator endpoints port, on 127.0.0.1")
     return p.parse_args(argv)
-
-
-def make_backend(store_url: str, redis_url: str, service: str) -> QueueBackend:
-    if redis_url:
-        from openeas.queue.redis_backend import RedisBackend
-
-        return RedisBackend(redis_url, service)
-    from openeas.queue.sql_backend import SqlBackend
-
-    return SqlBackend(store_url, service)
 
 
 def settings_for(registry: Registry, service: str) -> QueueSettings:
@@ -206,7 +196,9 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # our own messages at INFO; libraries' (httpx logs every request at INFO) at WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
     args = parse_args(argv)
     try:
         import uvloop

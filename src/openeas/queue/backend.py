@@ -74,4 +74,7 @@ class QueueBackend(Protocol):
     async def retry_dead(self, queue: str, indexes: list[int] | None) -> int:
         """Dead letters (these, or all) wait again with their delivery count reset."""
 
+    async def purge(self) -> None:
+        """Remove both queues of the service, indexes included (the service was deleted)."""
+
     async def close(self) -> None: ...

@@ -450,5 +450,10 @@ class RedisBackend:
             return int(await self._call("retry_dead", self._p(queue), "1"))
         return int(await self._call("retry_dead", self._p(queue), "0", *indexes))
 
+    async def purge(self) -> None:
+        keys = [k async for k in self.redis.scan_iter(match=f"openeas:queue:{self.service}:*", count=500)]
+        for i in range(0, len(keys), 500):
+            await self.redis.delete(*keys[i : i + 500])
+
     async def close(self) -> None:
         await self.redis.aclose()

@@ -396,6 +396,14 @@ class SqlBackend:
         items: list[Item] = await self._run(self._dead, queue, limit)
         return items
 
+    def _purge(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(queue_items).where(_C.service == self.service))
+            conn.execute(delete(queue_seqs).where(queue_seqs.c.service == self.service))
+
+    async def purge(self) -> None:
+        await self._run(self._purge)
+
     async def close(self) -> None:
         await self._run(self.engine.dispose)
         self._pool.shutdown(wait=False)
