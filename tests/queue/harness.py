@@ -101,6 +101,11 @@ class Worker:
     def deliveries(self) -> list[str]:
         return self.log.read_text().split() if self.log.exists() else []
 
+    def most_at_once(self) -> int:
+        """The most requests the instance ever had in flight at the same time."""
+        path = self.log.with_name(self.log.name + ".max")
+        return int(path.read_text()) if path.exists() else 0
+
 
 @dataclass
 class QueueEnv:

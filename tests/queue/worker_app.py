@@ -1,13 +1,15 @@
 """A stand-in inference instance for the queue tests: an ordinary HTTP service, nothing queue-aware.
 
 `python worker_app.py PORT DELAY_S LOG_PATH`: every POST sleeps DELAY_S (the "inference"), appends
-the request id it got to LOG_PATH (so a test counts deliveries, duplicates included) and answers
+the request id it got to LOG_PATH (so a test counts deliveries, duplicates included), keeps the
+most requests it ever had at once in LOG_PATH.max (the window check) and answers
 `done:<body>`; a body starting with `fail` gets a 500 (for the dead-letter tests), one starting
 with `bad` a 400 (a final answer that still goes to the sink).
 """
 
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,12 +18,25 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delay = 0.0
     log_fd = -1
+    max_path = ""
+    lock = threading.Lock()
+    active = 0
+    most = 0
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         rid = self.headers.get("X-Eas-Queueservice-Request-Id", "")
         os.write(self.log_fd, f"{rid}\n".encode())
+        cls = type(self)
+        with cls.lock:
+            cls.active += 1
+            if cls.active > cls.most:
+                cls.most = cls.active
+                with open(cls.max_path, "w") as f:
+                    f.write(str(cls.most))
         time.sleep(self.delay)
+        with cls.lock:
+            cls.active -= 1
         if body.startswith(b"fail"):
             status, out = 500, b"failed on purpose"
         elif body.startswith(b"bad"):
@@ -47,6 +62,7 @@ def main():
     port, delay, log_path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
     Handler.delay = delay
     Handler.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    Handler.max_path = log_path + ".max"
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     server.serve_forever()
