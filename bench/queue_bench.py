@@ -204,7 +204,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, took: float) 
         BEGIN,
         "### Asynchronous queue: put -> result",
         "",
-        f"`{cmd}`, run on {when} ({took:.0f} s; {os.cpu_count()} CPUs, {python}). "
+        f"`{cmd}`, run on {when} ({took:.0f} s; {os.cpu_count()} CPUs, {python}; load average "
+        f"{args.load_at_start:.1f} when it started: other work shared the CPUs). "
         f"A no-op Async service (window {args.window}); {args.conns} producers put over HTTP keep-alive{path}"
         ", one consumer long-polls the sink the same way (`_length_=200&_auto_delete_=true`). "
         "Latency is from the put's answer to the poll that returned the result: at full speed it is "
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paced-n", type=int, default=100, help="requests of the paced phase")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args(argv)
+    args.load_at_start = os.getloadavg()[0]
     rows = []
     t0 = time.monotonic()
     for backend in args.backends.split(","):
