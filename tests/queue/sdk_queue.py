@@ -78,8 +78,14 @@ def poll(endpoint, service, token, n):
         while not got and time.monotonic() < deadline:
             got = sink.get(request_id=rid, timeout="5s")
         for df in got:
-            results.append({"requestId": df.tags["requestId"], "lastCode": df.tags.get("lastCode"),
-                            "data": df.data.decode(), "index": df.index})
+            results.append(
+                {
+                    "requestId": df.tags["requestId"],
+                    "lastCode": df.tags.get("lastCode"),
+                    "data": df.data.decode(),
+                    "index": df.index,
+                }
+            )
     print(json.dumps({"sent": sent, "results": results, "put_s": put_s, "total_s": time.monotonic() - t0}))
 
 

@@ -124,3 +124,26 @@ def test_dead_letters_listed_and_retried(tmp_path: Path, backend_kind: str, redi
         assert env.stats()["counters"]["dead"] == 2
     finally:
         env.close()
+
+
+def test_queue_server_killed_mid_work(tmp_path: Path, backend_kind: str, redis_url_for: str) -> None:
+    """The queue server itself dies (SIGKILL) with requests in flight; the next one (same
+    registry, same backend) delivers them again at once: every request gets exactly one result."""
+    env = make_env(tmp_path, "crashsvc", worker_threads=4, redis_url=redis_url_for)
+    try:
+        worker = env.add_worker(delay=0.5)
+        env.start_server()
+        rids = [env.put(f"job-{i}".encode()).headers["X-Eas-Queueservice-Request-Id"] for i in range(12)]
+        env.wait_for("work in flight", lambda: len(worker.deliveries()) >= 4, 20)
+        assert env.server is not None
+        env.server.send_signal(signal.SIGKILL)
+        env.server.wait(10)
+        env.start_server()  # a new process, as the control plane's supervisor would start
+        # well before the dead server's leases (keepalive 30 s + 15 s) would have run out
+        env.wait_for("every result", lambda: env.stats()["sink"]["length"] >= 12, 25)
+        time.sleep(1.0)
+        got = env.sink_get(_index_="0", _length_="100", _auto_delete_="false").json()
+        assert sorted(g["tags"]["requestId"] for g in got) == sorted(rids)
+        assert env.stats()["input"]["length"] == 0
+    finally:
+        env.close()

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -30,7 +31,7 @@ from openeas.queue import registration
 from openeas.queue.backends import make_backend
 from openeas.queue.dispatcher import Dispatcher, Target
 from openeas.queue.http_api import BadQuery, QueueApi, error
-from openeas.queue.items import INPUT
+from openeas.queue.items import INPUT, SINK
 from openeas.queue.metrics import render, snapshot
 from openeas.queue.service import QueueService, QueueSettings
 from openeas.queue.wire import item_json
@@ -137,6 +138,15 @@ async def serve(args: argparse.Namespace) -> int:
         rows = await asyncio.to_thread(registry.list_instances, args.service)
         return [Target(r.id, r.host, r.port) for r in rows if r.state == "ready"]
 
+    # One queue server per service: whatever is still claimed was held by a previous one that
+    # died (SIGKILL, a crash); deliver it again now instead of when its lease runs out.
+    far = time.time() + 1e9
+    requeued, dead = await backend.reap(INPUT, far, settings.max_delivery)
+    await backend.reap(SINK, far, 1 << 30)
+    if requeued or dead:
+        log.warning(
+            "took back %d request(s) a previous queue server held (%d now dead letters)", requeued, dead
+        )
     dispatcher = Dispatcher(svc, list_targets)
     api = QueueApi(svc)
     data_sock, admin_sock = _listen(args.host, args.port), _listen("127.0.0.1", args.admin_port)
