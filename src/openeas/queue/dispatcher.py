@@ -19,8 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
+from openeas.queue.instance_client import DeliveryFailed, InstanceClient, NotDelivered
 from openeas.queue.items import DEAD, INPUT, SINK, TAG_LAST_CODE, TAG_SOURCE_INDEX, Item
 from openeas.queue.service import QueueService
 
@@ -50,10 +49,7 @@ class Dispatcher:
         self.list_targets = list_targets
         self._feeders: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, int] = {}
-        self._client = httpx.AsyncClient(
-            timeout=svc.settings.request_timeout_s,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        self._client = InstanceClient(svc.settings.request_timeout_s)
         self.targets: list[Target] = []
         self._down_until: dict[str, float] = {}  # instances refusing connections rest a while
 
@@ -76,7 +72,7 @@ class Dispatcher:
             for task in self._feeders.values():
                 task.cancel()
             await asyncio.gather(housekeeping, *self._feeders.values(), return_exceptions=True)
-            await self._client.aclose()
+            await self._client.close()
 
     def _sync_feeders(self) -> None:
         live = {t.id: t for t in self.targets}
@@ -129,17 +125,17 @@ class Dispatcher:
         counters.delivered += 1
         if item.deliveries > 1:
             counters.redelivered += 1
-        url = f"http://{target.host}:{target.port}{self.svc.settings.path}"
         headers = {
             "X-Eas-Queueservice-Request-Id": item.request_id,
             "X-Eas-Queueservice-Index": str(item.index),
             "Content-Type": "application/octet-stream",
         }
         try:
-            resp = await self._client.post(url, content=item.data, headers=headers)
-            status, body = resp.status_code, resp.content
+            status, body = await self._client.post(
+                target.host, target.port, self.svc.settings.path, item.data, headers
+            )
             self._down_until.pop(target.id, None)
-        except httpx.ConnectError:
+        except NotDelivered:
             # never reached the instance: not a try; rest this instance, the item waits again
             self._down_until[target.id] = time.monotonic() + CONNECT_BACKOFF_S
             counters.delivered -= 1
@@ -148,8 +144,8 @@ class Dispatcher:
             )
             self.svc.notify(INPUT)
             return
-        except (httpx.HTTPError, OSError) as exc:
-            log.info("delivery of %d to %s failed: %s", item.index, target.id, type(exc).__name__)
+        except DeliveryFailed as exc:
+            log.info("delivery of %d to %s failed: %s", item.index, target.id, exc)
             status, body = 0, b""
         except asyncio.CancelledError:
             # the instance left the list: give the item back at once, uncounted
