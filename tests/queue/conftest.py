@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.queue.harness import RedisServer, start_redis, stop
+from tests.harness import terminate
+from tests.queue.harness import RedisServer, start_redis
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
-    stop(server.proc)
+    terminate(server.proc)
 
 
 @pytest.fixture(params=["sql", "redis"])

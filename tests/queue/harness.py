@@ -16,34 +16,13 @@ from typing import Any
 import requests
 
 from openeas.store import Registry
-from tests.gateway.harness import _read_line, add_instance, free_port, make_registry
+from tests.gateway.harness import add_instance, make_registry
+from tests.harness import read_line, terminate
 
 HERE = Path(__file__).resolve().parent
 WORKER_APP = HERE / "worker_app.py"
 SDK_SCRIPT = HERE / "sdk_queue.py"
 TOKEN = "queue-test-token-0123456789"
-
-
-def wait_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
 
 
 @dataclass
@@ -55,29 +34,27 @@ class RedisServer:
 def start_redis(tmp: Path) -> RedisServer:
     exe = shutil.which("redis-server")
     assert exe, "redis-server is missing: scripts/test.sh installs it (apt-get install redis-server)"
-    port = free_port()
-    d = tmp / f"redis-{port}"
+    # a unix socket, no TCP port: nothing to race for
+    d = tmp / "redis"
     d.mkdir(parents=True)
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(d),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sock = d / "redis.sock"
+    argv = [
+        exe,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--dir",
+        str(d),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 
-    client = redis.Redis(port=port)
+    client = redis.Redis(unix_socket_path=str(sock))
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -88,7 +65,7 @@ def start_redis(tmp: Path) -> RedisServer:
                 raise AssertionError("redis-server did not start") from None
             time.sleep(0.05)
     client.close()
-    return RedisServer(f"redis://127.0.0.1:{port}/0", proc)
+    return RedisServer(f"unix://{sock}?db=0", proc)
 
 
 @dataclass
@@ -133,11 +110,11 @@ class QueueEnv:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def add_worker(self, delay: float) -> Worker:
-        port = free_port()
         wid = f"{self.service}-{len(self.workers)}"
         log = self.tmp / f"{wid}.log"
-        proc = subprocess.Popen([sys.executable, str(WORKER_APP), str(port), str(delay), str(log)])
-        wait_http(f"http://127.0.0.1:{port}/")
+        argv = [sys.executable, str(WORKER_APP), "0", str(delay), str(log)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        port = int(read_line(proc, 15, "the worker").split()[-1])
         add_instance(self.registry, self.service, wid, port)
         w = Worker(wid, port, proc, log)
         self.workers.append(w)
@@ -157,7 +134,7 @@ class QueueEnv:
             args += ["--redis-url", self.redis_url]
         with open(self.tmp / "queue.log", "ab") as err:
             self.server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)
-        line = json.loads(_read_line(self.server, 30, "the queue server"))
+        line = json.loads(read_line(self.server, 30, "the queue server"))
         self.port, self.admin_port = line["port"], line["admin_port"]
 
     def stats(self) -> dict[str, Any]:
@@ -182,9 +159,9 @@ class QueueEnv:
 
     def close(self) -> None:
         if self.server is not None:
-            stop(self.server)
+            terminate(self.server, timeout=15)
         for w in self.workers:
-            stop(w.proc, signal.SIGKILL)
+            terminate(w.proc, signal.SIGKILL)
         self.registry.close()
 
 

@@ -5,6 +5,7 @@ and retries dead letters. On the embedded backend, and (a shorter round) on Redi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import requests
 
-from tests.e2e.harness import RunningServer, start_server
+from tests.harness import Server, serving
 from tests.queue.harness import WORKER_APP, RedisServer, run_sdk
 
 
@@ -38,14 +39,13 @@ def async_spec(name: str, log: Path, delay: float = 0.2, **extra: Any) -> dict[s
     return spec
 
 
-def counts(server: RunningServer, name: str) -> tuple[int, int]:
+def counts(server: Server, name: str) -> tuple[int, int]:
     view = server.cli_json("desc", name)
     return int(view["instance"]), int(view["running_instances"])
 
 
 def test_async_service_through_the_server(tmp_path: Path, eas_python: Path) -> None:
-    server = start_server(tmp_path / "data")
-    try:
+    with contextlib.contextmanager(serving)(tmp_path / "data") as server:
         autoscaler = {
             "min": 0,
             "max": 3,
@@ -103,13 +103,10 @@ def test_async_service_through_the_server(tmp_path: Path, eas_python: Path) -> N
         # a service that is not Async has no queue
         missing = server.cli("queue", "stat", "nosuch", check=False)
         assert missing.returncode == 1 and "nosuch" in missing.stderr
-    finally:
-        server.stop()
 
 
 def test_async_service_on_redis(tmp_path: Path, eas_python: Path, redis_server: RedisServer) -> None:
-    server = start_server(tmp_path / "data", ("--redis-url", redis_server.url))
-    try:
+    with contextlib.contextmanager(serving)(tmp_path / "data", "--redis-url", redis_server.url) as server:
         view = server.deploy(async_spec("asyncredis", tmp_path / "r.log"), tmp_path)
         endpoint, token = view["endpoints"]["internet"], view["token"]
         server.wait_for(lambda: _stat(server, "asyncredis"), timeout=30, what="the queue server")
@@ -123,18 +120,16 @@ def test_async_service_on_redis(tmp_path: Path, eas_python: Path, redis_server: 
         # a deleted service's queues go with it
         server.cli("delete", "asyncredis")
         server.wait_for(lambda: not r.keys("openeas:queue:asyncredis:*"), timeout=30, what="queues removed")
-    finally:
-        server.stop()
 
 
-def ready_now(server: RunningServer, name: str) -> int:
+def ready_now(server: Server, name: str) -> int:
     """Ready instances, from the control API (quicker than a CLI process per sample)."""
     headers = {"Authorization": f"Bearer {server.admin_token}"}
     view = requests.get(f"{server.api}/api/v2/services/local/{name}", headers=headers, timeout=10).json()
     return int(view["running_instances"])
 
 
-def _stat(server: RunningServer, name: str) -> dict[str, Any] | None:
+def _stat(server: Server, name: str) -> dict[str, Any] | None:
     result = server.cli("queue", "stat", name, "--json", check=False)
     if result.returncode != 0:
         return None

@@ -1,6 +1,7 @@
 """A stand-in inference instance for the queue tests: an ordinary HTTP service, nothing queue-aware.
 
-`python worker_app.py PORT DELAY_S LOG_PATH`: every POST sleeps DELAY_S (the "inference"), appends
+`python worker_app.py PORT DELAY_S LOG_PATH` (PORT 0: any free one; it prints `listening PORT`
+once listening): every POST sleeps DELAY_S (the "inference"), appends
 the request id it got to LOG_PATH (so a test counts deliveries, duplicates included), keeps the
 most requests it ever had at once in LOG_PATH.max (the window check) and answers
 `done:<body>`; a body starting with `fail` gets a 500 (for the dead-letter tests), one starting
@@ -65,6 +66,7 @@ def main():
     Handler.max_path = log_path + ".max"
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
 
 
