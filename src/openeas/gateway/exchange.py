@@ -26,7 +26,7 @@ from time import perf_counter
 from typing import Protocol
 
 from openeas.gateway import admission, discovery, errors
-from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject
+from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject, Wait
 from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
 from openeas.gateway.headers import CRLF, read_request_head, request_head, response_head
 from openeas.gateway.instances import UpstreamState, drain_queue
@@ -243,10 +243,24 @@ class Exchange:
             return
         self.entry = entry
         self.stats = gw.metrics.begin(entry.name)
+        self._admit()
+
+    def _admit(self) -> None:
+        """The limits (admission.limits), then on to an instance; called again when a limit
+        shared in Redis answered Wait and its permits came (shared_limits.py)."""
+        if self.finished:
+            return
+        entry = self.entry
+        assert entry is not None
+        client = self.client
+        gw = client.gw
         loop = gw.loop
         now = loop.time()
         refused = admission.limits(entry, self.content_length, gw.max_body_bytes, now)
         if refused is not None:
+            if isinstance(refused, Wait):
+                refused.bucket.wait(self._admit)
+                return
             self.reject(refused)
             return
         limits = entry.limits

@@ -7,13 +7,35 @@ request. A `ServiceLimits` groups what one service is held to at the gateway; it
 snapshots (kept by service name), so a snapshot swap does not refill buckets or forget requests in
 flight.
 
-The counters live in one gateway process: with `--workers N` each worker enforces every limit on
-its own (see docs/gateway.md).
+Without `--redis-url` the counters live in one gateway process: with `--workers N` each worker
+enforces every limit on its own (see docs/gateway.md). With it, the service and group QPS buckets
+are `shared_limits.SharedBucket`s (the same interface plus `ready`), counted in Redis.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Protocol
+
+
+class RateBucket(Protocol):
+    """What admission reads of a QPS limit: a local `TokenBucket` or a shared one."""
+
+    rate: float
+
+    def take(self, now: float) -> bool: ...
+
+    def retry_after(self) -> int: ...
+
+
+class SharedRate(RateBucket, Protocol):
+    """A QPS limit counted elsewhere (Redis): `ready` says whether `take` can decide now; if not,
+    it has asked for permits and `wait` calls back when they came (shared_limits.py)."""
+
+    def ready(self, now: float) -> bool: ...
+
+    def wait(self, resume: Callable[[], None]) -> None: ...
 
 
 class TokenBucket:
@@ -68,23 +90,37 @@ class ServiceLimits:
     checks until the response is complete. None / 0 means no such limit.
     """
 
-    __slots__ = ("bucket", "concurrency", "group", "group_name", "in_flight", "qps")
+    __slots__ = ("bucket", "concurrency", "group", "group_name", "in_flight", "qps", "shared")
 
     def __init__(self) -> None:
         self.qps = 0
-        self.bucket: TokenBucket | None = None
+        self.bucket: RateBucket | None = None
         self.group_name: str | None = None
-        self.group: TokenBucket | None = None
+        self.group: RateBucket | None = None
         self.concurrency = 0
         self.in_flight = 0
+        self.shared: tuple[SharedRate, ...] = ()  # buckets counted in Redis (checked `ready` first)
 
     def configure(
-        self, qps: int, group_name: str | None, group: TokenBucket | None, concurrency: int
+        self,
+        qps: int,
+        group_name: str | None,
+        group: RateBucket | None,
+        concurrency: int,
+        shared: tuple[SharedRate | None, SharedRate | None] | None = None,
     ) -> None:
-        self.bucket = keep_bucket(self.bucket, qps)
+        """`shared`: with --redis-url, the service's and the group's shared buckets (used instead
+        of local ones)."""
+        if shared is None:
+            old = self.bucket
+            self.bucket = keep_bucket(old if isinstance(old, TokenBucket) else None, qps)
+            self.group = group
+            self.shared = ()
+        else:
+            self.bucket, self.group = shared
+            self.shared = tuple(b for b in shared if b is not None)
         self.qps = qps
         self.group_name = group_name
-        self.group = group
         self.concurrency = concurrency
 
     @property
