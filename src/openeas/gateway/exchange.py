@@ -33,6 +33,7 @@ from openeas.gateway.instances import UpstreamState, drain_queue
 from openeas.gateway.limits import ServiceLimits
 from openeas.gateway.metrics import GatewayMetrics, ServiceStats
 from openeas.gateway.mirror import MirrorCopy
+from openeas.gateway.pickers import BODY_MAX
 from openeas.gateway.routes import GroupEntry, RouteEntry
 from openeas.gateway.routing import split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
@@ -98,6 +99,7 @@ class Exchange:
     __slots__ = (
         "attempts",
         "authorization",
+        "await_body",
         "body_chunked",
         "body_in",
         "bytes_out",
@@ -203,6 +205,7 @@ class Exchange:
         self.up_until_close = False
         self.bytes_out = 0
         self.finished = False
+        self.await_body = False  # its picker keys on the body (pickers.wants_body): picked when in
 
     # == parse (called by the client connection) ===========================================
     def on_head(self, method: bytes, http10: bool, keep_alive: bool) -> None:
@@ -282,7 +285,23 @@ class Exchange:
             client.write(errors.CONTINUE_100)
         if entry.mirror is not None:
             self.mirror = entry.mirror.begin(self)
+        if entry.picker.wants_body and not self.req_done and self.body_in < BODY_MAX:
+            self.await_body = True  # request_body / request_done pick once the body is in
+            return
         self._acquire(now)
+
+    def _body_in(self) -> None:
+        """The body a body-keyed picker waits for is in (or BODY_MAX of it): pick now."""
+        self.await_body = False
+        if not self.finished and self.phase != DONE:
+            self._acquire(self.client.gw.loop.time())
+
+    def body_head(self) -> bytes:
+        """The body received so far, for a picker (pickers.PickedRequest); b"" when chunked."""
+        pending = self.pending
+        if self.body_chunked or not pending:
+            return b""
+        return b"".join(pending)
 
     def request_body(self, data: bytes) -> None:
         self.body_in += len(data)
@@ -307,6 +326,8 @@ class Exchange:
                 self.up.transport.write(data)  # type: ignore[union-attr]
                 return
             self._buffer(data)
+        if self.await_body and self.body_in >= BODY_MAX:
+            self._body_in()
 
     def flush_up(self) -> None:
         """Write what was held back while the client's bytes were being parsed."""
@@ -337,6 +358,8 @@ class Exchange:
         if self.mirror is not None:
             self.mirror.done(self)  # after the main request's body: the copies go now
             self.mirror = None
+        if self.await_body:
+            self._body_in()
         if self.phase == DONE:
             self._finish()
 

@@ -285,6 +285,9 @@ class Gateway:
             if route.group:
                 groups.add(route.group)
             entry = routes[name.encode()] = RouteEntry(route, ups, limits if limits.active else None)
+            previous = self.routes.get(name.encode())
+            if previous is not None and type(previous.picker) is type(entry.picker):
+                entry.picker = previous.picker  # keeps its state (the prefix affinity table)
             if route.mirror is not None:
                 entry.mirror = self.mirrors.for_route(name, route.mirror)
         self.group_buckets.keep_only(groups)

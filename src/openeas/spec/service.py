@@ -97,6 +97,9 @@ class MetadataSpec(_Strict):
     rpc: RpcSpec = Field(default_factory=RpcSpec)
     rolling_strategy: RollingStrategySpec = Field(default_factory=RollingStrategySpec)
     eas: EasSpec = Field(default_factory=EasSpec)
+    # openeas: "prefix" routes a request to the instance that served its prompt prefix last,
+    # bounded by load (gateway/pickers.py PrefixAffinity, docs/traffic.md "LLM-aware routing")
+    llm_routing: Literal["prefix"] | None = None
 
     @field_validator("name")
     @classmethod
