@@ -6,7 +6,8 @@ service limited to 100 QPS, then to a group limited to 100 QPS: the requests adm
 (sent and answered in the same second: surely admitted in it) stay within 100 + 2%, and in all
 within 100 + 2% per second touched. Then Redis is killed mid-run: every
 process falls back to 100 / 4 per process, answers only 200 or 429, and counts the fall-back in
-`openeas_gateway_limit_fallbacks_total`; Redis restarted on the same port: exact again.
+`openeas_gateway_limit_fallbacks_total`; Redis restarted on the same port: exact again. And a
+tokens-per-minute limit (usage from a real OpenAI-like instance) holds across all four processes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from openeas.gateway.shared_limits import lease_size
 from openeas.store import Registry, sqlite_url
 from tests.gateway.harness import GatewayProc, Upstream, add_service, free_port, make_registry, start_gateway
 from tests.gateway.paced_load import admitted_per_second, run_paced
+from tests.gateway.test_token_limits import chat, start_usage_app
 
 TOKEN = "tok-Shared-0123456789abcdefghij"
 LIMIT = 100
@@ -86,6 +88,9 @@ def replicas(
     add_service(registry, "svc", TOKEN, [a.port, b.port], gateway="rep", extra=policy)
     add_service(registry, "ga", TOKEN, [a.port], gateway="rep", extra={"metadata": {"group": "g"}})
     add_service(registry, "gb", TOKEN, [b.port], gateway="rep", extra={"metadata": {"group": "g"}})
+    usage_proc, usage_port = start_usage_app()
+    tokens = {"networking": {"gateway_policy": {"token_rate_limit": {"enable": True, "limit": 100}}}}
+    add_service(registry, "tok", TOKEN, [usage_port], gateway="rep", extra=tokens)
     url = sqlite_url(work / "data")
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     gws = [start_gateway(url, "rep", work, "--workers", "2", "--redis-url", redis_url) for _ in range(2)]
@@ -95,6 +100,7 @@ def replicas(
     finally:
         codes = [gw.terminate() for gw in gws]
         stop(redis["proc"])
+        stop(usage_proc)
         registry.close()
         for gw in gws:
             text = gw.stderr_text()
@@ -158,6 +164,27 @@ def test_service_and_group_limits_hold_across_replicas_and_workers(
     _check_exact(run_paced(svc, 400, 10), "service limit, 2 replicas x 2 workers")
     group = [(p, f"/api/predict/{s}/", TOKEN) for p in ports for s in ("ga", "gb")]
     _check_exact(run_paced(group, 400, 5, conns=2), "group limit, 2 replicas x 2 workers")
+
+
+def test_token_limit_is_shared_by_every_process(replicas: tuple[list[GatewayProc], dict[str, Any]]) -> None:
+    """30 tokens per answer, 100 per minute: 4 answers in all (the 4th starts at 90 < 100), not 4
+    per process; each request on a new connection, alternating replicas (so every worker serves)."""
+    gws, _ = replicas
+    while time.time() % 60 > 55:  # the budget is per minute of Redis' clock: stay inside one
+        time.sleep(0.5)
+    codes = []
+    for i in range(12):
+        port = gws[i % 2].ports["internet"]
+        url = f"http://127.0.0.1:{port}/api/predict/tok/v1/chat/completions"
+        r = requests.post(
+            url, data=chat(), headers={"Authorization": TOKEN, "Connection": "close"}, timeout=10
+        )
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+    print("token limit across 4 processes:", codes)
+    # the debit of an answer reaches Redis a moment after the client has it: one more may pass
+    assert 4 <= codes.count(200) <= 5 and set(codes) == {200, 429}, codes
 
 
 def test_redis_down_falls_back_then_exact_again(replicas: tuple[list[GatewayProc], dict[str, Any]]) -> None:

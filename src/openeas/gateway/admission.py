@@ -15,7 +15,8 @@ finish):
   proxy, an X-Forwarded-For client) not in the allow-list;
 - at its turn, `off_route` (not under /api/predict/: discovery on the intranet listener, or
   404), `route` (404 unknown service or group, 401 token, 503 group without a member) and
-  `limits` (413 body size, 429 service / group QPS and service concurrency);
+  `limits` (413 body size, 429 service / group QPS, service tokens per minute and service
+  concurrency);
 - when an instance is picked, `pick_instance` (503 none ready or all refused, 429 instance QPS,
   None: hold for a scale-from-zero service), `hold` (450 too many held) and `slot` (send now,
   queue at the instance, or 450 its queue is full);
@@ -246,6 +247,9 @@ def limits(entry: RouteEntry, content_length: int, max_body_bytes: int, now: flo
         return _too_many(
             errors.msg_rate_limited("group", lim.group_name or "", int(group.rate)), group.retry_after()
         )
+    tokens = lim.tokens
+    if tokens is not None and not tokens.take(now):
+        return _too_many(errors.msg_token_limited(entry.name, lim.token_limit), tokens.retry_after())
     if lim.concurrency:
         if lim.in_flight >= lim.concurrency:
             return _too_many(errors.msg_concurrency_limited(entry.name, lim.concurrency), 1)

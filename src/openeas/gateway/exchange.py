@@ -30,7 +30,7 @@ from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject, Wait
 from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
 from openeas.gateway.headers import CRLF, read_request_head, request_head, response_head
 from openeas.gateway.instances import UpstreamState, drain_queue
-from openeas.gateway.limits import ServiceLimits
+from openeas.gateway.limits import USAGE_TAIL, ServiceLimits, usage_tokens
 from openeas.gateway.metrics import GatewayMetrics, ServiceStats
 from openeas.gateway.mirror import MirrorCopy
 from openeas.gateway.pickers import BODY_MAX
@@ -149,6 +149,7 @@ class Exchange:
         "up_addr",
         "up_until_close",
         "url",
+        "usage_tail",
         "xff",
     )
 
@@ -205,6 +206,7 @@ class Exchange:
         self.up_until_close = False
         self.bytes_out = 0
         self.finished = False
+        self.usage_tail: bytes | None = None  # the response's last bytes, for a token limit
         self.await_body = False  # its picker keys on the body (pickers.wants_body): picked when in
 
     # == parse (called by the client connection) ===========================================
@@ -267,8 +269,11 @@ class Exchange:
             self.reject(refused)
             return
         limits = entry.limits
-        if limits is not None and limits.concurrency:
-            self.counted = limits  # holds one of its slots until _finish / abort
+        if limits is not None:
+            if limits.concurrency:
+                self.counted = limits  # holds one of its slots until _finish / abort
+            if limits.tokens is not None:
+                self.usage_tail = b""  # its response's `usage` is counted (_response_complete)
         self.deadline = self.t0 + entry.timeout_s
         self.timer = loop.call_at(self.deadline, self._on_timeout)
         self.head = request_head(
@@ -582,6 +587,8 @@ class Exchange:
         if not data or self.phase != STREAMING:
             return
         self.bytes_out += len(data)
+        if self.usage_tail is not None:
+            self.usage_tail = (self.usage_tail + data)[-USAGE_TAIL:]
         head = self.resp_head
         if head is not None:
             self.resp_head = None
@@ -701,6 +708,11 @@ class Exchange:
         elif self.resp_chunked:
             self.client.write(LAST_CHUNK)
         self.phase = DONE
+        tail = self.usage_tail
+        if tail is not None and self.entry is not None and self.entry.limits is not None:
+            tokens = self.entry.limits.tokens
+            if tokens is not None:
+                tokens.debit(usage_tokens(tail), self.client.gw.loop.time())
         if self.req_done:
             self._finish()
         else:

@@ -293,7 +293,9 @@ class Gateway:
         self.group_buckets.keep_only(groups)
         if self.shared_limits is not None:
             self.shared_limits.keep_only(
-                {f"service:{n}" for n in snapshot.services} | {f"group:{g}" for g in groups}
+                {f"service:{n}" for n in snapshot.services}
+                | {f"tokens:service:{n}" for n in snapshot.services}
+                | {f"group:{g}" for g in groups}
             )
         self.mirrors.keep_only({n for n, r in snapshot.services.items() if r.mirror is not None})
         retired = [state for upstream, state in old.items() if upstream not in states]
@@ -363,9 +365,12 @@ class Gateway:
                 shared.bucket(f"group:{route.group}", gqps),
             )
             limits.configure(qps, route.group, None, route.concurrency_limit, buckets)
+            budget = shared.budget(f"tokens:service:{route.name}", route.token_rate_limit)
+            limits.configure_tokens(route.token_rate_limit, budget)
             return
         group = self.group_buckets.get(route.group, settings.group_rate_limit)
         limits.configure(qps, route.group, group, route.concurrency_limit)
+        limits.configure_tokens(route.token_rate_limit)
 
     def _apply_settings(self, new: GatewaySettings) -> None:
         """Allow-lists, limits and the body limit from the record apply at once; listeners and

@@ -15,8 +15,25 @@ are `shared_limits.SharedBucket`s (the same interface plus `ready`), counted in 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Protocol
+
+USAGE_TAIL = 4096  # response bytes kept (the last ones) to find the `usage` in
+_TOTAL = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
+_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+def usage_tokens(tail: bytes) -> int:
+    """Tokens a response used, from the last `usage` in its final bytes: an OpenAI JSON body, or
+    the last SSE chunk that has one (`stream_options.include_usage`): `total_tokens`, else prompt
+    + completion; 0 when none is there (nothing is counted)."""
+    total = _TOTAL.findall(tail)
+    if total:
+        return int(total[-1])
+    prompt, completion = _PROMPT.findall(tail), _COMPLETION.findall(tail)
+    return (int(prompt[-1]) if prompt else 0) + (int(completion[-1]) if completion else 0)
 
 
 class RateBucket(Protocol):
@@ -68,6 +85,52 @@ class TokenBucket:
             self.tokens = self.rate
 
 
+class TokenBudget:
+    """Tokens per minute (LLM services): a bucket of `per_minute` tokens refilled at per_minute/60
+    per second. A request is admitted while the bucket is above 0; the tokens it used (the
+    `usage` of its response) are taken after it, so the bucket may go below 0, and requests wait
+    (429, `Retry-After` until it is above 0 again) until the minute has refilled it."""
+
+    __slots__ = ("per_minute", "rate", "stamp", "tokens")
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.tokens = float(per_minute)
+        self.stamp = -math.inf
+
+    def _refill(self, now: float) -> None:
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.tokens = min(tokens, float(self.per_minute))
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens > 0
+
+    def debit(self, used: int, now: float) -> None:
+        self._refill(now)
+        self.tokens -= used
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(-self.tokens / self.rate)) if self.tokens <= 0 else 1
+
+    def set_limit(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.tokens = min(self.tokens, float(per_minute))
+
+
+class TokenLimit(RateBucket, Protocol):
+    """A tokens-per-minute limit: a local `TokenBudget` or one shared in Redis."""
+
+    def debit(self, used: int, now: float) -> None: ...
+
+
+class SharedTokenLimit(SharedRate, TokenLimit, Protocol):
+    """A tokens-per-minute limit counted in Redis (shared_limits.SharedTokenBudget)."""
+
+
 def keep_bucket(bucket: TokenBucket | None, rate: int) -> TokenBucket | None:
     """The bucket for a limit of `rate` QPS under a new snapshot: `bucket` itself at the new rate
     (its tokens carry over, so a swap neither refills nor drains it), a new full one when there
@@ -90,7 +153,17 @@ class ServiceLimits:
     checks until the response is complete. None / 0 means no such limit.
     """
 
-    __slots__ = ("bucket", "concurrency", "group", "group_name", "in_flight", "qps", "shared")
+    __slots__ = (
+        "bucket",
+        "concurrency",
+        "group",
+        "group_name",
+        "in_flight",
+        "qps",
+        "shared",
+        "token_limit",
+        "tokens",
+    )
 
     def __init__(self) -> None:
         self.qps = 0
@@ -100,6 +173,8 @@ class ServiceLimits:
         self.concurrency = 0
         self.in_flight = 0
         self.shared: tuple[SharedRate, ...] = ()  # buckets counted in Redis (checked `ready` first)
+        self.token_limit = 0  # tokens per minute (gateway_policy.token_rate_limit); 0: none
+        self.tokens: TokenLimit | None = None
 
     def configure(
         self,
@@ -123,10 +198,29 @@ class ServiceLimits:
         self.group_name = group_name
         self.concurrency = concurrency
 
+    def configure_tokens(self, per_minute: int, shared: SharedTokenLimit | None = None) -> None:
+        """Tokens per minute: `shared` (a Redis-counted budget, with --redis-url) or a local one
+        kept across snapshots; none when `per_minute` <= 0."""
+        self.token_limit = max(per_minute, 0)
+        if per_minute <= 0:
+            self.tokens = None
+        elif shared is not None:
+            self.tokens = shared
+            self.shared = (*self.shared, shared)
+        elif isinstance(self.tokens, TokenBudget):
+            self.tokens.set_limit(per_minute)
+        else:
+            self.tokens = TokenBudget(per_minute)
+
     @property
     def active(self) -> bool:
         """Whether any check applies (else the hot path skips this object entirely)."""
-        return self.bucket is not None or self.group is not None or self.concurrency > 0
+        return (
+            self.bucket is not None
+            or self.group is not None
+            or self.concurrency > 0
+            or self.tokens is not None
+        )
 
 
 class GroupBuckets:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from openeas.gateway.limits import TokenBucket
+from openeas.gateway.limits import TokenBucket, TokenBudget
 
 log = logging.getLogger("openeas.gateway")
 
@@ -67,6 +67,21 @@ if grant > 0 then
 end
 return {grant, 1000 - math.floor(tonumber(t[2]) / 1000)}
 """
+
+
+# Tokens per minute. KEYS[1]: the limit's key prefix; ARGV[1]: tokens to add (0: read only).
+# Returns {tokens used in this minute of Redis' clock, milliseconds left in the minute}.
+TOKENS = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local key = KEYS[1] .. ':' .. math.floor(sec / 60)
+local used = tonumber(redis.call('INCRBY', key, tonumber(ARGV[1])))
+redis.call('EXPIRE', key, 120)
+return {used, (60 - sec % 60) * 1000 - math.floor(tonumber(t[2]) / 1000)}
+"""
+# a process re-reads a token budget it has not heard of for this long: in effect one Redis read
+# per admitted request (requests arriving together share it), cheap next to an LLM generation
+TOKEN_SYNC_S = 0.005
 
 
 def lease_size(limit: int, live: int) -> int:
@@ -166,6 +181,85 @@ class SharedBucket:
             resume()
 
 
+class SharedTokenBudget:
+    """A tokens-per-minute limit counted in Redis in fixed minutes of its clock: every response's
+    tokens are added there (`debit`, in the background); a process admits while the minute's
+    total it last heard is under the limit, and re-reads it (the request waits, `ready`) when it
+    has not heard for TOKEN_SYNC_S. While Redis is down: a local `TokenBudget` at limit / live."""
+
+    __slots__ = (
+        "fallback",
+        "heard",
+        "key",
+        "limiter",
+        "pending",
+        "per_minute",
+        "rate",
+        "spent_until",
+        "waiters",
+    )
+
+    def __init__(self, limiter: SharedLimiter, key: str, per_minute: int) -> None:
+        self.limiter = limiter
+        self.key = KEY_PREFIX + key
+        self.per_minute = per_minute
+        self.rate = float(per_minute)
+        self.heard = -math.inf  # loop time of the last answer
+        self.spent_until = 0.0
+        self.pending = False
+        self.waiters: list[Callable[[], None]] = []
+        self.fallback = TokenBudget(fallback_rate(per_minute, limiter.live))
+
+    def set_limit(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = float(per_minute)
+        self.fallback.set_limit(fallback_rate(per_minute, self.limiter.live))
+
+    def ready(self, now: float) -> bool:
+        if not self.limiter.up or now < self.spent_until or now - self.heard < TOKEN_SYNC_S:
+            return True
+        if not self.pending:
+            self.limiter.add_tokens(self, 0)
+        return False
+
+    def wait(self, resume: Callable[[], None]) -> None:
+        self.waiters.append(resume)
+
+    def take(self, now: float) -> bool:
+        if not self.limiter.up:
+            self.limiter.fallbacks += 1
+            return self.fallback.take(now)
+        return now >= self.spent_until
+
+    def debit(self, used: int, now: float) -> None:
+        if not self.limiter.up:
+            self.fallback.debit(used, now)
+        elif used > 0:
+            self.limiter.add_tokens(self, used)
+
+    def retry_after(self) -> int:
+        if not self.limiter.up:
+            return self.fallback.retry_after()
+        loop_now = self.limiter.now()
+        return max(1, math.ceil(self.spent_until - loop_now))
+
+    def heard_from(self, sent: float, used: int, ms_left: int) -> None:
+        self.pending = False
+        self.heard = self.limiter.now()  # fresh for TOKEN_SYNC_S: the waiters resumed now use it
+        if used >= self.per_minute:
+            self.spent_until = sent + ms_left / 1000.0
+        self._resume()
+
+    def failed(self) -> None:
+        self.pending = False
+        self._resume()
+
+    def _resume(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for resume in waiters:
+            resume()
+
+
 class SharedLimiter:
     """The Redis connection of one gateway process and its shared buckets, by limit key."""
 
@@ -178,8 +272,10 @@ class SharedLimiter:
         self.outages = 0  # times Redis was found unreachable
         self.leases = 0
         self.buckets: dict[str, SharedBucket] = {}
+        self.budgets: dict[str, SharedTokenBudget] = {}
         self._client: Any = client
         self._script: Any = None
+        self._tokens_script: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -194,6 +290,7 @@ class SharedLimiter:
                 self.url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=None
             )
         self._script = self._client.register_script(LEASE)
+        self._tokens_script = self._client.register_script(TOKENS)
         self._task = loop.create_task(self._heartbeat())
 
     async def stop(self) -> None:
@@ -223,9 +320,26 @@ class SharedLimiter:
             bucket.set_rate(limit)
         return bucket
 
+    def budget(self, key: str, per_minute: int) -> SharedTokenBudget | None:
+        """The shared tokens-per-minute budget `key` ("tokens:service:NAME"); None: no limit."""
+        if per_minute <= 0:
+            self.budgets.pop(key, None)
+            return None
+        budget = self.budgets.get(key)
+        if budget is None:
+            budget = self.budgets[key] = SharedTokenBudget(self, key, per_minute)
+        else:
+            budget.set_limit(per_minute)
+        return budget
+
     def keep_only(self, keys: set[str]) -> None:
         for key in [k for k in self.buckets if k not in keys]:
             del self.buckets[key]
+        for key in [k for k in self.budgets if k not in keys]:
+            del self.budgets[key]
+
+    def now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
 
     # -- Redis -----------------------------------------------------------------------------
     def lease(self, bucket: SharedBucket) -> None:
@@ -250,6 +364,27 @@ class SharedLimiter:
             return
         self.leases += 1
         bucket.granted(sent, int(grant), int(ms_left))
+
+    def add_tokens(self, budget: SharedTokenBudget, used: int) -> None:
+        """Add `used` tokens to `budget`'s minute in Redis (0: read it), in the background."""
+        loop = self._loop
+        if loop is None:
+            return
+        budget.pending = True
+        task = loop.create_task(self._add_tokens(budget, used, loop.time()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _add_tokens(self, budget: SharedTokenBudget, used: int, sent: float) -> None:
+        try:
+            total, ms_left = await asyncio.wait_for(
+                self._tokens_script(keys=[budget.key], args=[used]), TIMEOUT_S
+            )
+        except Exception as exc:
+            self._down(exc)
+            budget.failed()
+            return
+        budget.heard_from(sent, int(total), int(ms_left))
 
     def _down(self, exc: BaseException) -> None:
         if self.up:
@@ -300,6 +435,8 @@ class SharedLimiter:
                 log.info("Redis at %s answers: shared limits are counted there", _safe_url(self.url))
             for bucket in self.buckets.values():
                 bucket.fallback.set_rate(fallback_rate(bucket.limit, self.live))
+            for budget in self.budgets.values():
+                budget.fallback.set_limit(fallback_rate(budget.per_minute, self.live))
             await asyncio.sleep(HEARTBEAT_S)
 
 

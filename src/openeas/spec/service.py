@@ -191,6 +191,8 @@ class RateLimitPolicy(_Strict):
 class GatewayPolicy(_Strict):
     rate_limit: RateLimitPolicy | None = None
     concurrency_limit: RateLimitPolicy | None = None
+    # openeas: tokens per minute (prompt + completion, from the responses' `usage`), docs/traffic.md
+    token_rate_limit: RateLimitPolicy | None = None
 
 
 class NetworkingSpec(_Strict):
