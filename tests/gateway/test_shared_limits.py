@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from openeas.control.gateways import GatewaySupervisor, SupervisorSettings
 from openeas.gateway.shared_limits import lease_size
 from openeas.store import Registry, sqlite_url
 from tests.gateway.harness import GatewayProc, Upstream, add_service, free_port, make_registry, start_gateway
@@ -207,3 +208,11 @@ def test_redis_down_falls_back_then_exact_again(replicas: tuple[list[GatewayProc
     redis["proc"] = start_redis(redis["port"], redis["work"])
     _wait_live(gws, 4)
     _check_exact(run_paced(svc, 400, 4), "Redis back")
+
+
+def test_the_server_supervisor_passes_the_redis_url(tmp_path: Path) -> None:
+    """The control plane's hook: a gateway it runs gets `--redis-url` when the settings hold one."""
+    url = "redis://127.0.0.1:6390/0"
+    sup = GatewaySupervisor("g", "sqlite:///x", tmp_path, settings=SupervisorSettings(redis_url=url))
+    assert sup.command()[-2:] == ["--redis-url", url]
+    assert "--redis-url" not in GatewaySupervisor("g", "sqlite:///x", tmp_path).command()
