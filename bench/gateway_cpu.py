@@ -1,6 +1,7 @@
 """Gateway CPU per request, two code trees in one run: is a change to the gateway as cheap as before?
 
     python3 -m bench.gateway_cpu --before OTHER/src [--after src] [--rounds 6] [--duration 4]
+    python3 -m bench.gateway_cpu --before src --after-redis     # shared limits: Redis on vs off
 
 Starts one static nginx upstream (bench/nginx.py) and two gateway processes
 (`python -m openeas.gateway --access-log ...`, as the server runs its gateway), each from its own
@@ -12,6 +13,10 @@ requests it served. On a shared, noisy machine that is much steadier than req/s;
 rounds are reported, and the median of the per-round after/before ratios (the two cells of a
 round run back to back, so the ratio cancels slow drift in the machine's load), with every run,
 as one JSON document on stdout.
+
+`--after-redis` starts a redis-server (Debian `redis-server`) and gives the "after" gateway
+`--redis-url`, so its service QPS limit is counted in Redis (docs/gateway.md "Shared limits"):
+with `--before src` the ratio is the cost of shared limits on the same code.
 
 Why a separate script from `python3 -m bench`: the full bench needs `openeas server`, nginx as a
 reference proxy and ten minutes; this answers one question (did the gateway get dearer?) in two.
@@ -55,7 +60,19 @@ def start_upstream(work: Path, procs: ProcessSet) -> int:
     return port
 
 
-def start_gateway(work: Path, procs: ProcessSet, tag: str, src: Path, upstream_port: int) -> tuple[int, str]:
+def start_redis(work: Path, procs: ProcessSet) -> str:
+    """A redis-server on a free port (no persistence); its URL."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(work)]
+    proc = procs.spawn("redis", argv, work / "redis.log")
+    if not wait_port(port, 20, proc):
+        raise RuntimeError(f"redis-server did not start: {(work / 'redis.log').read_text()[-1000:]}")
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_gateway(
+    work: Path, procs: ProcessSet, tag: str, src: Path, upstream_port: int, extra_args: tuple[str, ...] = ()
+) -> tuple[int, str]:
     """`python -m openeas.gateway` with PYTHONPATH=`src` (bench/private_gateway.py); (pid, base URL)."""
     fields = service_fields()
     spec = {"metadata": {"name": UPSTREAM_SERVICE, "instance": 1, "rpc": fields["rpc"]}}
@@ -69,6 +86,7 @@ def start_gateway(work: Path, procs: ProcessSet, tag: str, src: Path, upstream_p
         token=TOKEN,
         upstream_port=upstream_port,
         env=dict(os.environ, PYTHONPATH=str(src)),
+        extra_args=extra_args,
     )
     return gw.proc.pid, gw.base
 
@@ -88,15 +106,16 @@ def measure(pid: int, cell: Cell, duration: float) -> dict[str, Any]:
     }
 
 
-def run(before: Path, after: Path, rounds: int, duration: float) -> dict[str, Any]:
+def run(before: Path, after: Path, rounds: int, duration: float, after_redis: bool = False) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="openeas-gwcpu-"))
     os.chmod(work, 0o755)
     procs = ProcessSet()
     try:
         up = start_upstream(work, procs)
+        extra = ("--redis-url", start_redis(work, procs)) if after_redis else ()
         gws = {
             "before": start_gateway(work, procs, "before", before, up),
-            "after": start_gateway(work, procs, "after", after, up),
+            "after": start_gateway(work, procs, "after", after, up, extra),
         }
         body = body_file(work, 6 * 1024)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {t: {c[0]: [] for c in CASES} for t in gws}
@@ -142,6 +161,7 @@ def run(before: Path, after: Path, rounds: int, duration: float) -> dict[str, An
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "before": str(before),
             "after": str(after),
+            "after_redis": after_redis,
             "rounds": rounds,
             "duration_s": duration,
             "conns": CONNS,
@@ -165,11 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rounds", type=int, default=6, help="rounds of every cell; medians are reported (6)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk cell (4)")
+    p.add_argument(
+        "--after-redis",
+        action="store_true",
+        help="give the after gateway --redis-url (a redis-server started here)",
+    )
     args = p.parse_args(argv)
     for flag, path in (("--before", args.before), ("--after", args.after)):
         if not (path / "openeas" / "gateway").is_dir():
             p.error(f"{flag} {path}: no openeas/gateway in it; give the `src` folder of a checkout")
-    result = run(args.before.resolve(), args.after.resolve(), max(1, args.rounds), max(1.0, args.duration))
+    result = run(
+        args.before.resolve(),
+        args.after.resolve(),
+        max(1, args.rounds),
+        max(1.0, args.duration),
+        args.after_redis,
+    )
     print(json.dumps(result, indent=1))
     return 0
 

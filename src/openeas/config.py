@@ -36,7 +36,7 @@ class ServerConfig:
     vpc_host: str = "127.0.0.1"
     region: str = "local"
     store_url: str | None = None  # default: SQLite in data_dir
-    queue_redis_url: str = ""  # async queue hook: Async services' queues in Redis (default: the store)
+    redis_url: str = ""  # Redis for shared gateway limits and Async queues (default: neither)
 
     @property
     def api_url(self) -> str:

@@ -133,12 +133,12 @@ def pick(entry: RouteEntry, now: float, tried: list[UpstreamState] | None) -> Up
 
 
 def test_services_get_the_least_outstanding_picker() -> None:
-    """The strategy is chosen per service from its spec; today every spec selects the default,
-    and a name this gateway does not know (a newer store) falls back to it."""
+    """The strategy is chosen per service from its spec; a spec without `metadata.llm_routing`
+    selects the default, and a name this gateway does not know (a newer store) falls back to it."""
     assert strategy_for({"metadata": {"name": "s"}}) == "least_outstanding"
     assert isinstance(_entry(2).picker, LeastOutstanding)
     assert isinstance(new_picker("no-such-strategy"), LeastOutstanding)
-    assert set(PICKERS) == {"least_outstanding"}
+    assert set(PICKERS) == {"least_outstanding", "prefix_affinity"}  # test_prefix_routing.py
     # one picker per route entry: their round-robin cursors are independent
     a, b = _entry(3), _entry(3)
     assert a.picker is not b.picker

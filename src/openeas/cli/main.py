@@ -403,7 +403,7 @@ StoreUrl = Annotated[
 Region = Annotated[str, typer.Option("--region", help="region name in API paths")]
 Grace = Annotated[float, typer.Option("--grace", help="seconds instances get between SIGTERM and SIGKILL")]
 RedisUrl = Annotated[  # async queue hook
-    str, typer.Option("--redis-url", help="keep Async services' queues in this Redis (default: the registry)")
+    str, typer.Option("--redis-url", help="Redis for gateway limits shared by all processes and Async queues")
 ]
 
 
@@ -439,7 +439,7 @@ class ServerOptions:
             vpc_host=self.vpc_host,
             region=self.region,
             store_url=self.store_url,
-            queue_redis_url=self.redis_url,  # async queue hook
+            redis_url=self.redis_url,  # async queue hook
         )
 
 

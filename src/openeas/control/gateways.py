@@ -47,6 +47,9 @@ class SupervisorSettings:
     backoff_reset_s: float = 60.0  # running this long: the next restart waits backoff_initial_s
     failed_after: int = 3  # exits in a row before ready -> Failed (exit code 2: at once)
     grace_s: float = 5.0  # SIGTERM -> SIGKILL when stopping
+    # `--redis-url` for every gateway: limits shared in Redis (docs/gateway.md); set from
+    # `openeas server --redis-url`
+    redis_url: str | None = None
 
 
 def exit_text(code: int | None) -> str:
@@ -156,6 +159,8 @@ class GatewaySupervisor:
         ]
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
+        if self.settings.redis_url:  # [limits hook]
+            cmd += ["--redis-url", self.settings.redis_url]
         return cmd
 
     # -- the loop --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from openeas.control.autoscaler import Autoscaler
 from openeas.control.context import ControlContext
 from openeas.control.eas_api import mount_eas_api
 from openeas.control.errors import log_failure
-from openeas.control.gateways import GatewayManager, GatewaySupervisor
+from openeas.control.gateways import GatewayManager, GatewaySupervisor, SupervisorSettings
 from openeas.control.ops import ControlOps
 from openeas.control.ops.gateways import gateway_processes
 from openeas.control.queue_servers import QueueServers  # async queue hook
@@ -291,7 +291,12 @@ class ControlServer:
             self._write_server_file(info)
 
         gateways = GatewayManager(
-            registry, store_url, self.data_dir / "logs" / "gateway", on_pids=pids_changed
+            registry,
+            store_url,
+            self.data_dir / "logs" / "gateway",
+            # --redis-url: the gateways share their limits in Redis (docs/gateway.md)
+            settings=SupervisorSettings(redis_url=self.config.redis_url or None),
+            on_pids=pids_changed,
         )
         self.gateways = gateways
         telemetry = Telemetry(lambda: _metrics_addresses(gateways))
@@ -303,7 +308,7 @@ class ControlServer:
         # scales through the service layer, like `POST .../scale`; wakes at once on held requests
         ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
         # async queue hook: a queue server per Async service; the autoscaler reads their backlog
-        queues = QueueServers(registry, store_url, self.data_dir / "logs", self.config.queue_redis_url)
+        queues = QueueServers(registry, store_url, self.data_dir / "logs", self.config.redis_url)
         autoscaler.queues = queues
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         shared = gateways.start(SHARED)

@@ -30,6 +30,7 @@ import uvloop
 
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
+from openeas.gateway.shared_limits import SharedLimiter
 from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
 from openeas.gateway.tls import server_context
 from openeas.gateway.watcher import SnapshotWatcher
@@ -51,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--access-log", default=None, help="write one JSON line per request to this file ('-': stderr)"
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports (SO_REUSEPORT)")
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="count service and group QPS limits in Redis, shared by every gateway process and "
+        "replica (redis://HOST:PORT/DB; needs openeas[redis]); without it each process counts its own",
+    )
     p.add_argument("--grace", type=float, default=10.0, help="seconds requests in flight get on SIGTERM")
     p.add_argument("--log-level", default="INFO", help="log level of the gateway's own messages (stderr)")
     args = p.parse_args(argv)
@@ -140,7 +147,8 @@ async def serve(
         log.warning("cannot read the routes (%s); starting with none", type(exc).__name__)
         snapshot = RoutingSnapshot(version=-1)
     access_log = AccessLog(args.access_log) if args.access_log else None
-    gateway = Gateway(settings, snapshot, access_log=access_log, reuse_port=reuse_port)
+    shared = SharedLimiter(args.redis_url, workers=args.workers) if args.redis_url else None
+    gateway = Gateway(settings, snapshot, access_log=access_log, reuse_port=reuse_port, shared_limits=shared)
     try:
         await gateway.start()
     except (BindError, TlsError) as exc:

@@ -15,7 +15,8 @@ finish):
   proxy, an X-Forwarded-For client) not in the allow-list;
 - at its turn, `off_route` (not under /api/predict/: discovery on the intranet listener, or
   404), `route` (404 unknown service or group, 401 token, 503 group without a member) and
-  `limits` (413 body size, 429 service / group QPS and service concurrency);
+  `limits` (413 body size, 429 service / group QPS, service tokens per minute and service
+  concurrency);
 - when an instance is picked, `pick_instance` (503 none ready or all refused, 429 instance QPS,
   None: hold for a scale-from-zero service), `hold` (450 too many held) and `slot` (send now,
   queue at the instance, or 450 its queue is full);
@@ -33,6 +34,7 @@ from openeas.gateway import discovery, errors
 from openeas.gateway.acl import Acl, client_address
 from openeas.gateway.auth import header_value, is_authorized
 from openeas.gateway.instances import UpstreamState
+from openeas.gateway.limits import SharedRate
 from openeas.gateway.metrics import REJECT_REASONS
 from openeas.gateway.pickers import PickedRequest
 from openeas.gateway.routes import GroupEntry, RouteEntry
@@ -66,6 +68,14 @@ class Reject:
         """Why, as `openeas_gateway_rejected_total` labels it (auth, acl, size, rate, ...); "other"
         for an answer that is not counted as a rejection there (the 308 redirect to https)."""
         return REJECT_REASONS.get(self.status, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Not decided yet: a shared (Redis) limit is fetching permits; `bucket.wait(resume)` calls
+    back when they came, and the request's limits are checked again (nothing was taken)."""
+
+    bucket: SharedRate
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +226,19 @@ def _unauthorized(authorization: bytes | None) -> Reject:
     return Reject(401, errors.MSG_UNAUTHORIZED_WRONG if authorization else errors.MSG_UNAUTHORIZED_MISSING)
 
 
-def limits(entry: RouteEntry, content_length: int, max_body_bytes: int, now: float) -> Reject | None:
+def limits(entry: RouteEntry, content_length: int, max_body_bytes: int, now: float) -> Reject | Wait | None:
     """413 for a declared body over the gateway's limit; 429 for the service's or its group's QPS
     or the service's concurrency. None: admitted (holding a concurrency slot when the service
-    has a concurrency limit: the caller gives it back when the request ends)."""
+    has a concurrency limit: the caller gives it back when the request ends). Wait: a limit
+    shared in Redis is fetching permits; nothing was taken, call again when it calls back."""
     if content_length > max_body_bytes:
         return body_too_large(max_body_bytes)
     lim = entry.limits
     if lim is None:
         return None
+    for shared in lim.shared:  # before anything is taken: a Wait must leave no trace
+        if not shared.ready(now):
+            return Wait(shared)
     bucket = lim.bucket
     if bucket is not None and not bucket.take(now):
         return _too_many(errors.msg_rate_limited("service", entry.name, lim.qps), bucket.retry_after())
@@ -233,6 +247,9 @@ def limits(entry: RouteEntry, content_length: int, max_body_bytes: int, now: flo
         return _too_many(
             errors.msg_rate_limited("group", lim.group_name or "", int(group.rate)), group.retry_after()
         )
+    tokens = lim.tokens
+    if tokens is not None and not tokens.take(now):
+        return _too_many(errors.msg_token_limited(entry.name, lim.token_limit), tokens.retry_after())
     if lim.concurrency:
         if lim.in_flight >= lim.concurrency:
             return _too_many(errors.msg_concurrency_limited(entry.name, lim.concurrency), 1)

@@ -192,6 +192,14 @@ def _cidr(address: str) -> str:
     return f"{address}/128" if ":" in address else f"{address}/32"
 
 
+def msg_token_limited(name: str, limit: int) -> str:
+    return (
+        f"too many tokens: service '{name}' has used its token rate limit of {limit} tokens per minute "
+        "(networking.gateway_policy.token_rate_limit, prompt + completion). Retry after the time in "
+        "Retry-After, or raise the limit."
+    )
+
+
 def msg_rate_limited(which: str, name: str, limit: int) -> str:
     what = {
         "service": f"service '{name}'",

@@ -26,13 +26,14 @@ from time import perf_counter
 from typing import Protocol
 
 from openeas.gateway import admission, discovery, errors
-from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject
+from openeas.gateway.admission import QUEUE, SEND_NOW, Discovery, Reject, Wait
 from openeas.gateway.flow import PAUSE_BUFFER, PAUSE_UPSTREAM
 from openeas.gateway.headers import CRLF, read_request_head, request_head, response_head
 from openeas.gateway.instances import UpstreamState, drain_queue
-from openeas.gateway.limits import ServiceLimits
+from openeas.gateway.limits import USAGE_TAIL, ServiceLimits, usage_tokens
 from openeas.gateway.metrics import GatewayMetrics, ServiceStats
 from openeas.gateway.mirror import MirrorCopy
+from openeas.gateway.pickers import BODY_MAX
 from openeas.gateway.routes import GroupEntry, RouteEntry
 from openeas.gateway.routing import split_target
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
@@ -98,6 +99,7 @@ class Exchange:
     __slots__ = (
         "attempts",
         "authorization",
+        "await_body",
         "body_chunked",
         "body_in",
         "bytes_out",
@@ -147,6 +149,7 @@ class Exchange:
         "up_addr",
         "up_until_close",
         "url",
+        "usage_tail",
         "xff",
     )
 
@@ -203,6 +206,8 @@ class Exchange:
         self.up_until_close = False
         self.bytes_out = 0
         self.finished = False
+        self.usage_tail: bytes | None = None  # the response's last bytes, for a token limit
+        self.await_body = False  # its picker keys on the body (pickers.wants_body): picked when in
 
     # == parse (called by the client connection) ===========================================
     def on_head(self, method: bytes, http10: bool, keep_alive: bool) -> None:
@@ -243,15 +248,32 @@ class Exchange:
             return
         self.entry = entry
         self.stats = gw.metrics.begin(entry.name)
+        self._admit()
+
+    def _admit(self) -> None:
+        """The limits (admission.limits), then on to an instance; called again when a limit
+        shared in Redis answered Wait and its permits came (shared_limits.py)."""
+        if self.finished:
+            return
+        entry = self.entry
+        assert entry is not None
+        client = self.client
+        gw = client.gw
         loop = gw.loop
         now = loop.time()
         refused = admission.limits(entry, self.content_length, gw.max_body_bytes, now)
         if refused is not None:
+            if isinstance(refused, Wait):
+                refused.bucket.wait(self._admit)
+                return
             self.reject(refused)
             return
         limits = entry.limits
-        if limits is not None and limits.concurrency:
-            self.counted = limits  # holds one of its slots until _finish / abort
+        if limits is not None:
+            if limits.concurrency:
+                self.counted = limits  # holds one of its slots until _finish / abort
+            if limits.tokens is not None:
+                self.usage_tail = b""  # its response's `usage` is counted (_response_complete)
         self.deadline = self.t0 + entry.timeout_s
         self.timer = loop.call_at(self.deadline, self._on_timeout)
         self.head = request_head(
@@ -268,7 +290,23 @@ class Exchange:
             client.write(errors.CONTINUE_100)
         if entry.mirror is not None:
             self.mirror = entry.mirror.begin(self)
+        if entry.picker.wants_body and not self.req_done and self.body_in < BODY_MAX:
+            self.await_body = True  # request_body / request_done pick once the body is in
+            return
         self._acquire(now)
+
+    def _body_in(self) -> None:
+        """The body a body-keyed picker waits for is in (or BODY_MAX of it): pick now."""
+        self.await_body = False
+        if not self.finished and self.phase != DONE:
+            self._acquire(self.client.gw.loop.time())
+
+    def body_head(self) -> bytes:
+        """The body received so far, for a picker (pickers.PickedRequest); b"" when chunked."""
+        pending = self.pending
+        if self.body_chunked or not pending:
+            return b""
+        return b"".join(pending)
 
     def request_body(self, data: bytes) -> None:
         self.body_in += len(data)
@@ -293,6 +331,8 @@ class Exchange:
                 self.up.transport.write(data)  # type: ignore[union-attr]
                 return
             self._buffer(data)
+        if self.await_body and self.body_in >= BODY_MAX:
+            self._body_in()
 
     def flush_up(self) -> None:
         """Write what was held back while the client's bytes were being parsed."""
@@ -323,6 +363,8 @@ class Exchange:
         if self.mirror is not None:
             self.mirror.done(self)  # after the main request's body: the copies go now
             self.mirror = None
+        if self.await_body:
+            self._body_in()
         if self.phase == DONE:
             self._finish()
 
@@ -545,6 +587,8 @@ class Exchange:
         if not data or self.phase != STREAMING:
             return
         self.bytes_out += len(data)
+        if self.usage_tail is not None:
+            self.usage_tail = (self.usage_tail + data)[-USAGE_TAIL:]
         head = self.resp_head
         if head is not None:
             self.resp_head = None
@@ -664,6 +708,11 @@ class Exchange:
         elif self.resp_chunked:
             self.client.write(LAST_CHUNK)
         self.phase = DONE
+        tail = self.usage_tail
+        if tail is not None and self.entry is not None and self.entry.limits is not None:
+            tokens = self.entry.limits.tokens
+            if tokens is not None:
+                tokens.debit(usage_tokens(tail), self.client.gw.loop.time())
         if self.req_done:
             self._finish()
         else:

@@ -46,6 +46,7 @@ from openeas.gateway.metrics_server import MetricsConnection
 from openeas.gateway.mirror import Mirrors
 from openeas.gateway.routes import GroupEntry, RouteEntry, group_entries
 from openeas.gateway.routing import split_target
+from openeas.gateway.shared_limits import SharedLimiter
 from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
 from openeas.gateway.tls import TlsListener, server_context
 from openeas.gateway.upstream import prune_idle
@@ -103,8 +104,11 @@ class Gateway:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         pool_idle_s: float = POOL_IDLE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        shared_limits: SharedLimiter | None = None,
     ) -> None:
         self.settings = settings
+        # --redis-url: service / group QPS counted in Redis across processes (shared_limits.py)
+        self.shared_limits = shared_limits
         self.max_body_bytes = settings.max_body_bytes
         self.access: dict[str, ListenerAccess] = listener_access(settings)
         self.access_log = access_log
@@ -211,6 +215,8 @@ class Gateway:
             self.bound.clear()
             raise
         self._sweeper = loop.call_later(1.0, self._sweep)
+        if self.shared_limits is not None:
+            self.shared_limits.start(loop)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (up to `grace_s`), close the rest."""
@@ -242,6 +248,8 @@ class Gateway:
             state.retired = True
             prune_idle(state, float("inf"), 0.0)
         await self.mirrors.stop()
+        if self.shared_limits is not None:
+            await self.shared_limits.stop()
         if self.access_log is not None:
             self.access_log.flush()
         await asyncio.sleep(0)  # let transports run their close callbacks
@@ -277,9 +285,18 @@ class Gateway:
             if route.group:
                 groups.add(route.group)
             entry = routes[name.encode()] = RouteEntry(route, ups, limits if limits.active else None)
+            previous = self.routes.get(name.encode())
+            if previous is not None and type(previous.picker) is type(entry.picker):
+                entry.picker = previous.picker  # keeps its state (the prefix affinity table)
             if route.mirror is not None:
                 entry.mirror = self.mirrors.for_route(name, route.mirror)
         self.group_buckets.keep_only(groups)
+        if self.shared_limits is not None:
+            self.shared_limits.keep_only(
+                {f"service:{n}" for n in snapshot.services}
+                | {f"tokens:service:{n}" for n in snapshot.services}
+                | {f"group:{g}" for g in groups}
+            )
         self.mirrors.keep_only({n for n, r in snapshot.services.items() if r.mirror is not None})
         retired = [state for upstream, state in old.items() if upstream not in states]
         self.states = states
@@ -340,8 +357,20 @@ class Gateway:
     def _configure_limits(self, limits: ServiceLimits, route: ServiceRoute) -> None:
         settings = self.settings
         qps = route.rate_limit if route.rate_limit is not None else settings.rate_limit
+        shared = self.shared_limits
+        if shared is not None:
+            gqps = settings.group_rate_limit if route.group else 0
+            buckets = (
+                shared.bucket(f"service:{route.name}", qps),
+                shared.bucket(f"group:{route.group}", gqps),
+            )
+            limits.configure(qps, route.group, None, route.concurrency_limit, buckets)
+            budget = shared.budget(f"tokens:service:{route.name}", route.token_rate_limit)
+            limits.configure_tokens(route.token_rate_limit, budget)
+            return
         group = self.group_buckets.get(route.group, settings.group_rate_limit)
         limits.configure(qps, route.group, group, route.concurrency_limit)
+        limits.configure_tokens(route.token_rate_limit)
 
     def _apply_settings(self, new: GatewaySettings) -> None:
         """Allow-lists, limits and the body limit from the record apply at once; listeners and
@@ -419,7 +448,20 @@ class Gateway:
             for entry in self.routes.values()
         }
         mirror = asdict(self.mirrors.counts)
-        return Snapshot(self.settings.name, os.getpid(), self.started, self.metrics.services, gauges, mirror)
+        shared = self.shared_limits
+        redis = (
+            {
+                "up": int(shared.up),
+                "fallbacks": shared.fallbacks,
+                "outages": shared.outages,
+                "live": shared.live,
+            }
+            if shared is not None
+            else {}
+        )
+        return Snapshot(
+            self.settings.name, os.getpid(), self.started, self.metrics.services, gauges, mirror, redis
+        )
 
     def render_metrics(self, path: str) -> bytes:
         """The body of `GET /metrics` or `GET /stats` on the metrics listener."""

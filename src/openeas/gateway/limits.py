@@ -7,13 +7,52 @@ request. A `ServiceLimits` groups what one service is held to at the gateway; it
 snapshots (kept by service name), so a snapshot swap does not refill buckets or forget requests in
 flight.
 
-The counters live in one gateway process: with `--workers N` each worker enforces every limit on
-its own (see docs/gateway.md).
+Without `--redis-url` the counters live in one gateway process: with `--workers N` each worker
+enforces every limit on its own (see docs/gateway.md). With it, the service and group QPS buckets
+are `shared_limits.SharedBucket`s (the same interface plus `ready`), counted in Redis.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+USAGE_TAIL = 4096  # response bytes kept (the last ones) to find the `usage` in
+_TOTAL = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
+_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+def usage_tokens(tail: bytes) -> int:
+    """Tokens a response used, from the last `usage` in its final bytes: an OpenAI JSON body, or
+    the last SSE chunk that has one (`stream_options.include_usage`): `total_tokens`, else prompt
+    + completion; 0 when none is there (nothing is counted)."""
+    total = _TOTAL.findall(tail)
+    if total:
+        return int(total[-1])
+    prompt, completion = _PROMPT.findall(tail), _COMPLETION.findall(tail)
+    return (int(prompt[-1]) if prompt else 0) + (int(completion[-1]) if completion else 0)
+
+
+class RateBucket(Protocol):
+    """What admission reads of a QPS limit: a local `TokenBucket` or a shared one."""
+
+    rate: float
+
+    def take(self, now: float) -> bool: ...
+
+    def retry_after(self) -> int: ...
+
+
+class SharedRate(RateBucket, Protocol):
+    """A QPS limit counted elsewhere (Redis): `ready` says whether `take` can decide now; if not,
+    it has asked for permits and `wait` calls back when they came (shared_limits.py)."""
+
+    def ready(self, now: float) -> bool: ...
+
+    def wait(self, resume: Callable[[], None]) -> None: ...
 
 
 class TokenBucket:
@@ -46,6 +85,52 @@ class TokenBucket:
             self.tokens = self.rate
 
 
+class TokenBudget:
+    """Tokens per minute (LLM services): a bucket of `per_minute` tokens refilled at per_minute/60
+    per second. A request is admitted while the bucket is above 0; the tokens it used (the
+    `usage` of its response) are taken after it, so the bucket may go below 0, and requests wait
+    (429, `Retry-After` until it is above 0 again) until the minute has refilled it."""
+
+    __slots__ = ("per_minute", "rate", "stamp", "tokens")
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.tokens = float(per_minute)
+        self.stamp = -math.inf
+
+    def _refill(self, now: float) -> None:
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.tokens = min(tokens, float(self.per_minute))
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens > 0
+
+    def debit(self, used: int, now: float) -> None:
+        self._refill(now)
+        self.tokens -= used
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(-self.tokens / self.rate)) if self.tokens <= 0 else 1
+
+    def set_limit(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.tokens = min(self.tokens, float(per_minute))
+
+
+class TokenLimit(RateBucket, Protocol):
+    """A tokens-per-minute limit: a local `TokenBudget` or one shared in Redis."""
+
+    def debit(self, used: int, now: float) -> None: ...
+
+
+class SharedTokenLimit(SharedRate, TokenLimit, Protocol):
+    """A tokens-per-minute limit counted in Redis (shared_limits.SharedTokenBudget)."""
+
+
 def keep_bucket(bucket: TokenBucket | None, rate: int) -> TokenBucket | None:
     """The bucket for a limit of `rate` QPS under a new snapshot: `bucket` itself at the new rate
     (its tokens carry over, so a swap neither refills nor drains it), a new full one when there
@@ -68,29 +153,74 @@ class ServiceLimits:
     checks until the response is complete. None / 0 means no such limit.
     """
 
-    __slots__ = ("bucket", "concurrency", "group", "group_name", "in_flight", "qps")
+    __slots__ = (
+        "bucket",
+        "concurrency",
+        "group",
+        "group_name",
+        "in_flight",
+        "qps",
+        "shared",
+        "token_limit",
+        "tokens",
+    )
 
     def __init__(self) -> None:
         self.qps = 0
-        self.bucket: TokenBucket | None = None
+        self.bucket: RateBucket | None = None
         self.group_name: str | None = None
-        self.group: TokenBucket | None = None
+        self.group: RateBucket | None = None
         self.concurrency = 0
         self.in_flight = 0
+        self.shared: tuple[SharedRate, ...] = ()  # buckets counted in Redis (checked `ready` first)
+        self.token_limit = 0  # tokens per minute (gateway_policy.token_rate_limit); 0: none
+        self.tokens: TokenLimit | None = None
 
     def configure(
-        self, qps: int, group_name: str | None, group: TokenBucket | None, concurrency: int
+        self,
+        qps: int,
+        group_name: str | None,
+        group: RateBucket | None,
+        concurrency: int,
+        shared: tuple[SharedRate | None, SharedRate | None] | None = None,
     ) -> None:
-        self.bucket = keep_bucket(self.bucket, qps)
+        """`shared`: with --redis-url, the service's and the group's shared buckets (used instead
+        of local ones)."""
+        if shared is None:
+            old = self.bucket
+            self.bucket = keep_bucket(old if isinstance(old, TokenBucket) else None, qps)
+            self.group = group
+            self.shared = ()
+        else:
+            self.bucket, self.group = shared
+            self.shared = tuple(b for b in shared if b is not None)
         self.qps = qps
         self.group_name = group_name
-        self.group = group
         self.concurrency = concurrency
+
+    def configure_tokens(self, per_minute: int, shared: SharedTokenLimit | None = None) -> None:
+        """Tokens per minute: `shared` (a Redis-counted budget, with --redis-url) or a local one
+        kept across snapshots; none when `per_minute` <= 0."""
+        self.token_limit = max(per_minute, 0)
+        if per_minute <= 0:
+            self.tokens = None
+        elif shared is not None:
+            self.tokens = shared
+            self.shared = (*self.shared, shared)
+        elif isinstance(self.tokens, TokenBudget):
+            self.tokens.set_limit(per_minute)
+        else:
+            self.tokens = TokenBudget(per_minute)
 
     @property
     def active(self) -> bool:
         """Whether any check applies (else the hot path skips this object entirely)."""
-        return self.bucket is not None or self.group is not None or self.concurrency > 0
+        return (
+            self.bucket is not None
+            or self.group is not None
+            or self.concurrency > 0
+            or self.tokens is not None
+        )
 
 
 class GroupBuckets:

@@ -176,6 +176,8 @@ class Snapshot:
     services: Mapping[str, ServiceStats]
     gauges: Mapping[str, ServiceGauges] = field(default_factory=dict)
     mirror: Mapping[str, int] = field(default_factory=dict)  # mirrored copies by result
+    # --redis-url: up (0/1), fallbacks, outages, live (gateway processes); empty without it
+    redis: Mapping[str, int] = field(default_factory=dict)
 
 
 def stats_json(snap: Snapshot) -> bytes:
@@ -204,6 +206,7 @@ def stats_json(snap: Snapshot) -> bytes:
         "buckets": list(BUCKETS),
         "services": services,
         "mirror": dict(snap.mirror),
+        "redis": dict(snap.redis),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -253,6 +256,35 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return iter(families(self.snapshot()))
+
+
+# shared limits (--redis-url, docs/gateway.md "Shared limits"): Snapshot.redis key, family, name, help
+_REDIS_FAMILIES: tuple[tuple[str, type[GaugeMetricFamily] | type[CounterMetricFamily], str, str], ...] = (
+    (
+        "up",
+        GaugeMetricFamily,
+        "openeas_gateway_redis_up",
+        "1 while shared limits are counted in Redis, 0 while local.",
+    ),
+    (
+        "fallbacks",
+        CounterMetricFamily,
+        "openeas_gateway_limit_fallbacks_total",
+        "Requests whose shared limit was decided locally because Redis was unreachable.",
+    ),
+    (
+        "outages",
+        CounterMetricFamily,
+        "openeas_gateway_redis_outages_total",
+        "Times Redis was found unreachable.",
+    ),
+    (
+        "live",
+        GaugeMetricFamily,
+        "openeas_gateway_live_processes",
+        "Gateway processes seen in Redis in the last 3 s.",
+    ),
+)
 
 
 def families(snap: Snapshot) -> list[Metric]:
@@ -362,6 +394,8 @@ def families(snap: Snapshot) -> list[Metric]:
     for result, n in sorted(snap.mirror.items()):
         mirror.add_metric([result], n)
     out.append(mirror)
+    for key, family, metric, help_text in _REDIS_FAMILIES if snap.redis else ():
+        out.append(family(metric, help_text, value=snap.redis.get(key, 0)))
     return out
 
 

@@ -54,6 +54,7 @@ class ServiceRoute:
     rate_limit: int | None = None  # gateway_policy.rate_limit.limit when enabled; None: gateway default
     concurrency_limit: int = 0  # gateway_policy.concurrency_limit.limit when enabled; 0: none
     instance_rate_limit: int = 0  # metadata.rpc.rate_limit: QPS per instance; 0: none
+    token_rate_limit: int = 0  # gateway_policy.token_rate_limit.limit: tokens per minute; 0: none
     worker_threads: int = DEFAULT_WORKER_THREADS  # requests in flight per instance
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting per instance beyond those
     scale_from_zero: bool = False  # autoscaler.min == 0: with no instance, hold requests for one
@@ -243,6 +244,7 @@ def service_route(
         group=metadata.get("group") or None,
         rate_limit=_policy_limit(policy.get("rate_limit")),
         concurrency_limit=_policy_limit(policy.get("concurrency_limit")) or 0,
+        token_rate_limit=_policy_limit(policy.get("token_rate_limit")) or 0,
         instance_rate_limit=_int(rpc.get("rate_limit"), 0, 0),
         worker_threads=_int(rpc.get("worker_threads"), DEFAULT_WORKER_THREADS, 1),
         max_queue_size=_int(rpc.get("max_queue_size"), DEFAULT_MAX_QUEUE_SIZE, 0),

@@ -98,6 +98,9 @@ class MetadataSpec(_Strict):
     rpc: RpcSpec = Field(default_factory=RpcSpec)
     rolling_strategy: RollingStrategySpec = Field(default_factory=RollingStrategySpec)
     eas: EasSpec = Field(default_factory=EasSpec)
+    # openeas: "prefix" routes a request to the instance that served its prompt prefix last,
+    # bounded by load (gateway/pickers.py PrefixAffinity, docs/traffic.md "LLM-aware routing")
+    llm_routing: Literal["prefix"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -189,6 +192,8 @@ class RateLimitPolicy(_Strict):
 class GatewayPolicy(_Strict):
     rate_limit: RateLimitPolicy | None = None
     concurrency_limit: RateLimitPolicy | None = None
+    # openeas: tokens per minute (prompt + completion, from the responses' `usage`), docs/traffic.md
+    token_rate_limit: RateLimitPolicy | None = None
 
 
 class NetworkingSpec(_Strict):
