@@ -10,6 +10,7 @@ process on the machine):
   come from the `server.json` it writes. `serving` is the body of a module fixture.
 - `start_gateway`: `python -m openeas.gateway`; its ready line on stdout names each listener.
 - `start_upstream`: tests/gateway/upstream_app.py; its ready line names its port.
+- `start_processor`: `python -m openeas.processors.X --port 0`; its ready line names its port.
 
 `python -m bench` (run from the repository root) imports this module too, and passes its own
 `spawn` so the server lands in the bench's process set. Imports are the standard library,
@@ -49,13 +50,13 @@ Spawn = Callable[[list[str], Path, dict[str, str]], "subprocess.Popen[bytes]"]
 
 
 def wait_for(check: Callable[[], T], timeout: float = 20, what: str = "condition", every: float = 0.1) -> T:
-    """Call `check` until it returns something truthy (HTTP errors count as not yet)."""
+    """Call `check` until it returns something truthy (HTTP and connection errors count as not yet)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = check()
-        except (httpx.HTTPError, KeyError) as exc:
+        except (httpx.HTTPError, OSError, KeyError) as exc:  # OSError: requests' errors too
             last = exc
         else:
             if last:
@@ -336,6 +337,23 @@ def parse_gateway_ready_line(line: str) -> tuple[dict[str, int], list[str]]:
             continue
         ports[kind] = int(hostport.rsplit(":", 1)[1])
     return ports, metrics
+
+
+def start_processor(
+    module: str,
+    model_path: str | Path,
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`python -m <module> --model-path M --port 0 ...`: (process, port from its ready line, log)."""
+    log_path = tmp / f"{module.rsplit('.', 1)[-1]}-{time.monotonic_ns()}.log"
+    argv = [sys.executable, "-m", module, "--model-path", str(model_path), "--port", "0", *extra]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    line = wait_log_line(proc, log_path, "openeas processor ", timeout, f"processor {module}")
+    return proc, _port(line.split()[-1]), log_path
 
 
 # -- specs the tests deploy --------------------------------------------------------------------

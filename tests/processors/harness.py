@@ -1,14 +1,11 @@
-"""Start a processor as a real subprocess (`python -m <module> --model-path ... --port N`)."""
+"""Processors as real subprocesses (`python -m <module> --model-path ... --port 0`, started by
+tests/harness.py), and the official SDK against them."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,15 +15,10 @@ from typing import Any
 import requests
 
 from openeas.processors import known_processors
+from tests.harness import start_processor, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SDK_CLIENT = Path(__file__).with_name("sdk_client.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -56,44 +48,25 @@ def processor(
     env: dict[str, str] | None = None,
     timeout: float = 90,
 ) -> Iterator[Running]:
-    """Start processor `name` and wait until `GET /health` answers; stop it afterwards."""
-    port = free_port()
-    log_path = tmp / f"{name}-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        known_processors()[name],
-        "--model-path",
-        str(model_path),
-        "--port",
-        str(port),
-    ]
-    cmd += list(extra)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    """Start processor `name` on port 0 (tests/harness.py reads the port from its ready line) and
+    wait until `GET /health` answers; stop it afterwards."""
+    proc, port, log_path = start_processor(
+        known_processors()[name], model_path, tmp, *extra, env=env, timeout=timeout
+    )
     running = Running(name, port, proc, log_path)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"processor {name} exited {proc.returncode}:\n{running.log()}")
-            try:
-                if requests.get(f"{running.url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processor {name} not ready after {timeout}s:\n{running.log()}")
-            time.sleep(0.1)
+        wait_for(
+            lambda: (
+                requests.get(f"{running.url}/health", timeout=1).status_code == 200 or proc.poll() is not None
+            ),
+            timeout,
+            f"processor {name} healthy",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"processor {name} exited {proc.returncode}:\n{running.log()}")
         yield running
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout=10)
 
 
 def run_sdk(eas_python: Path, port: int, calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -370,22 +371,33 @@ def run_processor(
 
 
 def serve(app: Starlette, options: ProcessorOptions, processor: str) -> None:
-    """Run the app until SIGTERM/SIGINT. The port opens only once the model is loaded."""
+    """Run the app until SIGTERM/SIGINT. The port opens only once the model is loaded; `--port 0`
+    takes any free port. Once listening it prints its ready line to stdout:
+    `openeas processor NAME ready on HOST:PORT` (tests/harness.py reads the port there)."""
     import uvicorn
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    log.info("processor %s listening on %s:%d", processor, options.host, options.port)
-    uvicorn.run(
+    sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options.host, options.port))
+    except OSError as exc:
+        sock.close()
+        fail_start(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}")
+    sock.listen(2048)
+    port = int(sock.getsockname()[1])
+    log.info("processor %s listening on %s:%d", processor, options.host, port)
+    print(f"openeas processor {processor} ready on {options.host}:{port}", flush=True)
+    config = uvicorn.Config(
         app,
-        host=options.host,
-        port=options.port,
         loop=loop,
         http=http,
         log_level="warning" if options.log_level == "info" else options.log_level,
         access_log=False,
         timeout_keep_alive=30,
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def setup_logging(level: str) -> None:
