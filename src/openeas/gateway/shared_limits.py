@@ -36,6 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from openeas.gateway.limits import TokenBucket, TokenBudget
@@ -127,9 +128,14 @@ class SharedBucket:
         self.fallback.set_rate(fallback_rate(limit, self.limiter.live))
 
     def ready(self, now: float) -> bool:
-        """`take` decides now: a permit is at hand, the window is known spent, or Redis is down."""
+        """`take` decides now: a permit is at hand, the window is known spent, or Redis is down.
+
+        Window ends are compared with `time.monotonic()`, not the loop time `now`: the loop's
+        clock is read once per iteration, and on a loaded machine an iteration can end past a
+        window that its cached clock says is still open (permits spent in the next window)."""
         if not self.limiter.up:
             return True
+        now = monotonic()
         if self.permits > 0 and now < self.expires:
             return True
         if now < self.spent_until:
@@ -147,6 +153,7 @@ class SharedBucket:
         if not limiter.up:
             limiter.fallbacks += 1
             return self.fallback.take(now)
+        now = monotonic()  # see `ready`
         if self.permits > 0 and now < self.expires:
             self.permits -= 1
             if self.permits == 0 and not self.pending and now + 0.001 < self.expires:
@@ -348,7 +355,7 @@ class SharedLimiter:
         if loop is None:
             return
         bucket.pending = True
-        task = loop.create_task(self._lease(bucket, loop.time()))
+        task = loop.create_task(self._lease(bucket, monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
