@@ -163,9 +163,12 @@ def test_service_and_group_limits_hold_across_replicas_and_workers(
     gws, _ = replicas
     ports = [gw.ports["internet"] for gw in gws]
     svc = [(p, "/api/predict/svc/", TOKEN) for p in ports]
+    outages = [m["outages"] for m in _redis_metrics(gws)]
     _check_exact(run_paced(svc, 400, 10), "service limit, 2 replicas x 2 workers")
     group = [(p, f"/api/predict/{s}/", TOKEN) for p in ports for s in ("ga", "gb")]
     _check_exact(run_paced(group, 400, 5, conns=2), "group limit, 2 replicas x 2 workers")
+    # counted in Redis the whole time (a slow Redis call taken for an outage would show here)
+    assert [m["outages"] for m in _redis_metrics(gws)] == outages
 
 
 def test_token_limit_is_shared_by_every_process(replicas: tuple[list[GatewayProc], dict[str, Any]]) -> None:
