@@ -201,6 +201,10 @@ def targets(names: list[str], gguf: Path, threads: int, n_ctx: int, server: Path
                 str(threads),
                 "--n_threads_batch",
                 str(threads),
+                "--flash_attn",  # as llama-server (auto: on for CPU) and the openeas processor
+                "True",
+                "--interrupt_requests",  # its default: a new request cuts the running stream short
+                "False",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -407,7 +411,12 @@ def through_gateway(
 
     cluster = start_cluster(procs, work)
     spec = {
-        "metadata": {"name": "bench_llm", "instance": 1, "rpc": {"keepalive": 600000, "max_queue_size": 64}},
+        "metadata": {
+            "name": "bench_llm",
+            "instance": 1,
+            # the gateway lets worker_threads requests per instance in flight (EAS default 5)
+            "rpc": {"keepalive": 600000, "max_queue_size": 64, "worker_threads": 16},
+        },
         "processor": "llm",
         "model_path": str(gguf),
         "model_config": {"n_parallel": 16, "n_ctx": n_ctx, "n_threads": threads, "served_model_name": MODEL},
@@ -492,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-ctx", type=int, default=512, help="context per sequence")
     ap.add_argument("--gateway", action="store_true", help="also run `ours` through an openeas gateway")
+    ap.add_argument("--merge", action="store_true", help="keep other targets' results in bench/out/llm.json")
     ap.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the LLM section of docs/benchmarks.md"
     )
@@ -538,6 +548,11 @@ def main(argv: list[str] | None = None) -> None:
             for log_file in work.glob("*.log"):
                 shutil.copy(log_file, OUT / f"llm-{log_file.name}")
     after = machine()
+    if args.merge and (OUT / "llm.json").exists():
+        kept = json.loads((OUT / "llm.json").read_text())["results"]
+        fresh = results
+        results = {k: [Level(**lv) for lv in v] for k, v in kept.items() if k not in fresh}
+        results.update(fresh)
     data = {
         "model": gguf.name,
         "threads": args.threads,
