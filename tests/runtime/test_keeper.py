@@ -23,6 +23,21 @@ keeper = subprocess.Popen(
      "--log", sys.argv[1], "--", "/bin/sh", "-c", sys.argv[2]],
     stdout=subprocess.PIPE, text=True, start_new_session=True)
 print("keeper", keeper.pid, flush=True)
+import os, signal, threading
+
+def ray_like_exit(*_):
+    # what a Ray worker does when it exits normally: SIGKILL its direct children, then exit
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]
+            except OSError:
+                continue
+            if ppid == str(os.getpid()):
+                os.kill(int(entry), signal.SIGKILL)
+    os._exit(0)
+
+signal.signal(signal.SIGUSR1, ray_like_exit)
 for line in keeper.stdout:
     print(line.strip(), flush=True)
 time.sleep(1000)
@@ -64,6 +79,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 15) -> bool:
 
 
 def start(tmp: Path, end: str, tag: str) -> tuple[subprocess.Popen[str], int, int]:
+    """The stand-in parent, the (detached) keeper's pid and the instance leader's pid."""
     log = tmp / "instance.log"
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(log), TREE.format(end=end, tag=tag)],
@@ -72,8 +88,11 @@ def start(tmp: Path, end: str, tag: str) -> tuple[subprocess.Popen[str], int, in
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert parent.stdout is not None
-    keeper = int(parent.stdout.readline().split()[1])
-    leader = int(parent.stdout.readline().split()[1])
+    parent.stdout.readline()  # "keeper <pid>": the process that forks the keeper and exits
+    _, leader_pid, keeper_pid = parent.stdout.readline().split()
+    leader, keeper = int(leader_pid), int(keeper_pid)
+    # detached: not a direct child of the parent (whose normal exit would SIGKILL it)
+    assert Path(f"/proc/{keeper}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(parent.pid)
     assert wait_for(lambda: "started" in log.read_text())
     return parent, keeper, leader
 
@@ -99,6 +118,20 @@ def test_parent_death_kills_the_group_and_the_escapee(tmp_path: Path) -> None:
         assert os.getsid(escapee[0]) != os.getsid(leader)  # it left the instance's session
         parent.send_signal(signal.SIGKILL)
         parent.wait()
+        assert wait_for(lambda: not any(alive(p) for p in (leader, keeper, child[0], escapee[0])))
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_parent_that_kills_its_direct_children_still_leaves_nothing(tmp_path: Path) -> None:
+    """Ray's normal worker exit SIGKILLs the worker's direct children: the keeper is not one."""
+    parent, keeper, leader = start(tmp_path, "wait", "73")
+    try:
+        child, escapee = sleeping("730"), sleeping("731")
+        assert len(child) == 1 and len(escapee) == 1
+        parent.send_signal(signal.SIGUSR1)
+        parent.wait(10)
         assert wait_for(lambda: not any(alive(p) for p in (leader, keeper, child[0], escapee[0])))
     finally:
         parent.kill()

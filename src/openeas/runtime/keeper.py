@@ -21,6 +21,12 @@ instance's whole tree is one process group the runtime can signal). The keeper:
 - when the process that started it (`--watch`, the Ray actor) is gone, or on SIGTERM/SIGINT/
   SIGHUP: SIGKILLs the instance's group and every descendant, and exits.
 
+It detaches (forks; the first process exits at once), so it is not a direct child of the Ray
+worker: a worker that exits normally SIGKILLs its direct children
+(`RAY_kill_child_processes_on_worker_exit`, on by default), which would kill the keeper before it
+could clean up and orphan the instance. The watched process is followed through a pidfd (immune
+to pid reuse), not through getppid().
+
 It imports nothing heavy (it starts for every instance) and polls every 0.1 s.
 """
 
@@ -30,6 +36,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -120,7 +127,13 @@ def _say(line: str) -> None:
         sys.stdout.flush()
 
 
-def run(watch: int, log: str, command: Sequence[str], cwd: str | None) -> int:
+def _gone(pidfd: int) -> bool:
+    """True once the process behind `pidfd` has exited (the fd becomes readable)."""
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return bool(readable)
+
+
+def run(pidfd: int, log: str, command: Sequence[str], cwd: str | None) -> int:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     stop_requested: list[int] = []
 
@@ -139,7 +152,7 @@ def run(watch: int, log: str, command: Sequence[str], cwd: str | None) -> int:
             start_new_session=True,
             preexec_fn=_die_with_keeper,  # safe here: the keeper is single-threaded
         )
-    _say(f"pid {leader.pid}")
+    _say(f"pid {leader.pid} {os.getpid()}")
     while True:
         for pid, status in _reap():
             if pid == leader.pid:
@@ -147,7 +160,7 @@ def run(watch: int, log: str, command: Sequence[str], cwd: str | None) -> int:
                 kill_everything(leader.pid)
                 _say(f"exit {_returncode(status)}")
                 return 0
-        if stop_requested or os.getppid() != watch:
+        if stop_requested or _gone(pidfd):
             kill_everything(leader.pid)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(leader.pid, 0)
@@ -166,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.getppid() != args.watch:
         parser.error(f"--watch {args.watch} must be the keeper's parent (it is {os.getppid()})")
-    return run(args.watch, args.log, args.command, args.cwd)
+    pidfd = os.pidfd_open(args.watch)  # taken while the parent surely is the one we mean
+    if os.fork() > 0:
+        os._exit(0)  # detach: the keeper must not be a direct child of the Ray worker
+    return run(pidfd, args.log, args.command, args.cwd)
 
 
 if __name__ == "__main__":

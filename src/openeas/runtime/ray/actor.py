@@ -65,6 +65,7 @@ class InstanceActor:
         self.host = ""
         self.port = 0
         self.leader = 0  # the instance's process group id (its leader's pid)
+        self.keeper_pid = 0  # the detached keeper (self.keeper is the process that forked it)
         self.keeper: asyncio.subprocess.Process | None = None
         self._exited: asyncio.Future[int] | None = None  # made in start(), on the actor's loop
         self._watcher: asyncio.Future[None] | None = None
@@ -129,19 +130,19 @@ class InstanceActor:
         )
         assert self.keeper.stdout is not None
         first = (await self.keeper.stdout.readline()).decode().split()
-        if len(first) != 2 or first[0] != "pid":
+        if len(first) != 3 or first[0] != "pid":
             code = await self.keeper.wait()
             raise RuntimeError(
                 f"the keeper did not start the instance (exit {code}); is openeas installed on "
                 f"node {self.host} for {sys.executable}?"
             )
-        self.leader = int(first[1])
+        self.leader, self.keeper_pid = int(first[1]), int(first[2])
         self._watcher = asyncio.ensure_future(self._watch())  # held: a task needs a reference
         self._info = {
             "host": self.host,
             "port": self.port,
             "pid": self.leader,
-            "keeper_pid": self.keeper.pid,
+            "keeper_pid": self.keeper_pid,
             "actor_pid": os.getpid(),
             "log_path": str(self.log_file),
             "service": self.service,
