@@ -143,21 +143,40 @@ def ray_cluster(
             root / f"{head.name}.log",
             {},
         )
-        for host, resources in workers.items():
-            cluster.nodes[host.name] = _start_node(
-                host,
-                [
-                    f"--address={cluster.address}",
-                    f"--node-ip-address={host.ip}",
-                    f"--num-cpus={worker_cpus}",
-                    f"--resources={json.dumps(dict(resources))}",
-                    f"--temp-dir={root / host.name}",
-                ],
-                root / f"{host.name}.log",
-                {},
-                (pythons or {}).get(host.name),
-            )
-        _wait_nodes(cluster.address, 1 + len(workers), 120)
+
+        def start_workers(attempt: int) -> None:
+            for host, resources in workers.items():
+                cluster.nodes[host.name] = _start_node(
+                    host,
+                    [
+                        f"--address={cluster.address}",
+                        f"--node-ip-address={host.ip}",
+                        f"--num-cpus={worker_cpus}",
+                        f"--resources={json.dumps(dict(resources))}",
+                        f"--temp-dir={root / f'{host.name}{attempt}'}",
+                    ],
+                    root / f"{host.name}{attempt}.log",
+                    {},
+                    (pythons or {}).get(host.name),
+                )
+
+        start_workers(0)
+        try:
+            _wait_nodes(cluster.address, 1 + len(workers), 90)
+        except RuntimeError:
+            # Seen once on a loaded 2-core box: a worker never joined. Start every worker afresh
+            # once; if that fails too, the error carries each node's log tail.
+            for host in workers:
+                cluster.nodes[host.name].terminate()
+                cluster.nodes[host.name].kill(10)
+            start_workers(1)
+            try:
+                _wait_nodes(cluster.address, 1 + len(workers), 120)
+            except RuntimeError as e:
+                tails = {
+                    name: node.log.read_text(errors="replace")[-1500:] for name, node in cluster.nodes.items()
+                }
+                raise RuntimeError(f"{e}; node logs: {tails}") from None
         yield cluster
     finally:
         nodes = list(cluster.nodes.values())
