@@ -5,7 +5,8 @@ messages (one of 2 MiB, so flow control is crossed) go both ways, including one 
 unprompted; closing from either side closes the other; a wrong token gets 401 and no upgrade;
 every session reaches the instance on a new TCP connection (tunnel connections are never pooled);
 the access log records each upgrade once, with status 101; an `Upgrade: h2c` request is forwarded
-as plain HTTP (no 101).
+as plain HTTP (no 101); a tunnel with no traffic for the gateway's idle timeout is closed (both
+sides) while one with traffic stays open past it, and stopping the gateway closes open tunnels.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import Server, ServerConnection, serve
 
+from openeas.gateway.snapshot import RoutingSnapshot
 from openeas.store import sqlite_url
 from tests.gateway.harness import GatewayProc, add_service, make_registry, start_gateway
+from tests.gateway.inprocess import route, running_gateway
 
 TOKEN = "tok-Sock-0123456789abcdefghij"
 
@@ -160,6 +164,36 @@ def test_h2c_upgrade_is_forwarded_as_plain_http(ws_stack: WsStack) -> None:
         )
         head = sock.recv(65536).split(b"\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 426"), head
+
+
+def test_idle_tunnel_is_closed_and_busy_one_is_not(ws_stack: WsStack) -> None:
+    """In-process gateway with a 1 s idle timeout (the sweep runs once a second)."""
+    echo = ws_stack.echo
+    snap = RoutingSnapshot(1, {"sock": route("sock", TOKEN, [echo.port])})
+    after_stop = ExitStack()  # a session still open when the gateway stops
+    with running_gateway(snap) as gw:
+        gw.call(lambda g: setattr(g, "idle_timeout_s", 1.0))
+        url = gw.url("sock").replace("http://", "ws://")
+        headers = {"Authorization": TOKEN}
+        with connect(url, additional_headers=headers, ping_interval=None) as busy:
+            assert busy.recv(timeout=10) == "hello /"
+            for i in range(12):  # 3.6 s of a message every 0.3 s: never idle for 1 s
+                busy.send(f"b{i}")
+                assert busy.recv(timeout=10) == f"b{i}"
+                time.sleep(0.3)
+        before = len(echo.ended)
+        with connect(url, additional_headers=headers, ping_interval=None) as idle:
+            assert idle.recv(timeout=10) == "hello /"
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                idle.recv(timeout=15)  # nothing sent: the gateway cuts it after 1-2 s
+            assert time.monotonic() - t0 < 10
+        assert wait_for(lambda: len(echo.ended) == before + 1)  # the instance side too
+        # stopping the gateway closes an open tunnel
+        opened = after_stop.enter_context(connect(url, additional_headers=headers, ping_interval=None))
+        assert opened.recv(timeout=10) == "hello /"
+    with after_stop, pytest.raises(ConnectionClosed):
+        opened.recv(timeout=10)
 
 
 def _logged(path: Path, status: int) -> int:

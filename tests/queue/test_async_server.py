@@ -1,7 +1,8 @@
 """Async services through a real `openeas server`: the control plane runs the queue server, the
 shared gateway routes `<endpoint>` and `<endpoint>/sink` to it with the service token, the
 autoscaler takes the service from 0 to N instances on a backlog and back to 0, and the CLI lists
-and retries dead letters; the SDK's `watch()` reads the sink through the gateway (a WebSocket). On the embedded backend, and (a shorter round) on Redis."""
+and retries dead letters; the SDK's `watch()` reads the sink through the gateway (a WebSocket).
+On the embedded backend, and (a shorter round) on Redis."""
 
 from __future__ import annotations
 
