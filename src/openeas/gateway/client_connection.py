@@ -21,8 +21,9 @@ import httptools
 from openeas.gateway import admission, errors
 from openeas.gateway.admission import PEER_DENIED, PEER_IS_PROXY, PLAIN_ON_TLS, ListenerAccess
 from openeas.gateway.exchange import Exchange, ExchangeHost
-from openeas.gateway.flow import PAUSE_PIPELINE
+from openeas.gateway.flow import PAUSE_PIPELINE, PAUSE_UPGRADE
 from openeas.gateway.snapshot import GatewaySettings
+from openeas.gateway.tunnel import Tunnel, wants_websocket
 
 log = logging.getLogger("openeas.gateway")
 
@@ -57,6 +58,7 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "closing",
         "current",
+        "early",
         "gw",
         "head_size",
         "idle_since",
@@ -73,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         "reading",
         "special",
         "transport",
+        "tunnel",
         "write_paused",
     )
 
@@ -97,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.linger_deadline = 0.0  # > 0 while lingering
         self.linger_until = 0.0
+        self.tunnel: Tunnel | None = None  # after a WebSocket upgrade: raw bytes (tunnel.py)
+        self.early = b""  # bytes after an upgrade request's head, sent once the tunnel is up
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,6 +145,9 @@ class ClientConnection(asyncio.Protocol):
             ex.forced = forced
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
         if self.ignore_input:
             if self.linger_deadline:
                 now = self.gw.loop.time()
@@ -167,6 +175,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.gw.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
         current = self.current
         if current is not None:
             self.current = None
@@ -180,12 +190,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.up.pause_reading()
         ex = self.current
         if ex is not None and ex.up is not None:
             ex.up.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.up.resume_reading()
         ex = self.current
         if ex is not None and ex.up is not None:
             ex.up.resume_reading()
@@ -220,6 +234,9 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         self.keep_alive = keep_alive = parser.should_keep_alive()
         ex.on_head(parser.get_method(), parser.get_http_version() == "1.0", keep_alive)
+        if wants_websocket(ex.method, parser.should_upgrade(), ex.headers):
+            ex.websocket = True
+            self.closing = True  # what follows the head is not HTTP: no further request here
         if self.special:
             self._head_verdict(ex)
         self._enqueue(ex)
@@ -252,6 +269,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.current = None
         self.gw.log_exchange(ex)
+        if self.tunnel is not None:
+            return  # the connection now belongs to the tunnel
         if self.closing:
             self._close(lingering=not ex.req_done or self.reading is not None)
             return
@@ -268,6 +287,12 @@ class ClientConnection(asyncio.Protocol):
     def _after_upgrade(self, data: bytes, offset: int) -> None:
         if self.parser.get_method() == b"CONNECT":
             self.ignore_input = True  # tunnel bytes follow; the request is answered 405 and closed
+            return
+        ex = self.current if self.queue is None or not self.queue else self.queue[-1]
+        if ex is not None and ex.websocket and not ex.finished:
+            # WebSocket frames may follow: hold them (and stop reading) until the 101 comes
+            self.early = data[offset:]
+            self.pause(PAUSE_UPGRADE)
             return
         # `Upgrade:` (h2c, websocket) is not supported: the request was handled as plain
         # HTTP/1.1 without that header; parsing goes on with the bytes after it.
@@ -291,6 +316,13 @@ class ClientConnection(asyncio.Protocol):
         bad.forced = admission.bad_request(message)
         self._enqueue(bad)
 
+    def start_tunnel(self, tunnel: Tunnel) -> None:
+        """The instance answered the WebSocket upgrade with 101: relay raw bytes from now on."""
+        self.tunnel = tunnel
+        early, self.early = self.early, b""
+        tunnel.from_client(early)
+        self.resume(PAUSE_UPGRADE)
+
     # -- I/O helpers used by Exchange ------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -310,6 +342,12 @@ class ClientConnection(asyncio.Protocol):
             self.paused &= ~bit
             if not self.paused and not self.closed:
                 self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close at once (a tunnel's other side closed)."""
+        if not self.closed and self.transport is not None:
+            self.closing = True
+            self.transport.close()
 
     def abort(self) -> None:
         """Tear the connection down at once (a response broke half-way)."""
@@ -340,6 +378,10 @@ class ClientConnection(asyncio.Protocol):
     def sweep(self, now: float, idle_timeout_s: float) -> None:
         if self.closed:
             return
+        if self.tunnel is not None:
+            if self.tunnel.idle_for(now) > idle_timeout_s:
+                self.tunnel.close()
+            return
         if self.linger_deadline:
             if now >= self.linger_deadline:
                 self.transport.close()  # type: ignore[union-attr]
@@ -349,5 +391,7 @@ class ClientConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else once the current answer is written."""
         self.closing = True
-        if self.current is None and not self.closed:
+        if self.tunnel is not None:
+            self.tunnel.close()  # WebSocket clients reconnect (to another gateway)
+        elif self.current is None and not self.closed:
             self.transport.close()  # type: ignore[union-attr]
