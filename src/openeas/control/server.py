@@ -43,6 +43,7 @@ from openeas.runtime.factory import make_runtime
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
+from openeas.store.migrate import SchemaTooNew
 
 log = logging.getLogger("openeas.control")
 
@@ -234,6 +235,9 @@ class ControlServer:
         try:
             registry = Registry(store_url)
             registry.create_schema()
+        except SchemaTooNew as exc:
+            api_sock.close()
+            raise ServerError(f"cannot open the registry: {exc}") from None
         except Exception as exc:
             api_sock.close()
             raise ServerError(f"cannot open the registry ({type(exc).__name__}: {exc})") from None

@@ -18,6 +18,7 @@ class ServiceRecord:
     revision: int
     created_at: float
     updated_at: float
+    old_token: str = ""  # the previous token while callers move over (rotation); "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class GroupRecord:
     weights: dict[str, int]
     created_at: float
     updated_at: float
+    old_token: str = ""  # the previous token while callers move over (rotation); "" when none
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from openeas.store import schema
+from openeas.store import migrate, schema
 from openeas.store.records import (
     Changes,
     GatewayRecord,
@@ -72,7 +72,8 @@ class Registry:
 
     # -- lifecycle -------------------------------------------------------------------------
     def create_schema(self) -> None:
-        schema.metadata.create_all(self.engine)
+        """Create or upgrade the schema in place (store/migrate.py; SchemaTooNew when newer)."""
+        migrate.upgrade(self.engine)
         with self.engine.begin() as conn:
             row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == VERSION_KEY)).first()
             if row is None:
@@ -454,6 +455,42 @@ class Registry:
             if conn.execute(table.delete().where(table.c.name == name)).rowcount == 0:
                 raise NotFound(name)
 
+    # -- token rotation --------------------------------------------------------------------
+    def rotate_token(self, kind: str, name: str, new_token: str) -> str:
+        """Make `new_token` the token of service or group `name`, keeping the current one as
+        `old_token` (both accepted until `revoke_old_token`). Returns the new token.
+
+        AlreadyExists when an old token is still held: revoke it first, so at most two exist."""
+        table = _token_table(kind)
+        with self._write() as conn:
+            row = conn.execute(
+                select(table.c.token, table.c.old_token).where(table.c.name == name).with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(name)
+            if row.old_token:
+                raise AlreadyExists(f"{kind} {name} already holds an old token")
+            conn.execute(
+                update(table)
+                .where(table.c.name == name)
+                .values(token=new_token, old_token=row.token, updated_at=time.time())
+            )
+        return new_token
+
+    def revoke_old_token(self, kind: str, name: str) -> bool:
+        """Forget the old token of service or group `name`; False when it held none."""
+        table = _token_table(kind)
+        with self._write() as conn:
+            row = conn.execute(select(table.c.old_token).where(table.c.name == name)).first()
+            if row is None:
+                raise NotFound(name)
+            if not row.old_token:
+                return False
+            conn.execute(
+                update(table).where(table.c.name == name).values(old_token="", updated_at=time.time())
+            )
+        return True
+
     # -- service groups --------------------------------------------------------------------
     def ensure_group(self, name: str, token: str) -> GroupRecord:
         """The group `name`, created (traffic mode auto, no weights, `token`) if it is absent."""
@@ -507,6 +544,14 @@ class Registry:
                 raise NotFound(name)
 
 
+def _token_table(kind: str) -> Table:
+    if kind == "service":
+        return schema.services
+    if kind == "group":
+        return schema.groups
+    raise ValueError(f"tokens belong to a service or a group, not {kind!r}")
+
+
 def _insert_version(
     conn: Connection, name: str, version: int, spec: dict[str, Any], note: str, now: float
 ) -> None:
@@ -536,6 +581,7 @@ def _group(m: Any) -> GroupRecord:
         weights={str(k): int(v) for k, v in weights.items()} if isinstance(weights, dict) else {},
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        old_token=m.get("old_token") or "",
     )
 
 
@@ -551,6 +597,7 @@ def _service(m: Any) -> ServiceRecord:
         revision=m["revision"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        old_token=m.get("old_token") or "",
     )
 
 

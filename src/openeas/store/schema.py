@@ -21,6 +21,8 @@ services = Table(
     Column("revision", Integer, nullable=False),  # bumps on every spec change
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # the previous token while callers move to `token` (token rotation); "" when none
+    Column("old_token", String(256), nullable=False, default="", server_default=""),
 )
 
 # One row per instance the reconciler started. Gateways route only to rows with state "ready".
@@ -63,6 +65,7 @@ groups = Table(
     Column("weights", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("old_token", String(256), nullable=False, default="", server_default=""),
 )
 
 # Service versions: every create and every modify that changes the spec (other than the instance
@@ -109,4 +112,27 @@ meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# Control-plane leadership (control/leadership.py): one row, name "control". `fencing` grows on
+# every change of holder; writes only the leader may make check it in their own transaction.
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("fencing", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+# Every running control server, refreshed with its lease attempts (`openeas status` lists them).
+control_servers = Table(
+    "control_servers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("api", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
