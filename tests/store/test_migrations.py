@@ -33,8 +33,10 @@ OLD_TABLES = ("services", "instances", "gateways", "groups", "service_versions",
 Rows = dict[str, list[dict[str, Any]]]
 
 
-def fixture_rows() -> Rows:
-    conn = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
+def fixture_rows(copy: Path) -> Rows:
+    """The fixture's rows, read from `copy` (a WAL database writes beside itself even to read)."""
+    shutil.copy(FIXTURE, copy)
+    conn = sqlite3.connect(copy)
     conn.row_factory = sqlite3.Row
     try:
         return {
@@ -85,8 +87,7 @@ def check_upgraded(reg: Registry, old: Rows) -> None:
 
 def test_sqlite_registry_from_before_migrations_upgrades_in_place(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
-    shutil.copy(FIXTURE, path)
-    old = fixture_rows()
+    old = fixture_rows(path)
     reg = Registry(f"sqlite:///{path}")
     try:
         check_upgraded(reg, old)
@@ -108,9 +109,9 @@ def _pg_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def test_postgres_registry_from_before_migrations_upgrades_in_place(pg_server: str) -> None:
+def test_postgres_registry_from_before_migrations_upgrades_in_place(pg_server: str, tmp_path: Path) -> None:
     url = _pg_database(pg_server, "fixture_v0")
-    old = fixture_rows()
+    old = fixture_rows(tmp_path / "v0.db")
     engine = create_engine(url)
     schema_v0.metadata.create_all(engine)
     with engine.begin() as conn:
