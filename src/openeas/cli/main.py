@@ -51,6 +51,7 @@ from openeas.cli.output import (
     user_errors,
 )
 from openeas.cli.queue import queue_app  # async queue hook
+from openeas.cli.tokens import token_app
 from openeas.config import (
     DEFAULT_API_PORT,
     DEFAULT_GATEWAY_PORT,
@@ -73,6 +74,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(group_app, name="group")
 app.add_typer(keys_app, name="keys")  # hook (mgmt): AccessKeys, cli/keys.py
 app.add_typer(queue_app, name="queue")  # async queue hook
+app.add_typer(token_app, name="token")
 
 ServiceName = Annotated[str, typer.Argument(help="service name", show_default=False)]
 DEMO_SERVICE = "demo_chat"
@@ -96,6 +98,8 @@ def show_view(view: dict[str, Any]) -> None:
         ("Internet endpoint", _endpoint_text(view, "internet")),
         ("VPC endpoint", _endpoint_text(view, "vpc")),
         ("Token", view["token"]),
+        *([("Old token", f"{view['old_token']} (valid until `openeas token revoke --old`)")]
+          if view.get("old_token") else []),
         ("Gateway", view["gateway"]),
         ("Revision", view["revision"]),
     ]

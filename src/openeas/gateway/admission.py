@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from openeas.gateway import discovery, errors
 from openeas.gateway.acl import Acl, client_address
-from openeas.gateway.auth import header_value, is_authorized
+from openeas.gateway.auth import header_value, is_authorized_either
 from openeas.gateway.instances import UpstreamState
 from openeas.gateway.limits import SharedRate
 from openeas.gateway.metrics import REJECT_REASONS
@@ -205,15 +205,16 @@ def route(
     `<G>.<service>` (the group's token or the member's own)."""
     entry = routes.get(service)
     if entry is not None:
-        if is_authorized(authorization, entry.token, method, url, service, headers):
+        old = entry.route.old_token
+        if is_authorized_either(authorization, entry.token, old, method, url, service, headers):
             return entry
         return _unauthorized(authorization)
     group = groups.get(service)
     if group is None:
         return Reject(404, errors.msg_not_found_service(service.decode("latin-1")[:100]))
-    ok = is_authorized(authorization, group.token, method, url, service, headers)
-    if not ok and group.member is not None:
-        ok = is_authorized(authorization, group.member.token, method, url, service, headers)
+    ok = is_authorized_either(authorization, group.token, group.old_token, method, url, service, headers)
+    if not ok and (m := group.member) is not None:
+        ok = is_authorized_either(authorization, m.token, m.route.old_token, method, url, service, headers)
     if not ok:
         return _unauthorized(authorization)
     member = group.pick()

@@ -65,6 +65,22 @@ def is_authorized(
     return hmac.compare_digest(authorization.strip(), token)
 
 
+def is_authorized_either(
+    authorization: bytes | None,
+    token: bytes,
+    old_token: bytes,
+    method: bytes,
+    url: bytes,
+    service: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+) -> bool:
+    """`is_authorized` for the current token, or the previous one while a rotation keeps it
+    (`old_token` b"" when none: no second comparison on the usual path)."""
+    if is_authorized(authorization, token, method, url, service, headers):
+        return True
+    return bool(old_token) and is_authorized(authorization, old_token, method, url, service, headers)
+
+
 def _eas_ok(
     signature: bytes,
     token: bytes,

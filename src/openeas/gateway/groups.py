@@ -39,6 +39,7 @@ class GroupRoute:
     traffic_mode: str
     weights: dict[str, int] = field(default_factory=dict)
     members: tuple[str, ...] = ()
+    old_token: bytes = b""  # the previous token during a rotation (also accepted); b"": none
 
 
 def effective_weights(

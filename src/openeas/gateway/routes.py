@@ -56,13 +56,19 @@ class GroupEntry:
     """A group path as the hot path sees it: `/api/predict/<G>` (member None: pick by weight) or
     `/api/predict/<G>.<service>` (member: that service, which its own token also opens)."""
 
-    __slots__ = ("member", "name", "rr", "token")
+    __slots__ = ("member", "name", "old_token", "rr", "token")
 
     def __init__(
-        self, name: str, token: bytes, rr: SmoothWeightedRR[RouteEntry], member: RouteEntry | None = None
+        self,
+        name: str,
+        token: bytes,
+        rr: SmoothWeightedRR[RouteEntry],
+        member: RouteEntry | None = None,
+        old_token: bytes = b"",
     ) -> None:
         self.name = name
         self.token = token
+        self.old_token = old_token  # accepted too while a rotation is under way
         self.rr = rr
         self.member = member
 
@@ -86,7 +92,9 @@ def group_entries(
         ready = [(m.name, len(m.upstreams)) for m in members]
         weights = effective_weights(group.traffic_mode, group.weights, ready)
         key = name.encode()
-        entry = out[key] = GroupEntry(name, group.token, SmoothWeightedRR(members, weights))
+        entry = out[key] = GroupEntry(
+            name, group.token, SmoothWeightedRR(members, weights), old_token=group.old_token
+        )
         previous = old.get(key) if old else None
         if previous is not None:
             rr, prev = entry.rr, previous.rr
@@ -94,6 +102,6 @@ def group_entries(
             rr.carry_over(prev, same)
         for member in members:
             out[f"{name}.{member.name}".encode()] = GroupEntry(
-                name, group.token, SmoothWeightedRR([member], [1]), member
+                name, group.token, SmoothWeightedRR([member], [1]), member, group.old_token
             )
     return out

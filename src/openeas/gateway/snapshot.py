@@ -60,6 +60,7 @@ class ServiceRoute:
     scale_from_zero: bool = False  # autoscaler.min == 0: with no instance, hold requests for one
     mirror: MirrorRoute | None = None
     picker: str = DEFAULT_STRATEGY  # how an instance is chosen (pickers.py)
+    old_token: bytes = b""  # the previous token during a rotation (also accepted); b"": none
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,8 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
                 instance_rate_limit=0,  # rpc.rate_limit is per instance, not per queue server
                 scale_from_zero=False,
             )
+        if svc.old_token:
+            services[svc.name] = route = replace(route, old_token=svc.old_token.encode())
         if svc.spec.get("mirror"):
             running = {s.name for s in records if s.desired == "running"}
             services[svc.name] = replace(route, mirror=mirror_route(svc.spec["mirror"], ready, running))
@@ -224,6 +227,7 @@ def group_routes(registry: Registry, services: dict[str, ServiceRoute]) -> dict[
             traffic_mode=row.traffic_mode if row is not None else "auto",
             weights=dict(row.weights) if row is not None else {},
             members=tuple(sorted(names)),
+            old_token=row.old_token.encode() if row is not None else b"",
         )
     return groups
 

@@ -12,6 +12,7 @@ from openeas.control.context import ControlContext
 from openeas.control.ops.gateways import GatewayDetails, GatewayOps
 from openeas.control.ops.groups import GroupDetails, GroupMember, GroupOps
 from openeas.control.ops.services import InstanceLog, ServiceDetails, ServiceOps, VersionList
+from openeas.control.ops.tokens import TokenOps
 
 
 class ControlOps:
@@ -20,6 +21,7 @@ class ControlOps:
         self.services = ServiceOps(ctx)
         self.groups = GroupOps(ctx)
         self.gateways = GatewayOps(ctx)
+        self.tokens = TokenOps(ctx)
 
 
 __all__ = [
@@ -32,5 +34,6 @@ __all__ = [
     "InstanceLog",
     "ServiceDetails",
     "ServiceOps",
+    "TokenOps",
     "VersionList",
 ]

@@ -38,6 +38,7 @@ from openeas.control.rest.inputs import PREFIX, RequestReader
 from openeas.control.rest.queues import QueueRoutes  # async queue hook
 from openeas.control.rest.routes import ApiSurface, mount
 from openeas.control.rest.services import ServiceRoutes
+from openeas.control.rest.tokens import TokenRoutes
 from openeas.spec import SpecError
 
 log = logging.getLogger("openeas.control")
@@ -63,6 +64,7 @@ def admin_surface(ops: ControlOps, reader: RequestReader, admin_token: str) -> A
             *GatewayRoutes(ops.gateways, reader).endpoints(),
             *GroupRoutes(ops.groups, reader).endpoints(),
             *QueueRoutes(ops.services, reader).endpoints(),  # async queue hook: openeas queue ...
+            *TokenRoutes(ops.tokens, reader).endpoints(),
             *metrics_endpoints(ops, reader, ops.ctx.telemetry),
             *debug_endpoints(ops.services, reader),
         ],

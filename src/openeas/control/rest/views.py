@@ -52,6 +52,7 @@ def service_view(details: ServiceDetails, region: str) -> dict[str, Any]:
         if svc.desired == "running"
         else 0,
         "token": svc.token,
+        "old_token": svc.old_token or None,  # set while a rotation keeps the previous token
         "gateway": svc.gateway,
         "endpoints": service_endpoints(details.bases, svc.name),
         "spec": svc.spec,
@@ -82,6 +83,7 @@ def group_view(details: GroupDetails, region: str) -> dict[str, Any]:
         "name": row.name,
         "region": region,
         "token": row.token,
+        "old_token": row.old_token or None,  # set while a rotation keeps the previous token
         "traffic_mode": row.traffic_mode,
         "endpoints": service_endpoints(details.bases, row.name),
         "gateways": details.gateways,

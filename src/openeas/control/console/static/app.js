@@ -691,6 +691,23 @@ function scaleDialog(view, after) {
 
 // -- View Endpoint Information -------------------------------------------------------------
 
+// While a rotation keeps the previous token (`openeas token rotate`), both open the service:
+// show the old one too, so callers still on it can be found before `openeas token revoke --old`.
+function oldTokenRow(v) {
+  if (!v.old_token) return null;
+  const code = h("code", { class: "secret", id: "old-token-value", "data-shown": "false" }, mask(v.old_token));
+  const showBtn = h("button", { type: "button", class: "btn btn-small", id: "old-token-show" }, "Show");
+  showBtn.addEventListener("click", () => {
+    const shown = code.dataset.shown === "true";
+    code.textContent = shown ? mask(v.old_token) : v.old_token;
+    code.dataset.shown = String(!shown);
+    showBtn.textContent = shown ? "Show" : "Hide";
+  });
+  return h("div", { class: "kv-row", id: "old-token-row" }, h("div", { class: "kv-label" }, "Old token (valid until revoked)"),
+    h("div", { class: "kv-value" }, code),
+    h("div", { class: "kv-actions" }, showBtn, copyButton(() => v.old_token, "Copy", "copy-old-token")));
+}
+
 function endpointPanel(state) {
   const v = state.view;
   const m = modal("Invocation Method", { wide: true, id: "endpoint-panel" });
@@ -745,7 +762,8 @@ function endpointPanel(state) {
     h("section", { class: "panel-section" },
       row("Internet endpoint", "endpoint-internet", v.endpoints.internet),
       row("VPC endpoint", "endpoint-vpc", v.endpoints.vpc),
-      row("Token", "token", tokenCode, showBtn)),
+      row("Token", "token", tokenCode, showBtn),
+      oldTokenRow(v)),
     h("p", { class: "hint" }, "The endpoint is a base URL: append the model's API path",
       profile.path ? [" (here ", h("code", {}, profile.path), ")"] : "",
       ". A wrong path is the most common cause of a 404. Send the token in the ", h("code", {}, "Authorization"), " header."),
