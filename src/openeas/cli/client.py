@@ -26,9 +26,13 @@ class CliError(Exception):
 
 @dataclass(frozen=True)
 class ServerRef:
-    api: str
+    api: str  # one base URL, or several comma-separated (control servers on one registry)
     token: str
     region: str | None = None
+
+    @property
+    def apis(self) -> list[str]:
+        return [a.strip().rstrip("/") for a in self.api.split(",") if a.strip()]
 
 
 def locate_server(data_dir: Path | None) -> ServerRef:
@@ -43,7 +47,10 @@ def locate_server(data_dir: Path | None) -> ServerRef:
             raise CliError(
                 "OPENEAS_API is set but OPENEAS_ADMIN_TOKEN is not: set it to the server's admin token"
             )
-        return ServerRef(api.rstrip("/"), token, os.environ.get("OPENEAS_REGION") or None)
+        apis = [a.strip().rstrip("/") for a in api.split(",") if a.strip()]
+        if not apis:
+            raise CliError("OPENEAS_API is empty: set it to http://host:8800 (or several, comma-separated)")
+        return ServerRef(",".join(apis), token, os.environ.get("OPENEAS_REGION") or None)
     folder = (data_dir or default_data_dir()).expanduser()
     hint = "start one with `openeas server` (or set OPENEAS_API and OPENEAS_ADMIN_TOKEN)"
     try:
@@ -86,12 +93,15 @@ def error_text(payload: Any, status: int) -> str:
 
 
 class ApiClient:
+    """The /api/v2 client. With several addresses (OPENEAS_API=http://a:8800,http://b:8800; every
+    control server on one registry serves the API) a request that could not reach one goes to the
+    next; the one that answered is tried first from then on."""
+
     def __init__(self, ref: ServerRef, timeout: float = 60.0):
         self.ref = ref
         self._region = ref.region
-        self._http = httpx.Client(
-            base_url=ref.api, headers={"Authorization": f"Bearer {ref.token}"}, timeout=timeout
-        )
+        self._apis = ref.apis
+        self._http = httpx.Client(headers={"Authorization": f"Bearer {ref.token}"}, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -103,17 +113,26 @@ class ApiClient:
         self.close()
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        try:
-            resp = self._http.request(method, path, json=body, params=params)
-        except httpx.ConnectError:
+        unreachable: list[str] = []
+        for api in list(self._apis):
+            try:
+                resp = self._http.request(method, api + path, json=body, params=params)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                # never reached that server, so no change was made there: the next may take it
+                unreachable.append(api)
+                continue
+            except httpx.TimeoutException:
+                raise CliError(f"the openeas server at {api} did not answer in time") from None
+            except httpx.HTTPError as exc:
+                raise CliError(f"request to {api} failed: {type(exc).__name__}") from None
+            if unreachable:
+                self._apis = [api, *(a for a in self._apis if a != api)]
+            break
+        else:
+            where = ", ".join(unreachable)
             raise CliError(
-                f"cannot reach the openeas server at {self.ref.api}: is it running? "
-                "start one with `openeas server`"
+                f"cannot reach the openeas server at {where}: is it running? start one with `openeas server`"
             ) from None
-        except httpx.TimeoutException:
-            raise CliError(f"the openeas server at {self.ref.api} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise CliError(f"request to {self.ref.api} failed: {type(exc).__name__}") from None
         try:
             payload = resp.json()
         except ValueError:

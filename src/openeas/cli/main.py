@@ -31,6 +31,7 @@ from rich.table import Table
 
 import openeas
 from openeas.cli.client import ApiClient, CliError, ServerRef, locate_server
+from openeas.cli.cluster import status as cluster_status
 from openeas.cli.gateways import gateway_app
 from openeas.cli.groups import group_app
 from openeas.cli.keys import keys_app
@@ -75,6 +76,7 @@ app.add_typer(group_app, name="group")
 app.add_typer(keys_app, name="keys")  # hook (mgmt): AccessKeys, cli/keys.py
 app.add_typer(queue_app, name="queue")  # async queue hook
 app.add_typer(token_app, name="token")
+app.command("status")(cluster_status)
 
 ServiceName = Annotated[str, typer.Argument(help="service name", show_default=False)]
 DEMO_SERVICE = "demo_chat"

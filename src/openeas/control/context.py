@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from openeas.config import ServerConfig
 from openeas.control.autoscaler import Autoscaler
 from openeas.control.gateways import GatewayManager
+from openeas.control.leadership import Leadership
 from openeas.control.reconciler import Reconciler
 from openeas.control.telemetry import Telemetry
 from openeas.runtime.base import Runtime
@@ -28,3 +29,4 @@ class ControlContext:
     gateways: GatewayManager
     telemetry: Telemetry | None = None  # the gateways' request telemetry (control/telemetry.py)
     autoscaler: Autoscaler | None = None  # control/autoscaler.py: its last target shows in `desc`
+    leadership: Leadership | None = None  # control/leadership.py: who leads (`openeas status`)

@@ -31,6 +31,7 @@ from openeas.control.context import ControlContext
 from openeas.control.eas_api import mount_eas_api
 from openeas.control.errors import log_failure
 from openeas.control.gateways import GatewayManager, GatewaySupervisor, SupervisorSettings
+from openeas.control.leadership import Leadership
 from openeas.control.ops import ControlOps
 from openeas.control.ops.gateways import gateway_processes
 from openeas.control.queue_servers import QueueServers  # async queue hook
@@ -43,6 +44,7 @@ from openeas.runtime.factory import make_runtime
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
+from openeas.store.leases import FencedRegistry
 from openeas.store.migrate import SchemaTooNew
 
 log = logging.getLogger("openeas.control")
@@ -214,6 +216,8 @@ class ControlServer:
         self._stop = asyncio.Event()
         self._force = False
         self.gateways: GatewayManager | None = None
+        self.leadership: Leadership | None = None
+        self._shared_spec: dict[str, Any] = {}
 
     @property
     def data_dir(self) -> Path:
@@ -249,7 +253,7 @@ class ControlServer:
             internet_url,
             vpc_url,
         )
-        registry.put_gateway(SHARED, shared.to_json())
+        self._shared_spec = shared.to_json()  # written to the store when this server leads
         info = ServerInfo(
             api_url=_url(cfg.api_host, cfg.api_port),
             admin_token=admin_token,
@@ -273,6 +277,7 @@ class ControlServer:
             "region": info.region,
             "gateway": {"internet": info.internet_url, "vpc": info.vpc_url},
             "gateway_pids": self.gateways.leader_pids() if self.gateways is not None else [],
+            "role": "leader" if self.leadership is not None and self.leadership.leading else "follower",
         }
         path = self.data_dir / SERVER_FILE
         tmp = path.with_suffix(".tmp")
@@ -299,8 +304,9 @@ class ControlServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         runtime = self.runtime_factory(self.config)
-        reconciler = Reconciler(registry, runtime, self.settings)
-        await reconciler.recover()
+        self.leadership = leadership = Leadership(registry, info.api_url)
+        # the reconciler's writes carry the leader's fencing token (refused once another leads)
+        reconciler = Reconciler(FencedRegistry(registry, leadership.fence), runtime, self.settings)
 
         def pids_changed() -> None:
             self._write_server_file(info)
@@ -316,7 +322,8 @@ class ControlServer:
         self.gateways = gateways
         telemetry = Telemetry(lambda: _metrics_addresses(gateways))
         ctx = ControlContext(
-            self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry
+            self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry,
+            leadership=leadership,
         )
         # hook (mgmt): EAS's management API in front of the control API (control/eas_api)
         app = mount_eas_api(create_app(ctx), self.config, registry.engine, info.admin_token)
@@ -326,29 +333,45 @@ class ControlServer:
         queues = QueueServers(registry, store_url, self.data_dir / "logs", self.config.redis_url)
         autoscaler.queues = queues
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        shared = gateways.start(SHARED)
-        await self._start_dedicated(registry, gateways)
-        self._write_server_file(info)
-        tasks = [
-            asyncio.create_task(uv.serve(sockets=[sock]), name="api"),
-            asyncio.create_task(reconciler.run(), name="reconciler"),
-            asyncio.create_task(telemetry.run(), name="telemetry"),
-            asyncio.create_task(autoscaler.run(), name="autoscaler"),
-            asyncio.create_task(queues.run(), name="queues"),  # async queue hook
-        ]
-        ready_task = asyncio.create_task(self._announce(info, shared), name="ready")
+        await leadership.attempt()  # the first round before serving: on SQLite this server leads now
+        tasks = [asyncio.create_task(uv.serve(sockets=[sock]), name="api")]
+        lease_task = asyncio.create_task(leadership.run(), name="leader lease")
+        # What runs once per registry starts when this server leads (at once, or after a failover).
+        leader_task = asyncio.create_task(
+            self._lead(
+                info, registry, leadership, reconciler, gateways, telemetry, autoscaler, queues, tasks
+            ),
+            name="leader",
+        )
+        if not leadership.leading:
+            self._write_server_file(info)
+            ready_task = asyncio.create_task(self._announce(info, None), name="ready")
+        else:
+            ready_task = asyncio.create_task(asyncio.sleep(0))
         stop_task = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        watched = [stop_task, tasks[0], lease_task, leader_task]
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        while leader_task in done and leader_task.exception() is None and len(done) == 1:
+            done, _ = await asyncio.wait(watched[:3], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stop_task and task.exception() is not None:
+            if task is not stop_task and not task.cancelled() and task.exception() is not None:
                 log_failure(log, f"{task.get_name()} failed", task.exception() or Exception())
                 self.exit_code = 1
-        log.info("stopping: API, instances, gateways")
+        lost = leadership.lost.is_set()
+        if lost:
+            # Another server leads: it owns the instances now. Stop serving, leave them running.
+            log.error("stopping: this server no longer leads (restart it to serve as a follower)")
+            self.exit_code = 1
+        else:
+            log.info("stopping: API, instances, gateways")
+        leader_task.cancel()
         ready_task.cancel()
         uv.should_exit = True
         telemetry.stop()
-        tasks[3].cancel()  # the autoscaler: no scaling while the instances stop
-        stopping = asyncio.create_task(self._shutdown(reconciler, gateways, tasks))
+        for task in tasks[1:]:
+            if task.get_name() == "autoscaler":
+                task.cancel()  # no scaling while the instances stop
+        stopping = asyncio.create_task(self._shutdown(reconciler, gateways, tasks, keep_instances=lost))
         while not stopping.done():
             # A second Ctrl-C shortens the instances' grace period to nothing.
             await asyncio.wait([stopping], timeout=0.1)
@@ -357,8 +380,38 @@ class ControlServer:
                 await reconciler.kill_now()
         await stopping
         stop_task.cancel()
+        await leadership.stop()
+        lease_task.cancel()
         log.info("stopped")
         return self.exit_code
+
+    async def _lead(
+        self,
+        info: ServerInfo,
+        registry: Registry,
+        leadership: Leadership,
+        reconciler: Reconciler,
+        gateways: GatewayManager,
+        telemetry: Telemetry,
+        autoscaler: Autoscaler,
+        queues: QueueServers,
+        tasks: list[asyncio.Task[Any]],
+    ) -> None:
+        """Once this server leads: the shared gateway record from its flags, the instances a
+        previous leader left, the gateways, then the reconciler, telemetry and autoscaler."""
+        await leadership.became_leader.wait()
+        await asyncio.to_thread(registry.put_gateway, SHARED, self._shared_spec)
+        await reconciler.recover()
+        shared = gateways.start(SHARED)
+        await self._start_dedicated(registry, gateways)
+        self._write_server_file(info)
+        tasks += [
+            asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(telemetry.run(), name="telemetry"),
+            asyncio.create_task(autoscaler.run(), name="autoscaler"),
+            asyncio.create_task(queues.run(), name="queues"),  # async queue hook
+        ]
+        await self._announce(info, shared)
 
     async def _start_dedicated(self, registry: Registry, gateways: GatewayManager) -> None:
         """Start the dedicated gateways of the store; finish deletes a previous server left."""
@@ -373,24 +426,33 @@ class ControlServer:
             gateways.start(record.name, gateway_processes(record.spec))
 
     async def _shutdown(
-        self, reconciler: Reconciler, gateways: GatewayManager, tasks: list[asyncio.Task[Any]]
+        self,
+        reconciler: Reconciler,
+        gateways: GatewayManager,
+        tasks: list[asyncio.Task[Any]],
+        keep_instances: bool = False,
     ) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(tasks[0]), 5)
-        await reconciler.shutdown()
+        if not keep_instances:
+            await reconciler.shutdown()
         await gateways.stop_all()
         for task in tasks:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _announce(self, info: ServerInfo, gateway: GatewaySupervisor) -> None:
-        try:
-            await asyncio.wait_for(gateway.ready.wait(), 30)
-        except TimeoutError:
-            log.error("gateway %s is not ready after 30 s; still trying (see the messages above)", SHARED)
-            await gateway.ready.wait()
-        log.info("ready: API %s, data dir %s", info.api_url, info.data_dir)
+    async def _announce(self, info: ServerInfo, gateway: GatewaySupervisor | None) -> None:
+        """Log "ready" and run on_ready: once the shared gateway serves (leader), or at once
+        (a follower: it serves the API; the leader's gateways serve the traffic)."""
+        if gateway is not None:
+            try:
+                await asyncio.wait_for(gateway.ready.wait(), 30)
+            except TimeoutError:
+                log.error("gateway %s is not ready after 30 s; still trying (see the messages above)", SHARED)
+                await gateway.ready.wait()
+        role = "leader" if gateway is not None else "follower"
+        log.info("ready (%s): API %s, data dir %s", role, info.api_url, info.data_dir)
         if self.on_ready is None:
             return
         try:

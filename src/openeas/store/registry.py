@@ -109,6 +109,12 @@ class Registry:
                     {"channel": CHANGE_CHANNEL, "payload": str(version)},
                 )
 
+    @contextmanager
+    def _quiet_write(self) -> Iterator[Connection]:
+        """A write gateways need not see (no change-feed bump); store/leases.py fences it."""
+        with self.engine.begin() as conn:
+            yield conn
+
     def version(self) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(
@@ -248,7 +254,7 @@ class Registry:
 
     def set_status(self, name: str, status: str, message: str = "") -> None:
         """Status changes do not bump the change feed: gateways do not route on them."""
-        with self.engine.begin() as conn:
+        with self._quiet_write() as conn:
             conn.execute(
                 update(schema.services)
                 .where(schema.services.c.name == name)

@@ -32,6 +32,7 @@ from openeas.control.errors import (
 from openeas.control.metrics import metrics_endpoints
 from openeas.control.ops import ControlOps
 from openeas.control.rest.auth import AdminToken
+from openeas.control.rest.cluster import cluster_endpoints
 from openeas.control.rest.gateways import GatewayRoutes
 from openeas.control.rest.groups import GroupRoutes
 from openeas.control.rest.inputs import PREFIX, RequestReader
@@ -65,6 +66,7 @@ def admin_surface(ops: ControlOps, reader: RequestReader, admin_token: str) -> A
             *GroupRoutes(ops.groups, reader).endpoints(),
             *QueueRoutes(ops.services, reader).endpoints(),  # async queue hook: openeas queue ...
             *TokenRoutes(ops.tokens, reader).endpoints(),
+            *cluster_endpoints(ops.ctx.registry, ops.ctx.leadership),
             *metrics_endpoints(ops, reader, ops.ctx.telemetry),
             *debug_endpoints(ops.services, reader),
         ],
