@@ -109,7 +109,7 @@ class ServiceOps:
                 s,
                 by_service.get(s.name, []),
                 bases.get(s.gateway) or self.bases(None),
-                self.ctx.reconciler.observed_revision(s.name),
+                self.observed_revision(s),
                 False,  # the list shows no autoscaler block
                 None,
             )
@@ -120,7 +120,16 @@ class ServiceOps:
         autoscaler = self.ctx.autoscaler
         shown = autoscaler is not None and bool(svc.spec.get("autoscaler"))
         view = autoscaler.view(svc.name) if autoscaler is not None and shown else None
-        return self.ctx.reconciler.observed_revision(svc.name), shown, view
+        return self.observed_revision(svc), shown, view
+
+    def observed_revision(self, svc: ServiceRecord) -> int:
+        """The revision the reconciler computed `status` for. It runs on the leader only: a
+        follower (control/leadership.py) reads a settled status as the current revision's
+        (approximate for the moment between a modify and the leader's next pass)."""
+        lead = self.ctx.leadership
+        if lead is None or lead.leading:
+            return self.ctx.reconciler.observed_revision(svc.name)
+        return svc.revision if svc.status in ("Running", "Stopped", "Failed") else 0
 
     async def endpoints(self, name: str) -> tuple[ServiceRecord, dict[str, str | None]]:
         """The service and its gateway's base URLs."""
