@@ -20,9 +20,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import MetaData, create_engine, insert, select, text
 
-from openeas.store import Registry, schema
+from openeas.queue import registration, sql_backend
+from openeas.store import Registry, access_keys, schema
 from openeas.store.migrate import SchemaTooNew, alembic_config, current_revision, head_revision
 from tests.store.fixtures import schema_v0
 from tests.store.postgres_cluster import postgres_cluster
@@ -141,15 +142,29 @@ def test_registry_from_a_newer_release_is_refused(engine_kind: str, tmp_path: Pa
     reg.close()
 
 
-def test_the_migrations_build_exactly_the_tables_the_code_declares(tmp_path: Path) -> None:
-    """A table or column added to store/schema.py without a revision fails here."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+def registry_metadata() -> MetaData:
+    """Every table kept in the registry's database: store/schema.py and the modules that add
+    their own tables beside it (AccessKeys, queue servers, the SQL queue backend)."""
+    merged = MetaData()
+    for source in (schema.metadata, access_keys.metadata, registration.metadata, sql_backend.metadata):
+        for table in source.tables.values():
+            table.to_metadata(merged)
+    return merged
+
+
+@pytest.mark.parametrize("engine_kind", ["sqlite", "postgresql"])
+def test_the_migrations_build_exactly_the_tables_the_code_declares(
+    engine_kind: str, tmp_path: Path, pg_server: str
+) -> None:
+    """A table or column added to the registry without a revision fails here."""
+    url = f"sqlite:///{tmp_path / 'm.db'}" if engine_kind == "sqlite" else _pg_database(pg_server, "drift")
+    engine = create_engine(url)
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")  # the revisions alone, no create_all
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), registry_metadata())
     engine.dispose()
-    assert diff == [], f"store/schema.py and store/migrations/versions differ: {diff}"
+    assert diff == [], f"the registry's tables and store/migrations/versions differ: {diff}"
 
 
 def test_rotation_columns_default_to_no_second_token(tmp_path: Path) -> None:
