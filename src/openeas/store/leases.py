@@ -137,14 +137,13 @@ class FencedRegistry(Registry):
     `fence()` gives the current token (None: not leading, so every write is refused)."""
 
     def __init__(self, base: Registry, fence: Callable[[], int | None]) -> None:
-        # shares the base's engine and pool: no second connection pool, no second schema check
-        self.url = base.url
-        self.engine = base.engine
+        # the base's attributes (engine and pool included): no second pool, no second schema check
+        self.__dict__.update(base.__dict__)
         self._fence = fence
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with super()._write() as conn:
+    def _write(self, *changed: tuple[str, str]) -> Iterator[Connection]:
+        with super()._write(*changed) as conn:
             self._check(conn)
             yield conn
 

@@ -468,7 +468,7 @@ class Registry:
 
         AlreadyExists when an old token is still held: revoke it first, so at most two exist."""
         table = _token_table(kind)
-        with self._write() as conn:
+        with self._write((kind, name)) as conn:
             row = conn.execute(
                 select(table.c.token, table.c.old_token).where(table.c.name == name).with_for_update()
             ).first()
@@ -486,7 +486,7 @@ class Registry:
     def revoke_old_token(self, kind: str, name: str) -> bool:
         """Forget the old token of service or group `name`; False when it held none."""
         table = _token_table(kind)
-        with self._write() as conn:
+        with self._write((kind, name)) as conn:
             row = conn.execute(select(table.c.old_token).where(table.c.name == name)).first()
             if row is None:
                 raise NotFound(name)
