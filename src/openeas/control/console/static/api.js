@@ -91,6 +91,9 @@ export const services = {
     return api.get(svcPath(name) + "/logs?" + q.toString());
   },
   debug: (name, request) => api.post(svcPath(name) + "/debug", request),
+  queue: (name) => api.get(svcPath(name) + "/queue"),
+  deadLetters: (name, limit) => api.get(svcPath(name) + `/queue/dead?limit=${encodeURIComponent(String(limit))}`),
+  retryDead: (name, indexes) => api.post(svcPath(name) + "/queue/retry", indexes ? { indexes } : {}),
   metrics: (name, windowS) => api.get(svcPath(name) + `/metrics?window=${encodeURIComponent(String(windowS))}`),
 };
 

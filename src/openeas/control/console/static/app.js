@@ -1,14 +1,15 @@
 // The openeas web console: a hash-routed single page over the /api/v2 JSON API.
-//   #/login  #/services  #/services/<name>[/overview|monitoring|instances|logs|debug|spec]  #/deploy  #/gateways
+//   #/login  #/services  #/services/<name>[/overview|monitoring|queue|instances|logs|debug|spec]  #/deploy  #/gateways
 
 import { ApiError, gateways, login, services, session } from "./api.js";
 import { badge, clear, confirmDialog, copyButton, fmtAgo, fmtBytes, fmtTime, h, infoGrid, modal, tabBar, toast } from "./dom.js";
-import { examplesFor, prettyJson, profileOf } from "./examples.js";
+import { examplesFor, isAsync, prettyJson, profileOf } from "./examples.js";
 import { fmtNum, lineChart } from "./charts.js";
 
 const SERVICE_TABS = [
   { id: "overview", label: "Overview" },
   { id: "monitoring", label: "Monitoring" },
+  { id: "queue", label: "Queue", async: true },
   { id: "instances", label: "Instances" },
   { id: "logs", label: "Logs" },
   { id: "debug", label: "Online debug" },
@@ -323,7 +324,6 @@ async function pageDeploy(root) {
 // -- one service ---------------------------------------------------------------------------
 
 async function pageService(root, page, name, tab = "overview") {
-  if (!SERVICE_TABS.some((t) => t.id === tab)) tab = "overview";
   let view;
   try {
     view = await services.get(name);
@@ -335,6 +335,9 @@ async function pageService(root, page, name, tab = "overview") {
     throw err;
   }
   if (!page.alive) return;
+  // the Queue tab only for Async services (the others have no queues)
+  const tabList = SERVICE_TABS.filter((t) => !t.async || isAsync(view));
+  if (!tabList.some((t) => t.id === tab)) tab = "overview";
   const state = { view, signature: null, signatureTried: false };
   const href = (id) => `#/services/${encodeURIComponent(name)}/${id}`;
 
@@ -353,7 +356,7 @@ async function pageService(root, page, name, tab = "overview") {
         stopBtn,
         h("button", { type: "button", class: "btn btn-danger-ghost", id: "delete", onclick: () => deleteService(name, async () => { location.hash = "#/services"; }) }, "Delete"))),
     messageSlot,
-    tabBar(SERVICE_TABS, tab, href),
+    tabBar(tabList, tab, href),
   );
   const body = h("div", { class: "tab-body", id: `tab-${tab}` });
   root.append(header, body);
@@ -377,7 +380,7 @@ async function pageService(root, page, name, tab = "overview") {
   };
   updateHeader();
 
-  const tabs = { overview: tabOverview, monitoring: tabMonitoring, instances: tabInstances, logs: tabLogs, debug: tabDebug, spec: tabSpec };
+  const tabs = { overview: tabOverview, monitoring: tabMonitoring, queue: tabQueue, instances: tabInstances, logs: tabLogs, debug: tabDebug, spec: tabSpec };
   tabUpdate = await tabs[tab](body, state, page);
   page.every(2000, async () => {
     try {
@@ -480,6 +483,95 @@ async function tabMonitoring(body, state, page) {
       h("span", {}, h("strong", {}, fmtNum(load.in_flight ?? 0)), " in flight"),
     );
     if (load.waiting) summary.append(h("span", {}, h("strong", {}, String(load.waiting)), " waiting for an instance"));
+  };
+  await update();
+  return update;
+}
+
+// An Async service's queues (GET .../queue and .../queue/dead, the API behind `openeas queue
+// stat|get`), redrawn on every refresh of the page (2 s); Retry posts .../queue/retry like
+// `openeas queue retry`.
+const DEAD_SHOWN = 100;
+const DEAD_DATA_CHARS = 200;
+
+function decodeData(b64) {
+  try {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const text = new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+    return text.length > DEAD_DATA_CHARS ? `${text.slice(0, DEAD_DATA_CHARS)}\u2026` : text;
+  } catch {
+    return "(not base64)";
+  }
+}
+
+async function tabQueue(body, state, page) {
+  const name = state.view.name;
+  const summary = h("div", { class: "queue-summary", id: "queue-summary" });
+  const problem = h("div", { class: "alert alert-warn", hidden: true, id: "queue-problem" });
+  const deadBody = h("tbody", { id: "dead-body" });
+  const retryAll = h("button", { type: "button", class: "btn btn-small", id: "retry-all", disabled: true }, "Retry all");
+  const retry = async (indexes) => {
+    try {
+      const out = await services.retryDead(name, indexes);
+      toast(`Retried ${out.retried} dead letter${out.retried === 1 ? "" : "s"}.`, "good");
+      await update();
+    } catch (err) {
+      toast(err.message, "bad");
+    }
+  };
+  retryAll.addEventListener("click", () => retry(null));
+  body.append(
+    problem,
+    h("section", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Queues")), summary),
+    h("section", { class: "card card-flush" },
+      h("div", { class: "card-head card-pad" }, h("h2", {}, "Dead letters"), retryAll),
+      h("div", { class: "table-wrap" },
+        h("table", { class: "table", id: "dead-table" },
+          h("thead", {}, h("tr", {}, ["Index", "Request ID", "Deliveries", "Data", "Created", ""].map((t) => h("th", {}, t)))),
+          deadBody))),
+    h("p", { class: "muted small" }, "Requests go into the input queue at the service endpoint; the instances' answers go into the sink queue at ",
+      h("code", {}, "<endpoint>/sink"), ". A request that failed queue.max_delivery times becomes a dead letter; Retry puts it back into the input queue (the same as ",
+      h("code", {}, `openeas queue retry ${name}`), ")."),
+  );
+  let shown = "";
+  const update = async () => {
+    let stats, dead;
+    try {
+      [stats, dead] = await Promise.all([services.queue(name), services.deadLetters(name, DEAD_SHOWN)]);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status === 401 || err.status === 404) throw err;
+      if (!page.alive) return;
+      problem.hidden = false;
+      problem.textContent = err.message; // e.g. the queue server is not running yet
+      return;
+    }
+    if (!page.alive) return;
+    problem.hidden = true;
+    const inp = stats.input || {}, sink = stats.sink || {};
+    const cell = (label, id, value, extra = "") =>
+      h("div", { class: "queue-stat" }, h("div", { class: "muted small" }, label), h("strong", { id, "data-value": String(value ?? 0) }, String(value ?? 0)), extra ? h("div", { class: "muted small" }, extra) : null);
+    clear(summary).append(
+      cell("Input queue length", "queue-input-length", inp.length, `of at most ${inp.max_length ?? "-"}; oldest ${fmtNum(inp.oldest_age_s ?? 0)} s`),
+      cell("In flight", "queue-in-flight", inp.in_flight, `${stats.instances ?? 0} instance(s) taking work`),
+      cell("Dead letters", "queue-dead", inp.dead),
+      cell("Sink queue length", "queue-sink-length", sink.length, `of at most ${sink.max_length ?? "-"}`),
+      cell("Delivered", "queue-delivered", (stats.counters || {}).delivered, `${(stats.counters || {}).retried ?? 0} retried`),
+    );
+    const key = JSON.stringify(dead);
+    if (key === shown) return;
+    shown = key;
+    retryAll.disabled = !dead.length;
+    clear(deadBody).append(
+      ...(dead.length
+        ? dead.map((d) => h("tr", { "data-index": String(d.index) },
+            h("td", { class: "num" }, String(d.index)),
+            h("td", {}, h("code", {}, (d.tags && d.tags.requestId) || "")),
+            h("td", { class: "num" }, String(d.deliveries ?? "")),
+            h("td", {}, h("code", { class: "wrap" }, decodeData(d.data))),
+            h("td", { title: fmtTime(d.created_at) }, fmtAgo(d.created_at)),
+            h("td", {}, h("button", { type: "button", class: "btn btn-small", "data-retry": String(d.index), onclick: () => retry([d.index]) }, "Retry"))))
+        : [h("tr", {}, h("td", { colspan: "6", class: "muted center" }, "No dead letters."))]),
+    );
   };
   await update();
   return update;
@@ -762,6 +854,10 @@ function endpointPanel(state) {
     h("section", { class: "panel-section" },
       row("Internet endpoint", "endpoint-internet", v.endpoints.internet),
       row("VPC endpoint", "endpoint-vpc", v.endpoints.vpc),
+      ...(isAsync(v) ? [
+        row("Internet sink endpoint", "endpoint-sink-internet", v.endpoints.internet ? v.endpoints.internet + "/sink" : null),
+        row("VPC sink endpoint", "endpoint-sink-vpc", v.endpoints.vpc ? v.endpoints.vpc + "/sink" : null),
+      ] : []),
       row("Token", "token", tokenCode, showBtn),
       oldTokenRow(v)),
     h("p", { class: "hint" }, "The endpoint is a base URL: append the model's API path",

@@ -263,6 +263,46 @@ export function easExample(endpoint, service, token, profile) {
   return lines.join("\n");
 }
 
+/** Whether a service is an Async one (metadata.type "Async"): an input queue and a sink queue
+ * behind its endpoint (docs/async.md). */
+export function isAsync(view) {
+  const meta = (view && view.spec && view.spec.metadata) || {};
+  return meta.type === "Async";
+}
+
+/** The eas-prediction QueueClient (unmodified): put into the input queue (<endpoint>), watch the
+ * sink queue (<endpoint>/sink) for the result, by request id. Long polling (get with a timeout)
+ * rather than sink.watch(): plain HTTP works through the gateway and any proxy. */
+export function queueExample(endpoint, service, token, profile) {
+  const u = new URL(endpoint);
+  const body = bodyText(profile.body, false);
+  return [
+    "from eas_prediction import QueueClient",
+    "",
+    `endpoint = ${pyStr(u.host)}`,
+    `token = ${pyStr(token)}`,
+    "",
+    "# the input queue is the service endpoint; the results arrive in its sink queue (<endpoint>/sink)",
+    `inputs = QueueClient(endpoint, ${pyStr(service)})`,
+    "inputs.set_token(token)",
+    "inputs.init()",
+    `sink = QueueClient(endpoint, ${pyStr(service + "/sink")})`,
+    "sink.set_token(token)",
+    "sink.init()",
+    "",
+    `index, request_id = inputs.put(${pyStr(body)}.encode())`,
+    "print('queued', index, request_id)",
+    "",
+    "# wait for its result in the sink: HTTP long polling by request id (each call waits up to 5 s)",
+    "results = []",
+    "while not results:",
+    "    results = sink.get(request_id=request_id, timeout=\"5s\")",
+    "for df in results:",
+    "    print(df.tags.get(\"lastCode\"), df.data.decode())",
+    "    sink.delete(df.index)  # done with it: take it out of the sink",
+  ].join("\n");
+}
+
 /**
  * The examples for one service and one of its endpoints ("internet" or "vpc"):
  * [{id, label, lang, code}]. Empty when the service has no such endpoint.
@@ -278,5 +318,8 @@ export function examplesFor(view, which, signature = null) {
   ];
   if (profile.openai) out.push({ id: "openai", label: "OpenAI SDK", lang: "python", code: openaiExample(endpoint, view.token, profile) });
   out.push({ id: "eas", label: "eas-prediction SDK", lang: "python", code: easExample(endpoint, view.name, view.token, profile) });
+  if (isAsync(view)) {
+    out.push({ id: "queue", label: "QueueClient (input + sink)", lang: "python", code: queueExample(endpoint, view.name, view.token, profile) });
+  }
   return out;
 }
