@@ -1,9 +1,9 @@
 """Resource bounds under load (issue 17, item 2): slowloris and a slow reader of a 200 MB stream.
 
 - 1,000 slowloris connections (slowloris_client.py, its own process, from 127.0.0.2, each holding
-  a request head open and adding a byte now and then) must leave the p99 latency of normal calls (from 127.0.0.1, a new connection each)
-  within 2x its unloaded value: the gateway holds them with no task and no timer each, and its
-  once-a-second sweep walks them in well under a millisecond.
+  a request head open and adding a byte now and then) must leave the p99 latency of normal calls
+  (from 127.0.0.1, a new connection each) within 2x its unloaded value: the gateway holds them
+  with no task and no timer each, and its once-a-second sweep walks them in well under a ms.
 - A client that reads a 200 MB streamed response slowly must cost the gateway bounded memory:
   flow control pauses the instance connection when the client's buffer fills (RSS growth < 32 MB).
 Both run an in-process gateway (inprocess.py) on loopback only. The p99 comparison takes the best of
