@@ -22,52 +22,60 @@ PIECE = b"s" * 65536
 def _serve(conn: socket.socket, hold: list[socket.socket]) -> None:
     data = b""
     try:
-        while b"\r\n\r\n" not in data:
-            got = conn.recv(65536)
-            if not got:
-                return
-            data += got
-        target = data.split(b" ", 2)[1].decode()
-        url = urlsplit(target)
-        path = url.path.rsplit("/", 1)[-1]
-        if path == "garbage":
-            conn.sendall(b"HTTP/1.1 two hundred OK\r\n\r\n")
-        elif path == "huge-head":
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n"
-            )
-        elif path == "cut":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
-        elif path == "silent":
-            hold.append(conn)  # never answered, never closed by us
-            return
-        elif path == "stream":
-            n = int(parse_qs(url.query)["n"][0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            head = b"%x\r\n" % len(PIECE)
-            while n > 0:
-                conn.sendall(head + PIECE + b"\r\n")
-                n -= len(PIECE)
-            conn.sendall(b"0\r\n\r\n")
-        else:  # read the whole (Content-Length) body first, as an instance does
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            while len(body) < length:
+        while True:  # plain requests keep the connection (the gateway pools it)
+            while b"\r\n\r\n" not in data:
                 got = conn.recv(65536)
                 if not got:
                     return
-                body += got
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        conn.shutdown(socket.SHUT_WR)
+                data += got
+            if not _answer(conn, data, hold):
+                return
+            data = b""
     except OSError:
         pass
     finally:
         if not hold or hold[-1] is not conn:
             conn.close()
+
+
+def _answer(conn: socket.socket, data: bytes, hold: list[socket.socket]) -> bool:
+    """Answer one request; True when the connection stays open for the next."""
+    target = data.split(b" ", 2)[1].decode()
+    url = urlsplit(target)
+    path = url.path.rsplit("/", 1)[-1]
+    if path == "garbage":
+        conn.sendall(b"HTTP/1.1 two hundred OK\r\n\r\n")
+    elif path == "huge-head":
+        conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n")
+    elif path == "cut":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+    elif path == "silent":
+        hold.append(conn)  # never answered, never closed by us
+        return False
+    elif path == "stream":
+        n = int(parse_qs(url.query)["n"][0])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = b"%x\r\n" % len(PIECE)
+        while n > 0:
+            conn.sendall(head + PIECE + b"\r\n")
+            n -= len(PIECE)
+        conn.sendall(b"0\r\n\r\n")
+    else:  # read the whole (Content-Length) body first, as an instance does
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            got = conn.recv(65536)
+            if not got:
+                return False
+            body += got
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+    conn.shutdown(socket.SHUT_WR)
+    return False
 
 
 def start_misbehaving_upstream() -> tuple[int, socket.socket]:

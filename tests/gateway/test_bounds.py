@@ -89,6 +89,8 @@ def test_slow_head_gets_408_and_close(gw: InProcessGateway) -> None:
     with socket.create_connection(("127.0.0.1", gw.port()), timeout=10) as s:
         assert s.recv(100) == b""
     assert _events(gw)[HEAD_TIMEOUT] >= before + 2
+    scrape = requests.get(f"http://{gw.metrics_address}/metrics", timeout=5).text
+    assert 'openeas_gateway_connections_closed_total{reason="head_timeout"}' in scrape
     _ok(gw)
 
 

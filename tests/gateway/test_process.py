@@ -208,10 +208,8 @@ def test_idle_client_connections_are_closed(store: tuple[Registry, str, Path]) -
             started = time.monotonic()
             assert sock.recv(65536) == b""  # closed by the gateway
             assert 0.4 < time.monotonic() - started < 3
-        # a connection that never finishes its request head is cut the same way (slowloris)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET /api/predict/svc/echo HTTP/1.1\r\nHost: x\r\n")
-            assert sock.recv(65536) == b""
+        # a request head that never completes is cut by bounds.head_timeout_s, not the idle
+        # timeout (408, then close): tests/gateway/test_bounds.py::test_slow_head_gets_408_and_close
 
 
 class _FlakyRegistry(Registry):
