@@ -396,6 +396,7 @@ class Gateway:
             metrics=current.metrics,
         )
         self.max_body_bytes = new.max_body_bytes
+        self.max_response_head_bytes = new.bounds.max_response_head_bytes  # bounds: new connections
         if (new.internet_acl, new.intranet_acl, new.trusted_proxies) != (
             current.internet_acl,
             current.intranet_acl,
