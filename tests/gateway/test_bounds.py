@@ -18,8 +18,17 @@ from dataclasses import replace
 import pytest
 import requests
 
-from openeas.gateway.bounds import BODY_TOO_SLOW, HEAD_TIMEOUT, REFUSED_CLIENT, REFUSED_LISTENER, ClientBounds
-from openeas.gateway.snapshot import RoutingSnapshot
+from openeas.gateway.bounds import (
+    BODY_TOO_SLOW,
+    HEAD_TIMEOUT,
+    REFUSED_CLIENT,
+    REFUSED_LISTENER,
+    ClientBounds,
+    connection_verdict,
+)
+from openeas.gateway.snapshot import RoutingSnapshot, gateway_settings
+from openeas.spec import SpecError
+from openeas.store import GatewayRecord
 from tests.gateway.inprocess import InProcessGateway, route, running_gateway, settings
 from tests.gateway.misbehaving_upstream import start_misbehaving_upstream
 from tests.gateway.raw_client import exchange
@@ -214,3 +223,18 @@ def test_instance_stops_mid_body_cuts_the_client(gw: InProcessGateway) -> None:
     assert out.answers[0].status == 200 and out.closed
     assert out.answers[0].body == b"0123456789"  # the client sees a body shorter than announced
     _ok(gw)
+
+
+def test_bounds_from_the_gateway_record() -> None:
+    """The record's `bounds` object is read into the settings; defaults fill what it omits; a bad
+    value is refused with the field's name."""
+    now = time.time()
+    spec = {"enable_internet": True, "listen": {"internet": "127.0.0.1:0"}, "bounds": {"head_timeout_s": 3}}
+    got = gateway_settings(GatewayRecord("edge", spec, "Running", now, now)).bounds
+    assert got == ClientBounds(head_timeout_s=3.0)
+    bad = {**spec, "bounds": {"max_header_count": 2}}
+    with pytest.raises(SpecError, match="max_header_count"):
+        gateway_settings(GatewayRecord("edge", bad, "Running", now, now))
+    assert connection_verdict(ClientBounds(max_connections=2), 2, 0) == REFUSED_LISTENER
+    assert connection_verdict(ClientBounds(max_connections_per_client=1), 0, 1) == REFUSED_CLIENT
+    assert connection_verdict(ClientBounds(), 10, 10) is None
