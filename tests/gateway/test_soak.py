@@ -53,6 +53,7 @@ def _run(port: int, count: int) -> Counter[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # a million requests take ~10 min on two shared cores
 def test_soak_mixed_requests_flat_rss() -> None:
     n = int(os.environ.get("OPENEAS_SOAK_REQUESTS", "1000000"))
     port, sock = start_misbehaving_upstream()
