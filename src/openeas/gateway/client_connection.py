@@ -182,11 +182,12 @@ class ClientConnection(asyncio.Protocol):
                 self.linger_deadline = min(now + LINGER_IDLE_S, self.linger_until)
             return
         self.in_feed = True
+        upgrade_at = -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.in_feed = False
-            self._after_upgrade(data, int(exc.args[0]))
+            upgrade_at = int(exc.args[0])  # handled below, outside this except: the bytes after
+            # it are parsed by a nested data_received, whose own errors must not look caused by it
         except httptools.HttpParserError as exc:
             self.in_feed = False
             cause = exc.__context__
@@ -199,6 +200,8 @@ class ClientConnection(asyncio.Protocol):
                     rule = framing.parser_error_rule(str(exc))
                     self._parse_error(admission.framing(rule) if rule is not None else None)
         self.in_feed = False
+        if upgrade_at >= 0:
+            self._after_upgrade(data, upgrade_at)
         ex = self.current
         if ex is not None and ex.corked:
             ex.flush_up()
