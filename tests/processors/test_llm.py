@@ -44,7 +44,7 @@ def reference(gguf: Path) -> dict[str, Any]:
     """llama-cpp-python's own greedy chat completion of QUESTION, to compare with."""
     from llama_cpp import Llama
 
-    llama = Llama(model_path=str(gguf), n_ctx=1024, n_threads=2, verbose=False)
+    llama = Llama(model_path=str(gguf), n_ctx=1024, n_threads=2, flash_attn=True, verbose=False)
     try:
         out: dict[str, Any] = llama.create_chat_completion(QUESTION, max_tokens=24, temperature=0)  # type: ignore[assignment]
         return out

@@ -1,7 +1,8 @@
 """Async services through a real `openeas server`: the control plane runs the queue server, the
 shared gateway routes `<endpoint>` and `<endpoint>/sink` to it with the service token, the
 autoscaler takes the service from 0 to N instances on a backlog and back to 0, and the CLI lists
-and retries dead letters. On the embedded backend, and (a shorter round) on Redis."""
+and retries dead letters; the SDK's `watch()` reads the sink through the gateway (a WebSocket).
+On the embedded backend, and (a shorter round) on Redis."""
 
 from __future__ import annotations
 
@@ -113,6 +114,11 @@ def test_async_service_on_redis(tmp_path: Path, eas_python: Path, redis_server: 
         host = endpoint.split("//", 1)[1].split("/", 1)[0]
         out = run_sdk(eas_python, host, "asyncredis", token, "poll", "10")
         assert {r["requestId"] for r in out["results"]} == set(out["sent"])
+        # watch() through the gateway (a WebSocket tunnel, gateway/tunnel.py): every result, once
+        out = run_sdk(eas_python, host, "asyncredis", token, "roundtrip", "20", "5")
+        assert len(out["results"]) == 20 and {r["requestId"] for r in out["results"]} == set(out["sent"])
+        sent = out["sent"]
+        assert all(r["data"] == "done:" + sent[r["requestId"]] for r in out["results"])
         import redis
 
         r = redis.Redis.from_url(redis_server.url)

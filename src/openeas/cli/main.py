@@ -405,6 +405,12 @@ Grace = Annotated[float, typer.Option("--grace", help="seconds instances get bet
 RedisUrl = Annotated[  # async queue hook
     str, typer.Option("--redis-url", help="Redis for gateway limits shared by all processes and Async queues")
 ]
+RuntimeKind = Annotated[
+    str, typer.Option("--runtime", help="where instances run: local (subprocesses here) or ray")
+]
+RayAddress = Annotated[
+    str | None, typer.Option("--ray-address", help="the Ray head's HOST:PORT (its GCS), for --runtime ray")
+]
 
 
 @dataclass(frozen=True)
@@ -425,6 +431,8 @@ class ServerOptions:
     region: Region = "local"
     grace: Grace = 10.0
     redis_url: RedisUrl = ""  # async queue hook
+    runtime: RuntimeKind = "local"
+    ray_address: RayAddress = None
 
     def config(self) -> ServerConfig:
         return ServerConfig(
@@ -440,6 +448,8 @@ class ServerOptions:
             region=self.region,
             store_url=self.store_url,
             redis_url=self.redis_url,  # async queue hook
+            runtime=self.runtime,
+            ray_address=self.ray_address,
         )
 
 
@@ -487,7 +497,7 @@ def _run(options: ServerOptions, on_ready: Any, log_level: int) -> None:
 @app.command()
 @server_options
 def server(options: ServerOptions, json_out: JsonOut = False) -> None:
-    """Run the control API, the shared gateway and the local runtime (until Ctrl-C)."""
+    """Run the control API, the shared gateway and the runtime (until Ctrl-C)."""
 
     def ready(info: Any) -> None:
         if json_out:

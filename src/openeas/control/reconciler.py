@@ -39,7 +39,7 @@ from typing import Any
 
 from openeas.control.errors import log_failure
 from openeas.control.rollout import plan_rollout
-from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, ProbeResult, Runtime, describe_exit
+from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, NotPlaceable, ProbeResult, Runtime
 from openeas.spec import ServiceSpec, SpecError, parse_service_spec
 from openeas.store import InstanceRecord, NotFound, Registry, ServiceRecord
 
@@ -205,6 +205,14 @@ class Worker:
     async def _one_run(self) -> str:
         try:
             handle = await self.runtime.start(self.id, self.service, self.spec)
+        except NotPlaceable as exc:
+            # no node can host it (yet): the service waits, saying what is missing, and this is
+            # tried again with backoff; not a crash loop (a node that has it may join)
+            self.handle = None
+            self.state = "failed"
+            self.last_exit = str(exc)
+            self.consecutive_failures += 1
+            return "failed"
         except Exception as exc:
             self.handle = None
             self._failed(f"could not start: {exc}", ever_ready=False, ready_for=0.0)
@@ -230,7 +238,9 @@ class Worker:
             self._failed(reason, ever_ready=bool(ready_at), ready_for=ready_for)
         else:
             code = await self._exit
-            self._failed(describe_exit(code), ever_ready=bool(ready_at), ready_for=ready_for)
+            self._failed(
+                self.runtime.describe_exit(handle, code), ever_ready=bool(ready_at), ready_for=ready_for
+            )
         return "failed"
 
     def _failed(self, reason: str, *, ever_ready: bool, ready_for: float) -> None:

@@ -39,6 +39,7 @@ from openeas.control.rest.app import create_app
 from openeas.control.telemetry import Telemetry
 from openeas.procfs import pid_alive
 from openeas.runtime.base import Runtime
+from openeas.runtime.factory import make_runtime
 from openeas.runtime.local import LocalRuntime
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
@@ -54,8 +55,18 @@ RuntimeFactory = Callable[[ServerConfig], Runtime]
 
 
 def local_runtime(config: ServerConfig) -> Runtime:
-    """Instances as subprocesses of this server (the default)."""
+    """Instances as subprocesses of this server."""
     return LocalRuntime(config.data_dir)
+
+
+def configured_runtime(config: ServerConfig) -> Runtime:
+    """The runtime `--runtime` names (local by default; ray: actors on the `--ray-address` cluster)."""
+    try:
+        return make_runtime(config.runtime, config.data_dir, config.ray_address)
+    except ValueError as exc:
+        raise ServerError(str(exc)) from None
+    except ConnectionError as exc:
+        raise ServerError(f"cannot reach the Ray cluster at {config.ray_address}: {exc}") from None
 
 
 class ServerError(Exception):
@@ -192,7 +203,7 @@ class ControlServer:
         config: ServerConfig,
         on_ready: Callable[[ServerInfo], int | None] | None = None,
         settings: ReconcilerSettings | None = None,
-        runtime_factory: RuntimeFactory = local_runtime,
+        runtime_factory: RuntimeFactory = configured_runtime,
     ):
         self.config = replace(config, data_dir=config.data_dir.expanduser().resolve())
         self.on_ready = on_ready
@@ -405,7 +416,7 @@ def run_server(
     config: ServerConfig,
     on_ready: Callable[[ServerInfo], int | None] | None = None,
     settings: ReconcilerSettings | None = None,
-    runtime_factory: RuntimeFactory = local_runtime,
+    runtime_factory: RuntimeFactory = configured_runtime,
 ) -> int:
     """Run `openeas server` until SIGINT/SIGTERM; returns the exit code. Raises ServerError
     (with a message for the user) when it cannot start."""

@@ -27,8 +27,9 @@ from openeas.gateway import admission, bounds, errors, framing
 from openeas.gateway.admission import PEER_DENIED, PEER_IS_PROXY, PLAIN_ON_TLS, ListenerAccess, Reject
 from openeas.gateway.bounds import ClientBounds
 from openeas.gateway.exchange import Exchange, ExchangeHost
-from openeas.gateway.flow import PAUSE_PIPELINE
+from openeas.gateway.flow import PAUSE_PIPELINE, PAUSE_UPGRADE
 from openeas.gateway.snapshot import GatewaySettings
+from openeas.gateway.tunnel import Tunnel, wants_websocket
 
 log = logging.getLogger("openeas.gateway")
 
@@ -70,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "counted",
         "current",
+        "early",
         "gw",
         "head_count",
         "head_since",
@@ -90,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
         "reading",
         "special",
         "transport",
+        "tunnel",
         "write_paused",
     )
 
@@ -120,6 +123,8 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.linger_deadline = 0.0  # > 0 while lingering
         self.linger_until = 0.0
+        self.tunnel: Tunnel | None = None  # after a WebSocket upgrade: raw bytes (tunnel.py)
+        self.early = b""  # bytes after an upgrade request's head, sent once the tunnel is up
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,6 +181,9 @@ class ClientConnection(asyncio.Protocol):
             ex.forced = forced
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
         if self.ignore_input:
             if self.linger_deadline:
                 now = self.gw.loop.time()
@@ -210,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         gw = self.gw
         gw.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
         if self.counted:
             self.counted = False
             left = gw.open_by_listener[self.listener] - 1
@@ -232,12 +242,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.up.pause_reading()
         ex = self.current
         if ex is not None and ex.up is not None:
             ex.up.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.up.resume_reading()
         ex = self.current
         if ex is not None and ex.up is not None:
             ex.up.resume_reading()
@@ -292,6 +306,9 @@ class ClientConnection(asyncio.Protocol):
         self.head_size = self.head_count = 0  # from here on: trailers
         self.head_since = 0.0
         ex.on_head(method, version == "1.0", keep_alive)
+        if wants_websocket(ex.method, parser.should_upgrade(), ex.headers):
+            ex.websocket = True
+            self.closing = True  # what follows the head is not HTTP: no further request here
         if self.special:
             self._head_verdict(ex)
         self._enqueue(ex)
@@ -325,6 +342,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.current = None
         self.gw.log_exchange(ex)
+        if self.tunnel is not None:
+            return  # the connection now belongs to the tunnel
         if self.closing:
             self._close(lingering=not ex.req_done or self.reading is not None)
             return
@@ -343,6 +362,12 @@ class ClientConnection(asyncio.Protocol):
     def _after_upgrade(self, data: bytes, offset: int) -> None:
         if self.parser.get_method() == b"CONNECT":
             self.ignore_input = True  # tunnel bytes follow; the request is answered 405 and closed
+            return
+        ex = self.current if self.queue is None or not self.queue else self.queue[-1]
+        if ex is not None and ex.websocket and not ex.finished:
+            # WebSocket frames may follow: hold them (and stop reading) until the 101 comes
+            self.early = data[offset:]
+            self.pause(PAUSE_UPGRADE)
             return
         # `Upgrade:` (h2c, websocket) is not supported: the request was handled as plain
         # HTTP/1.1 without that header; parsing goes on with the bytes after it.
@@ -367,6 +392,13 @@ class ClientConnection(asyncio.Protocol):
         bad.forced = verdict or admission.bad_request()
         self._enqueue(bad)
 
+    def start_tunnel(self, tunnel: Tunnel) -> None:
+        """The instance answered the WebSocket upgrade with 101: relay raw bytes from now on."""
+        self.tunnel = tunnel
+        early, self.early = self.early, b""
+        tunnel.from_client(early)
+        self.resume(PAUSE_UPGRADE)
+
     # -- I/O helpers used by Exchange ------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -386,6 +418,12 @@ class ClientConnection(asyncio.Protocol):
             self.paused &= ~bit
             if not self.paused and not self.closed:
                 self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close at once (a tunnel's other side closed)."""
+        if not self.closed and self.transport is not None:
+            self.closing = True
+            self.transport.close()
 
     def abort(self) -> None:
         """Tear the connection down at once (a response broke half-way)."""
@@ -417,13 +455,18 @@ class ClientConnection(asyncio.Protocol):
         """The time bounds, once a second: linger, head time (408), body rate (408), idle."""
         if self.closed:
             return
+        b = self.bounds
+        idle = b.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
+        if self.tunnel is not None:
+            if self.tunnel.idle_for(now) > idle:
+                self.tunnel.close()
+            return
         if self.linger_deadline:
             if now >= self.linger_deadline:
                 self.transport.close()  # type: ignore[union-attr]
             return
         if self.ignore_input:
             return
-        b = self.bounds
         reading = self.reading
         if self.head_since and now - self.head_since > b.head_timeout_s and not self.paused:
             if reading is None and self.current is None and not self.queue:
@@ -444,7 +487,6 @@ class ClientConnection(asyncio.Protocol):
                 return
             elif now - self.rate_since >= b.body_rate_window_s:
                 self.rate_since, self.rate_bytes = now, reading.body_in
-        idle = b.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
         if self.current is None and reading is None and now - self.idle_since > idle:
             self.gw.connection_event(bounds.IDLE_CLOSED)
             self.transport.close()  # type: ignore[union-attr]
@@ -452,5 +494,7 @@ class ClientConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else once the current answer is written."""
         self.closing = True
-        if self.current is None and not self.closed:
+        if self.tunnel is not None:
+            self.tunnel.close()  # WebSocket clients reconnect (to another gateway)
+        elif self.current is None and not self.closed:
             self.transport.close()  # type: ignore[union-attr]

@@ -36,6 +36,7 @@ from openeas.gateway.mirror import MirrorCopy
 from openeas.gateway.pickers import BODY_MAX
 from openeas.gateway.routes import GroupEntry, RouteEntry
 from openeas.gateway.routing import split_target
+from openeas.gateway.tunnel import Tunnel, upgrade_request_head, upgrade_response_head
 from openeas.gateway.upstream import UpstreamConnection, release, take_idle
 
 _REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
@@ -95,6 +96,10 @@ class Client(Protocol):
 
     def exchange_finished(self, ex: Exchange) -> None: ...
 
+    def start_tunnel(self, tunnel: Tunnel) -> None: ...
+
+    def close(self) -> None: ...
+
 
 class Exchange:
     __slots__ = (
@@ -151,6 +156,7 @@ class Exchange:
         "up_until_close",
         "url",
         "usage_tail",
+        "websocket",
         "xff",
     )
 
@@ -209,6 +215,7 @@ class Exchange:
         self.finished = False
         self.usage_tail: bytes | None = None  # the response's last bytes, for a token limit
         self.await_body = False  # its picker keys on the body (pickers.wants_body): picked when in
+        self.websocket = False  # a WebSocket upgrade (tunnel.wants_websocket): a 101 starts a tunnel
 
     # == parse (called by the client connection) ===========================================
     def on_head(self, method: bytes, http10: bool, keep_alive: bool) -> None:
@@ -287,6 +294,8 @@ class Exchange:
             self.request_id,
             self.body_chunked,
         )
+        if self.websocket:
+            self.head = upgrade_request_head(self.head)
         if self.expect_continue and not self.req_done:
             client.write(errors.CONTINUE_100)
         if entry.mirror is not None:
@@ -588,6 +597,27 @@ class Exchange:
             conn.close()
             self._release_state()
             self._response_complete()
+
+    def upstream_upgrade(
+        self, conn: UpstreamConnection, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bool:
+        """The instance answered 101: relay raw bytes from now on (tunnel.py). False when this
+        request did not ask for a WebSocket (the 101 is then a protocol error)."""
+        if not self.websocket or self.phase != WAITING or self.up is not conn:
+            return False
+        self._cancel_timer()
+        client = self.client
+        self.status = 101
+        self.t_resp = perf_counter()
+        client.write(upgrade_response_head(reason, headers, self.request_id))
+        tunnel = Tunnel(client, conn, client.gw.loop)
+        conn.tunnel = tunnel  # never back to the pool: the tunnel closes it
+        self.up = None
+        self._release_state()  # a tunnel does not hold the instance's slot
+        self.phase = DONE
+        client.start_tunnel(tunnel)
+        self._finish()  # counted and logged once, here, at the upgrade (status 101)
+        return True
 
     def upstream_body(self, data: bytes) -> None:
         if not data or self.phase != STREAMING:

@@ -20,8 +20,9 @@ Redis granted it:
   A grant of 0 marks the limit spent in this process until the window ends (429 with no round trip).
 - Live processes: each process refreshes its id in a sorted set every second; those seen in the
   last 3 s are live. The count sizes `k` and the fall-back.
-- Redis unreachable (an error or no answer within 250 ms): every shared limit falls back to a
-  local token bucket at limit / live processes (the last count seen), `fallbacks` counts the
+- Redis unreachable (a connection error, or no answer within 1 s): every shared limit falls back
+  to a local token bucket at limit / live processes (the last count seen; it starts empty, so the
+  switch adds no burst to what this second already admitted), `fallbacks` counts the
   requests so decided; a background probe retries with backoff (0.25 s doubling to 2 s) and the
   limits go back to Redis as soon as it answers. Nothing on the event loop ever waits on a dead
   Redis: all calls are asynchronous and time out.
@@ -36,6 +37,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from openeas.gateway.limits import TokenBucket, TokenBudget
@@ -46,7 +48,8 @@ KEY_PREFIX = "openeas:limit:"
 LIVE_KEY = "openeas:gateway-processes"
 LIVE_S = 3.0  # a process not seen for this long is not counted
 HEARTBEAT_S = 1.0
-TIMEOUT_S = 0.25  # a Redis call taking longer counts as Redis being down
+TIMEOUT_S = 1.0  # a Redis call taking longer counts as Redis being down (a refused connection: at once)
+CONNECT_TIMEOUT_S = 0.25  # a connection to an address that does not answer
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 2.0
 LEASE_SHARE = 10  # k = limit / (LEASE_SHARE x live processes)
@@ -127,9 +130,14 @@ class SharedBucket:
         self.fallback.set_rate(fallback_rate(limit, self.limiter.live))
 
     def ready(self, now: float) -> bool:
-        """`take` decides now: a permit is at hand, the window is known spent, or Redis is down."""
+        """`take` decides now: a permit is at hand, the window is known spent, or Redis is down.
+
+        Window ends are compared with `time.monotonic()`, not the loop time `now`: the loop's
+        clock is read once per iteration, and on a loaded machine an iteration can end past a
+        window that its cached clock says is still open (permits spent in the next window)."""
         if not self.limiter.up:
             return True
+        now = monotonic()
         if self.permits > 0 and now < self.expires:
             return True
         if now < self.spent_until:
@@ -147,6 +155,7 @@ class SharedBucket:
         if not limiter.up:
             limiter.fallbacks += 1
             return self.fallback.take(now)
+        now = monotonic()  # see `ready`
         if self.permits > 0 and now < self.expires:
             self.permits -= 1
             if self.permits == 0 and not self.pending and now + 0.001 < self.expires:
@@ -287,7 +296,7 @@ class SharedLimiter:
         self._loop = loop
         if self._client is None:
             self._client = aioredis.Redis.from_url(
-                self.url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=None
+                self.url, socket_timeout=TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=None
             )
         self._script = self._client.register_script(LEASE)
         self._tokens_script = self._client.register_script(TOKENS)
@@ -348,7 +357,7 @@ class SharedLimiter:
         if loop is None:
             return
         bucket.pending = True
-        task = loop.create_task(self._lease(bucket, loop.time()))
+        task = loop.create_task(self._lease(bucket, monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -397,10 +406,15 @@ class SharedLimiter:
                 type(exc).__name__,
                 self.live,
             )
+            now = self.now()
             for bucket in self.buckets.values():
                 bucket.set_rate(bucket.limit)  # the fall-back at the current live count
                 bucket.permits = 0
                 bucket.spent_until = 0.0
+                # empty, not full: this second's permits were spent through Redis already, so
+                # the fall-back admits only its rate from now on (no burst on top of them)
+                bucket.fallback.tokens = 0.0
+                bucket.fallback.stamp = now
 
     async def _heartbeat(self) -> None:
         """Every second: refresh this process in the live set and count the live processes.

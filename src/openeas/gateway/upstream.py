@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
 from openeas.gateway.flow import PAUSE_UPSTREAM
+
+if TYPE_CHECKING:
+    from openeas.gateway.tunnel import Tunnel
 
 MAX_IDLE_PER_UPSTREAM = 1024
 log = logging.getLogger("openeas.gateway")
@@ -51,6 +54,10 @@ class ResponseSink(Protocol):
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
     ) -> None: ...
+
+    def upstream_upgrade(
+        self, conn: UpstreamConnection, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bool: ...
 
     def upstream_body(self, data: bytes) -> None: ...
 
@@ -88,6 +95,7 @@ class UpstreamConnection(asyncio.Protocol):
         "received",
         "state",
         "transport",
+        "tunnel",
         "write_paused",
     )
 
@@ -107,12 +115,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.closed = False
+        self.tunnel: Tunnel | None = None  # after a 101: raw bytes, never pooled again (tunnel.py)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_upstream(data)
+            return
         if self.exchange is None:
             self.close()  # an idle connection must stay silent
             return
@@ -122,6 +134,14 @@ class UpstreamConnection(asyncio.Protocol):
             ex = self.exchange
             if ex is not None and ex.resp_head is not None:
                 ex.flush_head()
+        except httptools.HttpParserUpgrade as exc:
+            if self.tunnel is not None:  # the 101 the exchange asked for: the rest is tunnel bytes
+                self.tunnel.from_upstream(data[int(exc.args[0]) :])
+                return
+            ex = self.exchange  # a 101 nobody asked for
+            self.close()
+            if ex is not None:
+                ex.upstream_lost(self, protocol_error=True)
         except httptools.HttpParserError as exc:
             ex = self.exchange
             self.close()
@@ -141,6 +161,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.tunnel is not None:
+            self.exchange = None
+            self.tunnel.close()
+            return
         ex = self.exchange
         if ex is not None:
             self.exchange = None
@@ -184,6 +208,9 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             raise _Stray
         status = self.parser.get_status_code()
+        if status == 101 and ex.upstream_upgrade(self, self.reason, self.headers):
+            self.in_1xx = True  # the message "ends" with the head; the parser stops after it
+            return
         if status < 200:
             self.in_1xx = True  # 100 Continue / 103 Early Hints: not forwarded
             return
@@ -214,6 +241,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.read_paused and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def close(self) -> None:
         self.exchange = None

@@ -42,6 +42,13 @@ class ProbeResult:
     detail: str  # what was checked and what happened, for messages ("GET /health -> 200")
 
 
+class NotPlaceable(RuntimeError):
+    """`Runtime.start` cannot place the instance on any node the runtime knows.
+
+    `str(exc)` names what is missing ("needs gpu: 1; no node has it"): the reconciler shows it as
+    the service's Waiting message and tries again later (a node that has it may join)."""
+
+
 class InstanceHandle:
     """One started instance. Runtimes subclass it to keep their own process/actor reference."""
 
@@ -97,6 +104,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def log_instances(self, service: str) -> list[str]:
         """Instance ids that have a log for `service`, newest first (kept after instances go)."""
+
+    def describe_exit(self, handle: InstanceHandle, code: int) -> str:
+        """How the instance ended, for its log and the service message ("exit code 1"). Runtimes
+        override it where an exit can have a cause beyond the code (a lost node)."""
+        return describe_exit(code)
 
     @abc.abstractmethod
     async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:

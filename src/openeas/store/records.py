@@ -45,6 +45,36 @@ class GatewayRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaRecord:
+    """One registered gateway replica. `up`: its last heartbeat is recent enough (computed when
+    listed, from the database's clock)."""
+
+    name: str
+    gateway: str
+    addresses: dict[str, str]  # listener kind ("internet", "vpc") -> "host:port"
+    metrics_address: str
+    started_at: float
+    heartbeat_at: float
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in the registry after a version: the names per kind, or `full` when the
+    reader must rebuild whole (a write that named nothing, or history already pruned)."""
+
+    version: int  # the registry's version now: pass it to the next changes_since
+    services: frozenset[str] = frozenset()
+    gateways: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    full: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.full or self.services or self.gateways or self.groups)
+
+
+@dataclass(frozen=True, slots=True)
 class GroupRecord:
     name: str
     token: str

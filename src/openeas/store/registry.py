@@ -1,7 +1,14 @@
-"""The registry: services, instances and gateways, with a change feed.
+"""The registry: services, instances and gateways, with a change feed; gateway replicas.
 
-Every write that a gateway must see bumps `meta.version` in the same transaction, so a gateway
-polls one integer and rebuilds its routing snapshot only when it moved.
+Every write that a gateway must see bumps `meta.version` in the same transaction and records what
+it changed (`changes`: the service, gateway or group names), so a reader asks `changes_since(v)`
+and updates only those. On PostgreSQL the same transaction sends NOTIFY on CHANGE_CHANNEL (the
+payload is the new version), delivered at commit, so a listener (store/feed.py) wakes at once
+instead of polling. The version row is updated last and holds its row lock until commit, so
+versions are committed in order: a reader that sees version v sees every change up to v.
+
+Gateway replicas (any number per gateway, on any machine) register and heartbeat here; they are
+not part of the change feed (heartbeats would flood it).
 """
 
 from __future__ import annotations
@@ -14,13 +21,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from openeas.store import schema
-from openeas.store.records import GatewayRecord, GroupRecord, InstanceRecord, ServiceRecord, VersionRecord
+from openeas.store.records import (
+    Changes,
+    GatewayRecord,
+    GroupRecord,
+    InstanceRecord,
+    ReplicaRecord,
+    ServiceRecord,
+    VersionRecord,
+)
 
 VERSION_KEY = "version"
+CHANGE_CHANNEL = "openeas_changes"  # PostgreSQL NOTIFY channel; the payload is the new version
+CHANGE_KEEP = 10_000  # versions of change history kept; a reader further behind rebuilds whole
+REPLICA_HEARTBEAT_S = 5.0  # how often a gateway replica should heartbeat
+REPLICA_DOWN_AFTER_S = 15.0  # a replica whose last heartbeat is older is shown down
 
 
 class NotFound(KeyError):
@@ -58,11 +77,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Registry:
-    def __init__(self, url: str):
+    def __init__(self, url: str, change_keep: int = CHANGE_KEEP):
         self.url = url
         if url.startswith("sqlite"):
             _private_sqlite_file(url)
+        self.change_keep = change_keep
         self.engine: Engine = create_engine(url, future=True)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -78,14 +99,31 @@ class Registry:
         self.engine.dispose()
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *changed: tuple[str, str]) -> Iterator[Connection]:
+        """A transaction that bumps the version and records `changed` ((kind, name) pairs; none:
+        readers rebuild whole) as that version's changes."""
         with self.engine.begin() as conn:
             yield conn
-            conn.execute(
-                update(schema.meta)
-                .where(schema.meta.c.key == VERSION_KEY)
-                .values(value=schema.meta.c.value + 1)
+            version = int(
+                conn.execute(
+                    update(schema.meta)
+                    .where(schema.meta.c.key == VERSION_KEY)
+                    .values(value=schema.meta.c.value + 1)
+                    .returning(schema.meta.c.value)
+                ).scalar_one()
             )
+            named = sorted(set(changed)) or [("all", "")]
+            conn.execute(
+                schema.changes.insert(), [{"version": version, "kind": k, "name": n} for k, n in named]
+            )
+            conn.execute(
+                schema.changes.delete().where(schema.changes.c.version <= version - self.change_keep)
+            )
+            if self.is_postgres:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": CHANGE_CHANNEL, "payload": str(version)},
+                )
 
     def version(self) -> int:
         with self.engine.connect() as conn:
@@ -94,6 +132,34 @@ class Registry:
             ).scalar_one()
             return int(value)
 
+    def changes_since(self, since: int) -> Changes:
+        """What changed after version `since` (names per kind), and the version now."""
+        table = schema.changes
+        with self.engine.connect() as conn:
+            version = int(
+                conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == VERSION_KEY)).scalar_one()
+            )
+            if version <= since:
+                return Changes(version)
+            rows = conn.execute(
+                select(table.c.kind, table.c.name).where(table.c.version > since, table.c.version <= version)
+            ).all()
+            oldest = conn.execute(select(func.min(table.c.version))).scalar()
+        names: dict[str, set[str]] = {"service": set(), "gateway": set(), "group": set()}
+        full = oldest is None or int(oldest) > since + 1  # history before `oldest` is gone
+        for kind, name in rows:
+            if kind in names:
+                names[kind].add(str(name))
+            else:
+                full = True
+        return Changes(
+            version,
+            services=frozenset(names["service"]),
+            gateways=frozenset(names["gateway"]),
+            groups=frozenset(names["group"]),
+            full=full,
+        )
+
     # -- services --------------------------------------------------------------------------
     def create_service(
         self, name: str, spec: dict[str, Any], token: str, gateway: str, note: str = "created"
@@ -101,7 +167,7 @@ class Registry:
         """Insert a service and its version 1, in one transaction."""
         now = time.time()
         try:
-            with self._write() as conn:
+            with self._write(("service", name)) as conn:
                 _insert_version(conn, name, 1, spec, note, now)
                 conn.execute(
                     schema.services.insert().values(
@@ -142,7 +208,7 @@ class Registry:
         if spec is not None:
             values["spec"] = json.dumps(spec)
             stmt = stmt.values(revision=schema.services.c.revision + 1)
-        with self._write() as conn:
+        with self._write(("service", name)) as conn:
             if version_note is not None and spec is not None:
                 latest = self._latest_version(conn, name)
                 if latest == 0:  # a service from before versions were kept: its spec becomes 1
@@ -206,7 +272,7 @@ class Registry:
             )
 
     def delete_service(self, name: str) -> None:
-        with self._write() as conn:
+        with self._write(("service", name)) as conn:
             if conn.execute(schema.services.delete().where(schema.services.c.name == name)).rowcount == 0:
                 raise NotFound(name)
             conn.execute(schema.instances.delete().where(schema.instances.c.service == name))
@@ -227,7 +293,7 @@ class Registry:
             "started_at": inst.started_at,
             "updated_at": time.time(),
         }
-        with self._write() as conn:
+        with self._write(("service", inst.service)) as conn:
             changed = conn.execute(
                 update(schema.instances).where(schema.instances.c.id == inst.id).values(**values)
             ).rowcount
@@ -235,7 +301,11 @@ class Registry:
                 conn.execute(schema.instances.insert().values(**values))
 
     def delete_instance(self, instance_id: str) -> None:
-        with self._write() as conn:
+        with self.engine.connect() as conn:
+            service = conn.execute(
+                select(schema.instances.c.service).where(schema.instances.c.id == instance_id)
+            ).scalar()
+        with self._write(*([("service", str(service))] if service is not None else [])) as conn:
             conn.execute(schema.instances.delete().where(schema.instances.c.id == instance_id))
 
     def list_instances(self, service: str | None = None) -> list[InstanceRecord]:
@@ -249,7 +319,7 @@ class Registry:
     # -- gateways --------------------------------------------------------------------------
     def put_gateway(self, name: str, spec: dict[str, Any], status: str = "Running") -> GatewayRecord:
         now = time.time()
-        with self._write() as conn:
+        with self._write(("gateway", name)) as conn:
             changed = conn.execute(
                 update(schema.gateways)
                 .where(schema.gateways.c.name == name)
@@ -276,7 +346,7 @@ class Registry:
         return [_gateway(r._mapping) for r in rows]
 
     def delete_gateway(self, name: str) -> None:
-        with self._write() as conn:
+        with self._write(("gateway", name)) as conn:
             if conn.execute(schema.gateways.delete().where(schema.gateways.c.name == name)).rowcount == 0:
                 raise NotFound(name)
 
@@ -284,7 +354,7 @@ class Registry:
         """Insert a new gateway record; AlreadyExists if the name is taken."""
         now = time.time()
         try:
-            with self._write() as conn:
+            with self._write(("gateway", name)) as conn:
                 conn.execute(
                     schema.gateways.insert().values(
                         name=name, spec=json.dumps(spec), status=status, created_at=now, updated_at=now
@@ -296,7 +366,7 @@ class Registry:
 
     def update_gateway(self, name: str, spec: dict[str, Any]) -> GatewayRecord:
         """Replace the spec of an existing gateway (the gateway sees it on its next poll)."""
-        with self._write() as conn:
+        with self._write(("gateway", name)) as conn:
             stmt = (
                 update(schema.gateways)
                 .where(schema.gateways.c.name == name)
@@ -320,7 +390,7 @@ class Registry:
 
         Returns the names of the services bound to it (and deletes nothing) when there are any.
         """
-        with self._write() as conn:
+        with self._write(("gateway", name)) as conn:
             bound = [
                 str(r[0])
                 for r in conn.execute(
@@ -335,6 +405,72 @@ class Registry:
                 raise NotFound(name)
         return []
 
+    # -- gateway replicas ------------------------------------------------------------------
+    def _db_now(self, conn: Connection) -> float:
+        """The database's clock on PostgreSQL (shared by every machine), else this machine's."""
+        if self.is_postgres:
+            return float(conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        return time.time()
+
+    def register_replica(
+        self, name: str, gateway: str, addresses: dict[str, str], metrics_address: str
+    ) -> ReplicaRecord:
+        """Register (or re-register, after a restart) replica `name` of `gateway`; starts its
+        clock and counts as its first heartbeat."""
+        table = schema.gateway_replicas
+        with self.engine.begin() as conn:
+            now = self._db_now(conn)
+            values = {
+                "gateway": gateway,
+                "addresses": json.dumps(addresses, sort_keys=True),
+                "metrics_address": metrics_address,
+                "started_at": now,
+                "heartbeat_at": now,
+            }
+            if conn.execute(update(table).where(table.c.name == name).values(**values)).rowcount == 0:
+                conn.execute(table.insert().values(name=name, **values))
+        return self.get_replica(name)
+
+    def heartbeat_replica(self, name: str) -> bool:
+        """Record that replica `name` is alive. False when it is not registered (it was removed
+        meanwhile): the replica should register again."""
+        table = schema.gateway_replicas
+        with self.engine.begin() as conn:
+            now = self._db_now(conn)
+            return bool(
+                conn.execute(update(table).where(table.c.name == name).values(heartbeat_at=now)).rowcount
+            )
+
+    def list_replicas(
+        self, gateway: str | None = None, down_after_s: float = REPLICA_DOWN_AFTER_S
+    ) -> list[ReplicaRecord]:
+        """Registered replicas (of `gateway`, or all), `up` when their last heartbeat is at most
+        `down_after_s` old."""
+        table = schema.gateway_replicas
+        stmt = select(table).order_by(table.c.gateway, table.c.name)
+        if gateway is not None:
+            stmt = stmt.where(table.c.gateway == gateway)
+        with self.engine.connect() as conn:
+            now = self._db_now(conn)
+            rows = conn.execute(stmt).all()
+        return [_replica(r._mapping, now, down_after_s) for r in rows]
+
+    def get_replica(self, name: str, down_after_s: float = REPLICA_DOWN_AFTER_S) -> ReplicaRecord:
+        table = schema.gateway_replicas
+        with self.engine.connect() as conn:
+            now = self._db_now(conn)
+            row = conn.execute(select(table).where(table.c.name == name)).first()
+        if row is None:
+            raise NotFound(name)
+        return _replica(row._mapping, now, down_after_s)
+
+    def delete_replica(self, name: str) -> None:
+        """Remove a replica's registration (it stopped cleanly, or an operator removes a dead one)."""
+        table = schema.gateway_replicas
+        with self.engine.begin() as conn:
+            if conn.execute(table.delete().where(table.c.name == name)).rowcount == 0:
+                raise NotFound(name)
+
     # -- service groups --------------------------------------------------------------------
     def ensure_group(self, name: str, token: str) -> GroupRecord:
         """The group `name`, created (traffic mode auto, no weights, `token`) if it is absent."""
@@ -344,7 +480,7 @@ class Registry:
             pass
         now = time.time()
         try:
-            with self._write() as conn:
+            with self._write(("group", name)) as conn:
                 conn.execute(
                     schema.groups.insert().values(
                         name=name,
@@ -364,7 +500,7 @@ class Registry:
         values["updated_at"] = time.time()
         if "weights" in values:
             values["weights"] = json.dumps(values["weights"], sort_keys=True)
-        with self._write() as conn:
+        with self._write(("group", name)) as conn:
             stmt = update(schema.groups).where(schema.groups.c.name == name).values(**values)
             if conn.execute(stmt).rowcount == 0:
                 raise NotFound(name)
@@ -383,7 +519,7 @@ class Registry:
         return [_group(r._mapping) for r in rows]
 
     def delete_group(self, name: str) -> None:
-        with self._write() as conn:
+        with self._write(("group", name)) as conn:
             if conn.execute(schema.groups.delete().where(schema.groups.c.name == name)).rowcount == 0:
                 raise NotFound(name)
 
@@ -448,6 +584,19 @@ def _instance(m: Any) -> InstanceRecord:
         message=m["message"] or "",
         started_at=m["started_at"],
         updated_at=m["updated_at"],
+    )
+
+
+def _replica(m: Any, now: float, down_after_s: float) -> ReplicaRecord:
+    addresses = json.loads(m["addresses"] or "{}")
+    return ReplicaRecord(
+        name=m["name"],
+        gateway=m["gateway"],
+        addresses={str(k): str(v) for k, v in addresses.items()} if isinstance(addresses, dict) else {},
+        metrics_address=m["metrics_address"],
+        started_at=m["started_at"],
+        heartbeat_at=m["heartbeat_at"],
+        up=now - m["heartbeat_at"] <= down_after_s,
     )
 
 

@@ -77,6 +77,32 @@ service_versions = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# What each change-feed version changed: one row per (version, kind, name), kind "service",
+# "gateway" or "group" (an instance row change is recorded as its service's), or "all" for a write
+# that names nothing (readers then rebuild whole). Old rows are pruned; a reader that fell behind
+# the oldest kept row rebuilds whole too (store/registry.py: changes_since).
+changes = Table(
+    "changes",
+    metadata,
+    Column("version", BigInteger, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("name", String(96), primary_key=True),
+)
+
+# Gateway replicas: every running replica of a gateway (shared or dedicated), on any machine,
+# registers here and heartbeats. `addresses` is a JSON object {"internet": "h:p", "vpc": "h:p"};
+# times are the database's clock (replicas on machines with skewed clocks are judged alike).
+gateway_replicas = Table(
+    "gateway_replicas",
+    metadata,
+    Column("name", String(96), primary_key=True),
+    Column("gateway", String(64), nullable=False, index=True),
+    Column("addresses", Text, nullable=False),
+    Column("metrics_address", String(255), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
 # Change feed: `version` increases with every committed write that a gateway cares about.
 meta = Table(
     "meta",

