@@ -14,6 +14,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v java >/dev/null || need+=(default-jre-headless)  # the pmml processor
 command -v chromium >/dev/null || need+=(chromium)  # the web console's browser tests
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)  # framing reference (test_framing)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)  # shared gateway limits, the queue's Redis backend
 if ((${#need[@]})); then

@@ -244,12 +244,12 @@ def test_instance_closing_idle_connections_is_harmless(stack: Stack) -> None:
             assert s.get(stack.url("echo", "/echo"), headers=AUTH, timeout=5).status_code == 200
 
 
-def test_request_head_too_large_is_400(stack: Stack) -> None:
+def test_request_head_too_large_is_431(stack: Stack) -> None:
     port = stack.gateway.ports["internet"]
     huge = b"X-Big: " + b"b" * 70000 + b"\r\n"
     out = raw_exchange(port, b"GET /api/predict/echo/echo HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n")
     head, _, body = out.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400"), out[:200]
+    assert head.startswith(b"HTTP/1.1 431"), out[:200]  # RFC 6585; was 400 before issue 17
     assert "64 KiB" in json.loads(body)["message"]
 
 

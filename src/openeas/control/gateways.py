@@ -1,6 +1,7 @@
 """Gateway processes: one supervised process group per gateway (the shared one and dedicated ones).
 
-Each gateway runs as `python -m openeas.gateway --store-url URL --name NAME [--workers N]` in its
+Each gateway runs as `python -m openeas.gateway --name NAME [--workers N]` (the store URL in
+$OPENEAS_STORE_URL, not on the command line) in its
 own session (process group), so load on, or a crash of, one gateway does not touch another: each
 has its own listeners, limits and counters. The supervisor
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openeas.control.errors import log_failure
+from openeas.gateway import STORE_URL_ENV
 from openeas.store import Registry
 
 log = logging.getLogger("openeas.control")
@@ -148,8 +150,6 @@ class GatewaySupervisor:
             self.python,
             "-m",
             "openeas.gateway",
-            "--store-url",
-            self.store_url,
             "--name",
             self.name,
             "--access-log",
@@ -178,6 +178,8 @@ class GatewaySupervisor:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
                     *self.command(),
+                    # the store URL may hold a database password: environment, not argv (ps)
+                    env={**os.environ, STORE_URL_ENV: self.store_url},
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,

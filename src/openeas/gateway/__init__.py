@@ -8,4 +8,8 @@ auth, body size, limits) -> pick (pickers.py behind admission.pick_instance) -> 
 
 from openeas.gateway.gateway import BindError, Gateway
 
-__all__ = ["BindError", "Gateway"]
+# how the control plane hands the store URL to a gateway process: the environment, not argv (a
+# PostgreSQL URL holds a password, and every local user sees command lines in ps)
+STORE_URL_ENV = "OPENEAS_STORE_URL"
+
+__all__ = ["STORE_URL_ENV", "BindError", "Gateway"]

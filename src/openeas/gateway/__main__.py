@@ -1,4 +1,4 @@
-"""`python -m openeas.gateway --store-url URL --name NAME`: run one gateway from the store.
+"""`python -m openeas.gateway --name NAME` (store URL in $OPENEAS_STORE_URL or --store-url): run one gateway.
 
 Reads the gateway record NAME, binds its listeners (exit 2 with a message when one cannot be
 bound), serves the routing snapshot and follows the change feed, and prints
@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import uvloop
 
+from openeas.gateway import STORE_URL_ENV
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
 from openeas.gateway.shared_limits import SharedLimiter
@@ -45,7 +46,10 @@ EXIT_USAGE = 2
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m openeas.gateway", description=__doc__.split("\n")[0])
     p.add_argument(
-        "--store-url", required=True, help="registry URL (sqlite:///... or postgresql+psycopg://...)"
+        "--store-url",
+        default=None,
+        help=f"registry URL (sqlite:///... or postgresql+psycopg://...); default: ${STORE_URL_ENV}, which "
+        "keeps a database password off the command line (visible to every local user in ps)",
     )
     p.add_argument("--name", required=True, help="the gateway record to serve (the shared one is 'shared')")
     p.add_argument(
@@ -63,6 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    if args.store_url is None:
+        args.store_url = os.environ.get(STORE_URL_ENV)
+        if not args.store_url:
+            p.error(f"give the registry URL in ${STORE_URL_ENV} (or --store-url)")
     return args
 
 

@@ -22,7 +22,10 @@ finish):
   queue at the instance, or 450 its queue is full);
 - while it is under way, the failures: `timed_out` (408, or 503 when held), `connect_timed_out`
   (504), `instance_closed` (503), `bad_request` (400), `body_too_large` (413), `service_gone`
-  (404: its service left the routing snapshot while it waited).
+  (404: its service left the routing snapshot while it waited), `bad_response` (502: the
+  instance's answer is not valid HTTP);
+- the connection's own refusals: `framing` (a rule of framing.RULES broken: 400/413/417/501) and
+  `refused` (bounds.py: 408 slow head or body, 414 / 431 head too large).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from openeas.gateway import discovery, errors
 from openeas.gateway.acl import Acl, client_address
 from openeas.gateway.auth import header_value, is_authorized_either
+from openeas.gateway.framing import FramingRule
 from openeas.gateway.instances import UpstreamState
 from openeas.gateway.limits import SharedRate
 from openeas.gateway.metrics import REJECT_REASONS
@@ -342,3 +346,18 @@ def bad_request(message: str | None = None) -> Reject:
 
 def body_too_large(max_body_bytes: int) -> Reject:
     return Reject(413, errors.msg_too_large(max_body_bytes), close=True)
+
+
+def framing(rule: FramingRule) -> Reject:
+    """A request that breaks a framing rule (framing.RULES): its status, then close."""
+    return Reject(rule.status, errors.msg_framing(rule.name, rule.what), close=True)
+
+
+def refused(status: int, message: str) -> Reject:
+    """A request the connection's bounds refuse (408 slow head or body, 414 / 431 too large)."""
+    return Reject(status, message, close=True)
+
+
+def bad_response(entry: RouteEntry, why: str) -> Reject:
+    """The instance's response is not valid HTTP (status line, headers too large): 502."""
+    return Reject(502, errors.msg_bad_response(entry.name, why))

@@ -7,6 +7,11 @@ pipelining is allowed, but only the request at the head of the line is answered;
 (with reading paused) until it is done. It also owns the connection's life: keep-alive, the idle
 cut-off (checked by the gateway's once-a-second sweep), and the "lingering" close used after an
 error answered before the request body was read, so the client sees the answer and not a reset.
+
+Strictness and bounds: every head is checked against the framing rules (framing.py; what llhttp
+does not already refuse) before anything of it goes on, and the connection enforces its
+gateway's `ClientBounds` (bounds.py): connection counts at accept, head size and header count in
+the callbacks, head time, body rate and idle time in the once-a-second sweep.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Protocol, cast
 
 import httptools
 
-from openeas.gateway import admission, errors
-from openeas.gateway.admission import PEER_DENIED, PEER_IS_PROXY, PLAIN_ON_TLS, ListenerAccess
+from openeas.gateway import admission, bounds, errors, framing
+from openeas.gateway.admission import PEER_DENIED, PEER_IS_PROXY, PLAIN_ON_TLS, ListenerAccess, Reject
+from openeas.gateway.bounds import ClientBounds
 from openeas.gateway.exchange import Exchange, ExchangeHost
 from openeas.gateway.flow import PAUSE_PIPELINE, PAUSE_UPGRADE
 from openeas.gateway.snapshot import GatewaySettings
@@ -31,8 +37,6 @@ LINGER_IDLE_S = 2.0
 LINGER_MAX_S = 10.0
 
 
-MAX_HEAD_BYTES = 64 * 1024  # request line + headers
-
 
 class GatewayHost(ExchangeHost, Protocol):
     """What a client connection uses of its gateway (`gateway.Gateway`)."""
@@ -41,25 +45,36 @@ class GatewayHost(ExchangeHost, Protocol):
     stopping: bool
     access: dict[str, ListenerAccess]  # by listener kind
     settings: GatewaySettings
+    open_by_listener: dict[str, int]  # open client connections per listener kind
+    open_by_client: dict[bytes, int]  # ... per client address
 
     def log_exchange(self, ex: Exchange) -> None: ...
+
+    def connection_event(self, why: str) -> None: ...
 
 
 class _StopParsing(Exception):
     pass
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _Refuse(Exception):
+    """Raised inside a parser callback: stop parsing and answer `verdict`, then close."""
+
+    def __init__(self, verdict: Reject) -> None:
+        self.verdict = verdict
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "bounds",
         "closed",
         "closing",
+        "counted",
         "current",
         "early",
         "gw",
+        "head_count",
+        "head_since",
         "head_size",
         "idle_since",
         "ignore_input",
@@ -72,6 +87,8 @@ class ClientConnection(asyncio.Protocol):
         "paused",
         "peer",
         "queue",
+        "rate_bytes",
+        "rate_since",
         "reading",
         "special",
         "transport",
@@ -91,6 +108,12 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] | None = None  # pipelined requests waiting their turn
         self.keep_alive = True
         self.head_size = 0
+        self.head_count = 0
+        self.bounds: ClientBounds = gw.settings.bounds
+        self.head_since = 0.0  # the head deadline counts from here (accept, or a later head's first byte)
+        self.rate_since = 0.0  # body rate: the window's start (0: not measuring)
+        self.rate_bytes = 0
+        self.counted = False  # counted in gw.open_by_listener / open_by_client
         self.paused = 0
         self.write_paused = False
         self.closing = False  # close once the current answer is written
@@ -109,12 +132,25 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
-        self.idle_since = self.gw.loop.time()
-        self.gw.connections.add(self)
-        if self.gw.stopping:
+        gw = self.gw
+        self.idle_since = self.head_since = gw.loop.time()
+        gw.connections.add(self)
+        if gw.stopping:
             self.closing = True
             transport.close()
             return
+        on_listener = gw.open_by_listener.get(self.listener, 0)
+        from_client = gw.open_by_client.get(self.peer, 0)
+        refused = bounds.connection_verdict(self.bounds, on_listener, from_client)
+        if refused is not None:
+            # refused before reading anything: a reset costs the gateway nothing more
+            gw.connection_event(refused)
+            self.closing = self.ignore_input = True
+            transport.abort()
+            return
+        self.counted = True
+        gw.open_by_listener[self.listener] = on_listener + 1
+        gw.open_by_client[self.peer] = from_client + 1
         if not self.gw.access[self.listener].open:
             self.check_access()
 
@@ -154,29 +190,45 @@ class ClientConnection(asyncio.Protocol):
                 self.linger_deadline = min(now + LINGER_IDLE_S, self.linger_until)
             return
         self.in_feed = True
+        upgrade_at = -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.in_feed = False
-            self._after_upgrade(data, int(exc.args[0]))
+            upgrade_at = int(exc.args[0])  # handled below, outside this except: the bytes after
+            # it are parsed by a nested data_received, whose own errors must not look caused by it
         except httptools.HttpParserError as exc:
             self.in_feed = False
             cause = exc.__context__
-            if cause is not None and not isinstance(cause, _StopParsing | _HeadTooLarge):
-                log.warning("error while handling a request: %r", cause)  # a bug: say so
-            if not self.ignore_input:  # else: we stopped the parser ourselves
-                too_large = isinstance(cause, _HeadTooLarge)
-                self._parse_error(errors.msg_head_too_large(MAX_HEAD_BYTES) if too_large else None)
+            if isinstance(cause, _Refuse):
+                self._parse_error(cause.verdict)
+            else:
+                if cause is not None and not isinstance(cause, _StopParsing):
+                    log.warning("error while handling a request: %r", cause)  # a bug: say so
+                if not self.ignore_input:  # else: we stopped the parser ourselves
+                    rule = framing.parser_error_rule(str(exc))
+                    self._parse_error(admission.framing(rule) if rule is not None else None)
         self.in_feed = False
+        if upgrade_at >= 0:
+            self._after_upgrade(data, upgrade_at)
         ex = self.current
         if ex is not None and ex.corked:
             ex.flush_up()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.gw.connections.discard(self)
+        gw = self.gw
+        gw.connections.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
+        if self.counted:
+            self.counted = False
+            left = gw.open_by_listener[self.listener] - 1
+            gw.open_by_listener[self.listener] = left
+            left = gw.open_by_client[self.peer] - 1
+            if left:
+                gw.open_by_client[self.peer] = left
+            else:
+                del gw.open_by_client[self.peer]
         current = self.current
         if current is not None:
             self.current = None
@@ -208,32 +260,52 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.ignore_input:
             raise _StopParsing  # the connection is closing: later pipelined requests are not read
-        self.reading = Exchange(self, self.gw.loop.time())
+        now = self.gw.loop.time()
+        self.reading = Exchange(self, now)
+        self.head_since = now  # the head must be complete within head_timeout_s of its first byte
         self.head_size = 0
+        self.head_count = 0
 
     def on_url(self, url: bytes) -> None:
         ex = self.reading
         assert ex is not None
         ex.url = url if not ex.url else ex.url + url
         self.head_size += len(url)
-        if self.head_size > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+        limit = self.bounds.max_head_bytes
+        if self.head_size > limit:
+            raise _Refuse(admission.refused(414, errors.msg_target_too_long(limit)))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.reading
         assert ex is not None
-        if not ex.headers_done:  # trailers of a chunked body are not forwarded
+        if not ex.headers_done:
             ex.headers.append((name, value))
-            self.head_size += len(name) + len(value) + 4
-            if self.head_size > MAX_HEAD_BYTES:
-                raise _HeadTooLarge
+        # trailers of a chunked body are not forwarded, but they count like headers
+        self.head_size += len(name) + len(value) + 4
+        self.head_count += 1
+        b = self.bounds
+        if self.head_size > b.max_head_bytes:
+            raise _Refuse(admission.refused(431, errors.msg_head_too_large(b.max_head_bytes)))
+        if self.head_count > b.max_header_count:
+            raise _Refuse(admission.refused(431, errors.msg_too_many_headers(b.max_header_count)))
 
     def on_headers_complete(self) -> None:
         ex = self.reading
         assert ex is not None
         parser = self.parser
+        method = parser.get_method()
+        version = parser.get_http_version()
+        checked = framing.check_head(method, version, ex.url, ex.headers, self.gw.max_body_bytes)
+        if checked is not None:
+            if isinstance(checked, framing.FramingRule):
+                raise _Refuse(admission.framing(checked))
+            ex.url = checked.url  # absolute-form: forwarded in origin-form with its authority as Host
+            if checked.host is not None:
+                ex.headers = framing.apply_host(ex.headers, checked.host)
         self.keep_alive = keep_alive = parser.should_keep_alive()
-        ex.on_head(parser.get_method(), parser.get_http_version() == "1.0", keep_alive)
+        self.head_size = self.head_count = 0  # from here on: trailers
+        self.head_since = 0.0
+        ex.on_head(method, version == "1.0", keep_alive)
         if wants_websocket(ex.method, parser.should_upgrade(), ex.headers):
             ex.websocket = True
             self.closing = True  # what follows the head is not HTTP: no further request here
@@ -250,6 +322,7 @@ class ClientConnection(asyncio.Protocol):
         ex = self.reading
         assert ex is not None
         self.reading = None
+        self.rate_since = 0.0
         ex.request_done()
 
     # -- the line of requests --------------------------------------------------------------
@@ -283,6 +356,8 @@ class ClientConnection(asyncio.Protocol):
             self.gw.loop.call_soon(nxt.start)
             return
         self.idle_since = self.gw.loop.time()
+        if self.reading is None:
+            self.head_since = 0.0  # an idle keep-alive connection: the idle timeout applies
 
     def _after_upgrade(self, data: bytes, offset: int) -> None:
         if self.parser.get_method() == b"CONNECT":
@@ -300,20 +375,21 @@ class ClientConnection(asyncio.Protocol):
         if rest:
             self.data_received(rest)
 
-    def _parse_error(self, message: str | None) -> None:
+    def _parse_error(self, verdict: Reject | None) -> None:
+        """Stop reading; answer `verdict` (400 when None) for the request being read, then close."""
         self.ignore_input = True
         ex = self.reading
         self.reading = None
         if ex is not None and ex.headers_done and not ex.req_done:
-            ex.request_broken()
+            ex.request_broken(verdict)
             return
         if ex is None and not self.keep_alive:
             return  # bytes after a request that closes the connection: not read
         bad = Exchange(self, self.gw.loop.time())
         bad.headers_done = True
-        bad.req_done = True
+        # not req_done: the close lingers, so a client still sending reads the answer, not a reset
         bad.keep_alive = False
-        bad.forced = admission.bad_request(message)
+        bad.forced = verdict or admission.bad_request()
         self._enqueue(bad)
 
     def start_tunnel(self, tunnel: Tunnel) -> None:
@@ -375,17 +451,44 @@ class ClientConnection(asyncio.Protocol):
             transport.write_eof()
 
     # -- called by the gateway's sweep and shutdown ----------------------------------------
-    def sweep(self, now: float, idle_timeout_s: float) -> None:
+    def sweep(self, now: float, idle_timeout_s: float | None = None) -> None:
+        """The time bounds, once a second: linger, head time (408), body rate (408), idle."""
         if self.closed:
             return
+        b = self.bounds
+        idle = b.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
         if self.tunnel is not None:
-            if self.tunnel.idle_for(now) > idle_timeout_s:
+            if self.tunnel.idle_for(now) > idle:
                 self.tunnel.close()
             return
         if self.linger_deadline:
             if now >= self.linger_deadline:
                 self.transport.close()  # type: ignore[union-attr]
-        elif self.current is None and now - self.idle_since > idle_timeout_s:
+            return
+        if self.ignore_input:
+            return
+        reading = self.reading
+        if self.head_since and now - self.head_since > b.head_timeout_s and not self.paused:
+            if reading is None and self.current is None and not self.queue:
+                self.gw.connection_event(bounds.HEAD_TIMEOUT)  # a new connection that sent nothing
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            if reading is not None and not reading.headers_done:
+                self.gw.connection_event(bounds.HEAD_TIMEOUT)
+                self._parse_error(admission.refused(408, errors.msg_head_timeout(b.head_timeout_s)))
+                return
+        if reading is not None and reading.headers_done and b.min_body_rate:
+            if self.paused or not self.rate_since:
+                self.rate_since, self.rate_bytes = now, reading.body_in  # our pause is not the client's
+            elif bounds.body_too_slow(b, reading.body_in - self.rate_bytes, now - self.rate_since):
+                self.gw.connection_event(bounds.BODY_TOO_SLOW)
+                message = errors.msg_body_too_slow(b.min_body_rate, b.body_rate_window_s)
+                self._parse_error(admission.refused(408, message))
+                return
+            elif now - self.rate_since >= b.body_rate_window_s:
+                self.rate_since, self.rate_bytes = now, reading.body_in
+        if self.current is None and reading is None and now - self.idle_since > idle:
+            self.gw.connection_event(bounds.IDLE_CLOSED)
             self.transport.close()  # type: ignore[union-attr]
 
     def shutdown(self) -> None:

@@ -20,8 +20,13 @@ REASONS: dict[int, str] = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Payload Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     450: "Queue Full",
+    501: "Not Implemented",
+    502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
@@ -235,6 +240,42 @@ def msg_head_too_large(limit: int) -> str:
     return (
         f"the request line and headers are larger than {format_size(limit)}; send less in headers "
         "and the URL (put data in the body)."
+    )
+
+
+def msg_framing(rule: str, what: str) -> str:
+    return (
+        f"the request breaks the gateway's HTTP/1.1 framing rule '{rule}' ({what}); it was not "
+        "forwarded and the connection is closed. Send plain RFC 9112 requests (docs/gateway.md, Framing)."
+    )
+
+
+def msg_target_too_long(limit: int) -> str:
+    return f"the request target is longer than {format_size(limit)}; put data in the body, not the URL."
+
+
+def msg_too_many_headers(limit: int) -> str:
+    return f"the request has more than {limit} header lines; send fewer headers."
+
+
+def msg_head_timeout(timeout_s: float) -> str:
+    return (
+        f"the request line and headers did not arrive within {timeout_s:g} s; the connection is "
+        "closed. Send the whole request head at once."
+    )
+
+
+def msg_body_too_slow(rate: int, window_s: float) -> str:
+    return (
+        f"the request body arrived slower than {rate} bytes/s over {window_s:g} s; the connection "
+        "is closed. Send the body without pauses."
+    )
+
+
+def msg_bad_response(service: str, why: str) -> str:
+    return (
+        f"the instance of service '{service}' sent an invalid HTTP response ({why}); nothing of it "
+        "was passed on. Check `openeas logs` for the service."
     )
 
 

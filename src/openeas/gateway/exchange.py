@@ -58,6 +58,7 @@ class ExchangeHost(Protocol):
     groups: dict[bytes, GroupEntry]
     metrics: GatewayMetrics
     max_body_bytes: int
+    max_response_head_bytes: int
     pool_idle_s: float
     connect_timeout_s: float
 
@@ -377,13 +378,15 @@ class Exchange:
         if self.phase == DONE:
             self._finish()
 
-    def request_broken(self) -> None:
-        """The client sent bytes that are not HTTP in the middle of this request."""
+    def request_broken(self, verdict: Reject | None = None) -> None:
+        """The client sent bytes that are not HTTP in the middle of this request (or broke a bound:
+        `verdict`, e.g. 408 for a body under the minimum rate)."""
+        verdict = verdict or admission.bad_request()
         if self.phase == QUEUED:
-            self.forced = admission.bad_request()
+            self.forced = verdict
         elif self.phase == WAITING:
             self._drop_upstream()
-            self.reject(admission.bad_request())
+            self.reject(verdict)
         elif self.phase == STREAMING:
             self.client.abort()
         else:
@@ -449,7 +452,10 @@ class Exchange:
     async def _connect(self, state: UpstreamState) -> None:
         loop = self.client.gw.loop
         try:
-            _, proto = await loop.create_connection(lambda: UpstreamConnection(state), state.host, state.port)
+            head_limit = self.client.gw.max_response_head_bytes
+            _, proto = await loop.create_connection(
+                lambda: UpstreamConnection(state, head_limit), state.host, state.port
+            )
         except OSError:
             if self.state is state and self.phase == WAITING:
                 self.connect_task = None
@@ -673,6 +679,9 @@ class Exchange:
             self._acquire(self.client.gw.loop.time())
             return
         assert self.entry is not None
+        if protocol_error:  # garbage or an oversized head: 502, the instance is at fault
+            self.reject(admission.bad_response(self.entry, conn.error or "not HTTP/1.x"))
+            return
         self.reject(admission.instance_closed(self.entry))
 
     def _on_timeout(self) -> None:

@@ -29,6 +29,7 @@ from time import perf_counter
 from openeas.gateway import admission
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.admission import PEER_DENIED, ListenerAccess, listener_access
+from openeas.gateway.bounds import CONNECTION_EVENTS
 from openeas.gateway.client_connection import ClientConnection
 from openeas.gateway.exchange import Exchange
 from openeas.gateway.instances import UpstreamState, drain_queue
@@ -53,7 +54,6 @@ from openeas.gateway.upstream import prune_idle
 
 log = logging.getLogger("openeas.gateway")
 
-IDLE_TIMEOUT_S = 60.0  # client keep-alive connections with no request in flight
 POOL_IDLE_S = 2.0  # pooled instance connections (below common server keep-alives, e.g. uvicorn's 5 s)
 CONNECT_TIMEOUT_S = 3.0
 BACKLOG = 2048
@@ -101,7 +101,7 @@ class Gateway:
         *,
         access_log: AccessLog | None = None,
         reuse_port: bool = False,
-        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        idle_timeout_s: float | None = None,  # None: the settings' bounds.idle_timeout_s
         pool_idle_s: float = POOL_IDLE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         shared_limits: SharedLimiter | None = None,
@@ -110,6 +110,7 @@ class Gateway:
         # --redis-url: service / group QPS counted in Redis across processes (shared_limits.py)
         self.shared_limits = shared_limits
         self.max_body_bytes = settings.max_body_bytes
+        self.max_response_head_bytes = settings.bounds.max_response_head_bytes
         self.access: dict[str, ListenerAccess] = listener_access(settings)
         self.access_log = access_log
         self.reuse_port = reuse_port
@@ -127,6 +128,9 @@ class Gateway:
         self.held: dict[str, list[Exchange]] = {}
         self.mirrors = Mirrors()  # traffic mirroring: per-service accumulators, copies in flight
         self.connections: set[ClientConnection] = set()
+        self.open_by_listener: dict[str, int] = {}  # open client connections (bounds.py)
+        self.open_by_client: dict[bytes, int] = {}
+        self.connection_events: dict[str, int] = dict.fromkeys(CONNECTION_EVENTS, 0)
         self.bound: list[Listener] = []  # the listeners with their actual ports
         self.metrics = GatewayMetrics()
         self.prometheus = prometheus_registry(self.metrics_snapshot)  # renders self.metrics at scrape time
@@ -392,6 +396,7 @@ class Gateway:
             metrics=current.metrics,
         )
         self.max_body_bytes = new.max_body_bytes
+        self.max_response_head_bytes = new.bounds.max_response_head_bytes  # bounds: new connections
         if (new.internet_acl, new.intranet_acl, new.trusted_proxies) != (
             current.internet_acl,
             current.intranet_acl,
@@ -407,6 +412,10 @@ class Gateway:
     def new_request_id(self) -> bytes:
         self._rid_next += 1
         return b"%s-%06x" % (self._rid_prefix, self._rid_next)
+
+    def connection_event(self, why: str) -> None:
+        """A connection refused or cut by a bound (bounds.CONNECTION_EVENTS): counted for /metrics."""
+        self.connection_events[why] += 1
 
     def log_exchange(self, ex: Exchange) -> None:
         """`ex` is finished: count it (metrics) and log it (access log, when on)."""
@@ -460,7 +469,14 @@ class Gateway:
             else {}
         )
         return Snapshot(
-            self.settings.name, os.getpid(), self.started, self.metrics.services, gauges, mirror, redis
+            self.settings.name,
+            os.getpid(),
+            self.started,
+            self.metrics.services,
+            gauges,
+            mirror,
+            redis,
+            dict(self.connection_events),
         )
 
     def render_metrics(self, path: str) -> bytes:
@@ -480,7 +496,7 @@ class Gateway:
                 prune_idle(state, now, self.pool_idle_s)
         for tls_listener in self._tls_listeners:
             if tls_listener.sniffing:
-                tls_listener.sweep(now, self.idle_timeout_s)
+                tls_listener.sweep(now, self.idle_timeout_s or self.settings.bounds.head_timeout_s)
         if self.access_log is not None:
             try:
                 self.access_log.flush()

@@ -62,8 +62,13 @@ REJECT_REASONS: dict[int, str] = {
     405: "method",
     408: "timeout",
     413: "size",
+    414: "head_too_large",
+    417: "bad_request",
     429: "rate",
+    431: "head_too_large",
     450: "queue",
+    501: "bad_request",
+    502: "bad_response",
     503: "unavailable",
     504: "timeout",
 }
@@ -178,6 +183,7 @@ class Snapshot:
     mirror: Mapping[str, int] = field(default_factory=dict)  # mirrored copies by result
     # --redis-url: up (0/1), fallbacks, outages, live (gateway processes); empty without it
     redis: Mapping[str, int] = field(default_factory=dict)
+    connections: Mapping[str, int] = field(default_factory=dict)  # refused / cut by a bound (bounds.py)
 
 
 def stats_json(snap: Snapshot) -> bytes:
@@ -326,6 +332,15 @@ def families(snap: Snapshot) -> list[Metric]:
                 buckets.append((le, cumulative))
             hist.add_metric([name], buckets, h.sum)
         out.append(hist)
+
+    conns = CounterMetricFamily(
+        "openeas_gateway_connections_closed_total",
+        "Client connections refused at accept or cut by a bound (bounds.py), by reason.",
+        labels=["reason"],
+    )
+    for reason, n in sorted(snap.connections.items()):
+        conns.add_metric([reason], n)
+    out.append(conns)
 
     gauges = snap.gauges
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from openeas.gateway.bounds import DEFAULT_BOUNDS, ClientBounds
 from openeas.gateway.groups import GroupRoute
 from openeas.gateway.pickers import DEFAULT_STRATEGY, strategy_for
 from openeas.queue import routing as queue_routing  # async queue hook
@@ -94,6 +95,7 @@ class GatewaySettings:
     rate_limit: int = 0  # QPS per service unless the service sets its own; 0: none
     group_rate_limit: int = 0  # QPS per service group; 0: none
     metrics: Listener = DEFAULT_METRICS  # /metrics and /stats, never on a data-plane listener
+    bounds: ClientBounds = DEFAULT_BOUNDS  # connection limits and timeouts (bounds.py)
 
     def restart_needed(self, other: GatewaySettings) -> bool:
         """True when `other` differs in what is bound at start (listeners, TLS)."""
@@ -158,6 +160,7 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
         rate_limit=spec.rate_limit,
         group_rate_limit=spec.group_rate_limit,
         metrics=metrics,
+        bounds=ClientBounds(**spec.bounds.model_dump()),
     )
 
 

@@ -72,10 +72,20 @@ class _Stray(Exception):
     """Bytes from an instance when no request is waiting for them."""
 
 
+class _HeadTooLarge(Exception):
+    """The instance's status line and headers are over the gateway's max_response_head_bytes."""
+
+
+DEFAULT_HEAD_LIMIT = 64 * 1024
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "closed",
+        "error",
         "exchange",
+        "head_limit",
+        "head_size",
         "headers",
         "idle_since",
         "in_1xx",
@@ -89,8 +99,11 @@ class UpstreamConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, state: Pool) -> None:
+    def __init__(self, state: Pool, head_limit: int = DEFAULT_HEAD_LIMIT) -> None:
         self.state = state
+        self.head_limit = head_limit
+        self.head_size = 0
+        self.error = ""  # why the response was not valid HTTP (the 502 message names it)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: ResponseSink | None = None
@@ -132,7 +145,12 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             ex = self.exchange
             self.close()
-            if not isinstance(exc.__context__, _Stray | None):
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self.error = f"status line and headers over {self.head_limit} bytes"
+            elif cause is None:
+                self.error = str(exc) or "not HTTP/1.x"
+            if not isinstance(cause, _Stray | _HeadTooLarge | None):
                 log.warning("error while handling a response from %s: %r", self.state.addr, exc.__context__)
             if ex is not None:
                 self.exchange = None
@@ -171,12 +189,19 @@ class UpstreamConnection(asyncio.Protocol):
             raise _Stray
         self.headers = []
         self.reason = b""
+        self.head_size = 0
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
+        self.head_size += len(status)
+        if self.head_size > self.head_limit:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self.headers.append((name, value))  # trailers too: a response's trailers are few
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.head_limit:
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         ex = self.exchange

@@ -67,6 +67,20 @@ class TlsSpec(_Strict):
     domains: list[str] = Field(default_factory=list)  # custom domains (SNI / Host)
 
 
+class BoundsSpec(_Strict):
+    """Resource bounds of the gateway's client connections (gateway/bounds.py has the defaults)."""
+
+    head_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    idle_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    min_body_rate: Annotated[int, Field(ge=0)] = 1024  # bytes/s; 0: no minimum
+    body_rate_window_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    max_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    max_header_count: Annotated[int, Field(ge=8, le=10000)] = 100
+    max_connections: Annotated[int, Field(ge=1)] = 16384
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 1024
+    max_response_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+
+
 class GatewaySpec(_Strict):
     name: str
     enable_internet: bool = False
@@ -83,6 +97,7 @@ class GatewaySpec(_Strict):
     ssl_redirect: bool = False
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     replicas: Annotated[int, Field(ge=1, le=16)] = 1
+    bounds: BoundsSpec = Field(default_factory=BoundsSpec)  # client connection limits and timeouts
 
     @field_validator("name")
     @classmethod

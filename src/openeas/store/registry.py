@@ -14,6 +14,7 @@ not part of the change feed (heartbeats would flood it).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,20 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'registry.db').resolve()}"
 
 
+def _private_sqlite_file(url: str) -> None:
+    """The SQLite file holds service tokens: create it mode 0600, and take group/other access away
+    from one made before (SQLite gives its -wal and -shm files the database file's mode)."""
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path.startswith(":memory:") or not Path(path).parent.is_dir():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -64,6 +79,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Registry:
     def __init__(self, url: str, change_keep: int = CHANGE_KEEP):
         self.url = url
+        if url.startswith("sqlite"):
+            _private_sqlite_file(url)
         self.change_keep = change_keep
         self.engine: Engine = create_engine(url, future=True)
         self.is_postgres = self.engine.dialect.name == "postgresql"
