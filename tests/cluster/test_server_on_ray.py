@@ -21,7 +21,7 @@ import requests
 
 from tests.cluster.hosts import Host, hosts, processes_on
 from tests.cluster.ray_nodes import RayCluster, ray_cluster
-from tests.harness import Server, start_server
+from tests.harness import Server, start_server, terminate
 
 TREE_APP = Path(__file__).parent.parent / "runtime" / "apps" / "tree.py"
 
@@ -99,7 +99,10 @@ def test_deploy_call_and_delete_on_ray(cluster: tuple[dict[str, Host], RayCluste
         later = server.cli_json("desc", "ongpu")
         assert later["status"] == "Waiting" and "needs gpu: 1; no node has it" in later["message"], later
     finally:
-        server.stop()
+        # Stopping on Ray takes longer than locally (actors stop through the cluster); the harness'
+        # 30 s then SIGKILL would orphan the gateways, so give it time and require a clean exit.
+        code = terminate(server.proc, timeout=120)
+    assert code == 0, f"openeas server exited with {code} on SIGTERM"
 
 
 def live_actors(ray: RayCluster, instance_ids: list[str]) -> list[str]:
