@@ -8,8 +8,9 @@ snapshots (kept by service name), so a snapshot swap does not refill buckets or 
 flight.
 
 Without `--redis-url` the counters live in one gateway process: with `--workers N` each worker
-enforces every limit on its own (see docs/gateway.md). With it, the service and group QPS buckets
-are `shared_limits.SharedBucket`s (the same interface plus `ready`), counted in Redis.
+enforces every limit on its own (see docs/gateway.md). With it, the service, group and instance
+QPS buckets are `shared_limits.SharedBucket`s (the same interface plus `ready`), and the service
+concurrency is also held in Redis (`SharedSlots`, `ServiceLimits.slots`).
 """
 
 from __future__ import annotations
