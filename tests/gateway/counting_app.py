@@ -4,8 +4,8 @@
 
 prints `upstream NAME listening PORT`. Every request but `GET /health` and `GET /count` is
 recorded at arrival ("started") and, after sleeping S seconds, answered 200 and counted
-"finished". `GET /count` -> {"started": n, "finished": n, "requests": [{method, path, body,
-headers (lower-case names)}]}.
+"finished". `GET /count` -> {"started": n, "finished": n, "peak": the most in flight at once,
+"requests": [{method, path, body, headers (lower-case names)}]}.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.finished = 0
+        self.peak = 0  # the most requests in flight at once
 
 
 def handler_for(rec: Recorder, name: str) -> type[BaseHTTPRequestHandler]:
@@ -43,7 +44,12 @@ def handler_for(rec: Recorder, name: str) -> type[BaseHTTPRequestHandler]:
         def _any(self) -> None:
             if self.path in ("/health", "/count"):
                 with rec.lock:
-                    doc = {"started": len(rec.requests), "finished": rec.finished, "requests": rec.requests}
+                    doc = {
+                        "started": len(rec.requests),
+                        "finished": rec.finished,
+                        "peak": rec.peak,
+                        "requests": rec.requests,
+                    }
                     body = json.dumps(doc).encode()
                 self._answer(body)
                 return
@@ -58,6 +64,7 @@ def handler_for(rec: Recorder, name: str) -> type[BaseHTTPRequestHandler]:
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                     }
                 )
+                rec.peak = max(rec.peak, len(rec.requests) - rec.finished)
             time.sleep(rec.sleep_s)
             with rec.lock:
                 rec.finished += 1

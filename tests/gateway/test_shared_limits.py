@@ -8,11 +8,20 @@ within 100 + 2% per second touched. Then Redis is killed mid-run: every
 process falls back to 100 / 4 per process, answers only 200 or 429, and counts the fall-back in
 `openeas_gateway_limit_fallbacks_total`; Redis restarted on the same port: exact again. And a
 tokens-per-minute limit (usage from a real OpenAI-like instance) holds across all four processes.
+
+Per-instance QPS (metadata.rpc.rate_limit 100, one instance, 400 QPS offered): the same bound.
+Service concurrency (limit 4, an instance that takes 1 s and counts what it has in flight at
+once): 16 clients at once over all four processes: never more than 4 at the instance, the rest
+429. A third gateway process holding all 4 slots is SIGKILLed: its slots are refused at once and
+come back within the documented LIVE_S + HEARTBEAT_S (~4 s; 8 s allowed on a loaded machine).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +31,16 @@ import pytest
 import requests
 
 from openeas.control.gateways import GatewaySupervisor, SupervisorSettings
-from openeas.gateway.shared_limits import lease_size
+from openeas.gateway.shared_limits import HEARTBEAT_S, LIVE_S, lease_size
 from openeas.store import Registry, sqlite_url
 from tests.gateway.harness import GatewayProc, Upstream, add_service, free_port, make_registry, start_gateway
 from tests.gateway.paced_load import admitted_per_second, run_paced
+from tests.gateway.test_hold_and_mirror import counts, start_counter
 from tests.gateway.test_token_limits import chat, start_usage_app
 
 TOKEN = "tok-Shared-0123456789abcdefghij"
 LIMIT = 100
+SLOTS = 4  # the concurrency limit
 BOUND = LIMIT * 102 // 100  # the documented target: at most limit + 2% per second
 
 
@@ -90,6 +101,15 @@ def replicas(
     add_service(registry, "ga", TOKEN, [a.port], gateway="rep", extra={"metadata": {"group": "g"}})
     add_service(registry, "gb", TOKEN, [b.port], gateway="rep", extra={"metadata": {"group": "g"}})
     usage_proc, usage_port = start_usage_app()
+    inst, slow = start_counter("inst"), start_counter("slow", 1.0)
+    redis["slow"] = slow
+    per_instance = {"metadata": {"rpc": {"rate_limit": LIMIT, "worker_threads": 64}}}
+    add_service(registry, "inst", TOKEN, [inst.port], gateway="rep", extra=per_instance)
+    conc = {
+        "metadata": {"rpc": {"worker_threads": 64}},
+        "networking": {"gateway_policy": {"concurrency_limit": {"enable": True, "limit": SLOTS}}},
+    }
+    add_service(registry, "conc", TOKEN, [slow.port], gateway="rep", extra=conc)
     tokens = {"networking": {"gateway_policy": {"token_rate_limit": {"enable": True, "limit": 100}}}}
     add_service(registry, "tok", TOKEN, [usage_port], gateway="rep", extra=tokens)
     url = sqlite_url(work / "data")
@@ -102,6 +122,8 @@ def replicas(
         codes = [gw.terminate() for gw in gws]
         stop(redis["proc"])
         stop(usage_proc)
+        inst.stop()
+        slow.stop()
         registry.close()
         for gw in gws:
             text = gw.stderr_text()
@@ -190,6 +212,94 @@ def test_token_limit_is_shared_by_every_process(replicas: tuple[list[GatewayProc
     print("token limit across 4 processes:", codes)
     # the debit of an answer reaches Redis a moment after the client has it: one more may pass
     assert 4 <= codes.count(200) <= 5 and set(codes) == {200, 429}, codes
+
+
+def test_instance_limit_holds_across_replicas_and_workers(
+    replicas: tuple[list[GatewayProc], dict[str, Any]],
+) -> None:
+    gws, _ = replicas
+    targets = [(gw.ports["internet"], "/api/predict/inst/", TOKEN) for gw in gws]
+    _check_exact(run_paced(targets, 400, 4), "instance limit, 2 replicas x 2 workers")
+
+
+def _burst(ports: list[int], n: int) -> list[int]:
+    """`n` requests to `conc` at once, each on its own connection, alternating replicas."""
+    codes: list[int] = [0] * n
+    start = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        url = f"http://127.0.0.1:{ports[i % len(ports)]}/api/predict/conc/"
+        start.wait()
+        try:
+            r = requests.get(url, headers={"Authorization": TOKEN, "Connection": "close"}, timeout=20)
+            codes[i] = r.status_code
+        except requests.RequestException:
+            codes[i] = -1  # its gateway was killed (the kill test)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return codes
+
+
+def test_concurrency_limit_holds_across_replicas_and_workers(
+    replicas: tuple[list[GatewayProc], dict[str, Any]],
+) -> None:
+    gws, redis = replicas
+    slow: Upstream = redis["slow"]
+    ports = [gw.ports["internet"] for gw in gws]
+    for _ in range(2):
+        codes = _burst(ports, 4 * SLOTS)
+        peak = counts(slow)["peak"]
+        print(f"concurrency {SLOTS}, {4 * SLOTS} clients at once: {sorted(codes)}, peak {peak}")
+        assert set(codes) <= {200, 429}, codes
+        assert peak <= SLOTS, f"{peak} in flight at the instance, limit {SLOTS}"
+        assert codes.count(429) >= 2 * SLOTS and codes.count(200) >= SLOTS // 2, codes
+
+
+def test_a_killed_process_gives_its_slots_back(
+    replicas: tuple[list[GatewayProc], dict[str, Any]], tmp_path: Path
+) -> None:
+    gws, redis = replicas
+    slow: Upstream = redis["slow"]
+    ports = [gw.ports["internet"] for gw in gws]
+    url = sqlite_url(redis["work"] / "data")
+    redis_url = f"redis://127.0.0.1:{redis['port']}/0"
+    third = start_gateway(url, "rep", tmp_path, "--redis-url", redis_url)  # one process
+    try:
+        _wait_live([third], 5)
+        started = counts(slow)["started"]
+        held: list[list[int]] = []
+        holders = threading.Thread(target=lambda: held.append(_burst([third.ports["internet"]], SLOTS)))
+        holders.start()
+        deadline = time.monotonic() + 10
+        while counts(slow)["started"] < started + SLOTS:
+            assert time.monotonic() < deadline, f"the third gateway did not take the slots: {held}"
+            time.sleep(0.02)
+        os.kill(third.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        third.proc.wait()
+        holders.join()
+        # its slots are still counted: refused at once
+        assert _burst(ports, 2) == [429, 429]
+        while True:
+            code = _burst(ports, 1)[0]
+            waited = time.monotonic() - killed
+            if code == 200:
+                break
+            assert code == 429, code
+            assert waited < 2 * (LIVE_S + HEARTBEAT_S), f"slots not back {waited:.1f} s after the kill"
+            time.sleep(0.1)
+        bound = LIVE_S + HEARTBEAT_S
+        print(f"a killed process' slots back {waited:.1f} s after the kill (documented ~{bound} s)")
+        assert waited >= 1.0  # not freed by anything but the dead process leaving the live set
+    finally:
+        if third.proc.poll() is None:
+            third.proc.kill()
+            third.proc.wait()
+    _wait_live(gws, 4)
 
 
 def test_redis_down_falls_back_then_exact_again(replicas: tuple[list[GatewayProc], dict[str, Any]]) -> None:

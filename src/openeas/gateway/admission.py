@@ -256,7 +256,8 @@ def limits(entry: RouteEntry, content_length: int, max_body_bytes: int, now: flo
     if tokens is not None and not tokens.take(now):
         return _too_many(errors.msg_token_limited(entry.name, lim.token_limit), tokens.retry_after())
     if lim.concurrency:
-        if lim.in_flight >= lim.concurrency:
+        slots = lim.slots
+        if lim.in_flight >= lim.concurrency or (slots is not None and not slots.take(now)):
             return _too_many(errors.msg_concurrency_limited(entry.name, lim.concurrency), 1)
         lim.in_flight += 1
     return None
@@ -271,10 +272,12 @@ def _too_many(message: str, retry_after: int) -> Reject:
 
 def pick_instance(
     entry: RouteEntry, now: float, tried: list[UpstreamState] | None, request: PickedRequest
-) -> UpstreamState | Reject | None:
+) -> UpstreamState | Reject | Wait | None:
     """The instance this attempt goes to (the service's picker, then the instance QPS limit).
 
-    None: hold the request (a scale-from-zero service with no instance yet, first attempt)."""
+    None: hold the request (a scale-from-zero service with no instance yet, first attempt).
+    Wait: the instance's QPS is counted in Redis and permits are on their way: pick again when
+    they came."""
     state = entry.picker.pick(entry.upstreams, now, tried, request)
     if state is None:
         if entry.hold and not tried:
@@ -287,6 +290,9 @@ def pick_instance(
     skipped = list(tried) if tried else []
     while state is not None:  # the next best instance under its own QPS limit
         bucket = state.bucket
+        shared = state.shared_bucket
+        if shared is not None and not shared.ready(now):
+            return Wait(shared)
         if bucket is None or bucket.take(now):
             return state
         skipped.append(state)

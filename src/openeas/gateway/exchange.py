@@ -408,6 +408,11 @@ class Exchange:
             self._finish()
 
     # == pick ===============================================================================
+    def _pick_again(self) -> None:
+        """The permits of an instance's QPS limit counted in Redis came: pick again."""
+        if not self.finished and self.state is None:
+            self._acquire(self.client.gw.loop.time())
+
     def _acquire(self, now: float) -> None:
         """Pick an instance and send the request there, queue it there, hold it, or answer."""
         entry = self.entry
@@ -415,6 +420,9 @@ class Exchange:
         picked = admission.pick_instance(entry, now, self.tried, self)
         if picked is None:
             self.client.gw.hold(self)  # scale from zero: wait for an instance (or answer 450)
+            return
+        if isinstance(picked, Wait):
+            picked.bucket.wait(self._pick_again)
             return
         if isinstance(picked, Reject):
             self.reject(picked)
@@ -768,7 +776,7 @@ class Exchange:
         self.finished = True
         self._cancel_timer()
         if self.counted is not None:
-            self.counted.in_flight -= 1
+            self.counted.release()
             self.counted = None
         self.client.exchange_finished(self)
 
@@ -783,5 +791,5 @@ class Exchange:
         self.finished = True
         self._cancel_timer()
         if self.counted is not None:
-            self.counted.in_flight -= 1
+            self.counted.release()
             self.counted = None

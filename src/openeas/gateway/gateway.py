@@ -47,7 +47,7 @@ from openeas.gateway.metrics_server import MetricsConnection
 from openeas.gateway.mirror import Mirrors
 from openeas.gateway.routes import GroupEntry, RouteEntry, group_entries
 from openeas.gateway.routing import split_target
-from openeas.gateway.shared_limits import SharedLimiter
+from openeas.gateway.shared_limits import SharedBucket, SharedLimiter
 from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
 from openeas.gateway.tls import TlsListener, server_context
 from openeas.gateway.upstream import prune_idle
@@ -281,7 +281,7 @@ class Gateway:
             ups: list[UpstreamState] = []
             for upstream in route.upstreams:
                 state = states.get(upstream) or old.get(upstream) or UpstreamState(upstream)
-                state.configure(route)
+                state.configure(route, self._instance_bucket(state, route))
                 states[upstream] = state
                 ups.append(state)
             limits = service_limits[name] = old_limits.get(name) or ServiceLimits()
@@ -300,6 +300,8 @@ class Gateway:
                 {f"service:{n}" for n in snapshot.services}
                 | {f"tokens:service:{n}" for n in snapshot.services}
                 | {f"group:{g}" for g in groups}
+                | {f"concurrency:service:{n}" for n in snapshot.services}
+                | {f"instance:{s.addr}" for s in states.values()}
             )
         self.mirrors.keep_only({n for n, r in snapshot.services.items() if r.mirror is not None})
         retired = [state for upstream, state in old.items() if upstream not in states]
@@ -358,6 +360,13 @@ class Gateway:
                 ex.held = False
                 ex.reroute()
 
+    def _instance_bucket(self, state: UpstreamState, route: ServiceRoute) -> SharedBucket | None:
+        """With --redis-url: the instance's QPS limit counted in Redis (by its address)."""
+        shared = self.shared_limits
+        if shared is None:
+            return None
+        return shared.bucket(f"instance:{state.addr}", route.instance_rate_limit)
+
     def _configure_limits(self, limits: ServiceLimits, route: ServiceRoute) -> None:
         settings = self.settings
         qps = route.rate_limit if route.rate_limit is not None else settings.rate_limit
@@ -368,7 +377,8 @@ class Gateway:
                 shared.bucket(f"service:{route.name}", qps),
                 shared.bucket(f"group:{route.group}", gqps),
             )
-            limits.configure(qps, route.group, None, route.concurrency_limit, buckets)
+            slots = shared.concurrency(f"concurrency:service:{route.name}", route.concurrency_limit)
+            limits.configure(qps, route.group, None, route.concurrency_limit, buckets, slots)
             budget = shared.budget(f"tokens:service:{route.name}", route.token_rate_limit)
             limits.configure_tokens(route.token_rate_limit, budget)
             return

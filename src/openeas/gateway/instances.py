@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from openeas.gateway.limits import TokenBucket, keep_bucket
+from openeas.gateway.limits import RateBucket, SharedRate, TokenBucket, keep_bucket
 from openeas.gateway.snapshot import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_WORKER_THREADS, ServiceRoute, Upstream
 from openeas.gateway.upstream import UpstreamConnection
 
@@ -45,6 +45,7 @@ class UpstreamState:
         "port",
         "queue_max",
         "retired",
+        "shared_bucket",
         "upstream",
         "waiting",
     )
@@ -59,7 +60,8 @@ class UpstreamState:
         self.limit = DEFAULT_WORKER_THREADS
         self.queue_max = DEFAULT_MAX_QUEUE_SIZE
         self.waiting: deque[Waiter] = deque()  # FIFO of requests waiting for a free slot
-        self.bucket: TokenBucket | None = None
+        self.bucket: RateBucket | None = None
+        self.shared_bucket: SharedRate | None = None  # with --redis-url: `bucket`, counted in Redis
         self.down_until = 0.0
         self.idle: list[UpstreamConnection] = []  # LIFO: the most recently used is on top
         self.retired = False  # no longer in the snapshot: its connections are not pooled again
@@ -67,11 +69,17 @@ class UpstreamState:
     def mark_down(self, now: float) -> None:
         self.down_until = now + DOWN_FOR_S
 
-    def configure(self, route: ServiceRoute) -> None:
-        """Take the instance limits of the service's current spec."""
+    def configure(self, route: ServiceRoute, shared: SharedRate | None = None) -> None:
+        """Take the instance limits of the service's current spec (`shared`: with --redis-url,
+        its QPS bucket counted in Redis)."""
         self.limit = route.worker_threads
         self.queue_max = route.max_queue_size
-        self.bucket = keep_bucket(self.bucket, route.instance_rate_limit)
+        self.shared_bucket = shared
+        if shared is not None:
+            self.bucket = shared
+        else:
+            old = self.bucket if isinstance(self.bucket, TokenBucket) else None
+            self.bucket = keep_bucket(old, route.instance_rate_limit)
 
 
 def drain_queue(state: UpstreamState, now: float) -> None:

@@ -8,8 +8,9 @@ snapshots (kept by service name), so a snapshot swap does not refill buckets or 
 flight.
 
 Without `--redis-url` the counters live in one gateway process: with `--workers N` each worker
-enforces every limit on its own (see docs/gateway.md). With it, the service and group QPS buckets
-are `shared_limits.SharedBucket`s (the same interface plus `ready`), counted in Redis.
+enforces every limit on its own (see docs/gateway.md). With it, the service, group and instance
+QPS buckets are `shared_limits.SharedBucket`s (the same interface plus `ready`), and the service
+concurrency is also held in Redis (`SharedSlots`, `ServiceLimits.slots`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ class SharedRate(RateBucket, Protocol):
     def ready(self, now: float) -> bool: ...
 
     def wait(self, resume: Callable[[], None]) -> None: ...
+
+
+class SharedSlots(SharedRate, Protocol):
+    """A concurrency limit counted in Redis (shared_limits.SharedConcurrency): `take` holds a
+    slot, `release` gives it back."""
+
+    def release(self) -> None: ...
 
 
 class TokenBucket:
@@ -161,6 +169,7 @@ class ServiceLimits:
         "in_flight",
         "qps",
         "shared",
+        "slots",
         "token_limit",
         "tokens",
     )
@@ -173,6 +182,7 @@ class ServiceLimits:
         self.concurrency = 0
         self.in_flight = 0
         self.shared: tuple[SharedRate, ...] = ()  # buckets counted in Redis (checked `ready` first)
+        self.slots: SharedSlots | None = None  # with --redis-url: the concurrency counted in Redis
         self.token_limit = 0  # tokens per minute (gateway_policy.token_rate_limit); 0: none
         self.tokens: TokenLimit | None = None
 
@@ -183,9 +193,10 @@ class ServiceLimits:
         group: RateBucket | None,
         concurrency: int,
         shared: tuple[SharedRate | None, SharedRate | None] | None = None,
+        slots: SharedSlots | None = None,
     ) -> None:
         """`shared`: with --redis-url, the service's and the group's shared buckets (used instead
-        of local ones)."""
+        of local ones); `slots`: the concurrency limit counted in Redis."""
         if shared is None:
             old = self.bucket
             self.bucket = keep_bucket(old if isinstance(old, TokenBucket) else None, qps)
@@ -193,7 +204,8 @@ class ServiceLimits:
             self.shared = ()
         else:
             self.bucket, self.group = shared
-            self.shared = tuple(b for b in shared if b is not None)
+            self.shared = tuple(b for b in (*shared, slots) if b is not None)
+        self.slots = slots
         self.qps = qps
         self.group_name = group_name
         self.concurrency = concurrency
@@ -211,6 +223,12 @@ class ServiceLimits:
             self.tokens.set_limit(per_minute)
         else:
             self.tokens = TokenBudget(per_minute)
+
+    def release(self) -> None:
+        """A request holding one of the concurrency slots ended."""
+        self.in_flight -= 1
+        if self.slots is not None:
+            self.slots.release()
 
     @property
     def active(self) -> bool:

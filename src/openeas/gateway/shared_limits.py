@@ -26,6 +26,21 @@ Redis granted it:
   requests so decided; a background probe retries with backoff (0.25 s doubling to 2 s) and the
   limits go back to Redis as soon as it answers. Nothing on the event loop ever waits on a dead
   Redis: all calls are asynchronous and time out.
+
+Per-instance QPS (`metadata.rpc.rate_limit`) is a `SharedBucket` like the service's, keyed by the
+instance's address (`instance:HOST:PORT`), checked when the instance is picked.
+
+Service concurrency (`gateway_policy.concurrency_limit`) is a `SharedConcurrency`: a Redis hash
+per service, one field per process (its id -> the slots it holds). `ACQUIRE` (Lua) sums the
+fields of live processes only (ids in the live set; a dead process's field is deleted there),
+and grants slots while the sum is under the limit; a finished request gives its slot back
+(`RELEASE`, decrement). No batching: each admitted request of such a service costs one round
+trip (requests waiting together share it). A process that dies holding slots (SIGKILL) drops
+out of the live set after LIVE_S, and its slots are free again at the next acquire: within
+LIVE_S + HEARTBEAT_S (~4 s). Each heartbeat restores the process' field when it is missing (it
+was taken for dead, or Redis restarted empty); after an outage it is set to what the process
+holds. A process that found the limit full refuses (429) for FULL_S without asking again.
+Redis down: the local limit is limit / live processes, counted in `fallbacks`.
 """
 
 from __future__ import annotations
@@ -54,6 +69,8 @@ BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 2.0
 LEASE_SHARE = 10  # k = limit / (LEASE_SHARE x live processes)
 LEASE_MAX = 50
+CONC_PREFIX = "openeas:concurrency:"
+FULL_S = 0.02  # a process told the concurrency limit is full refuses without asking for this long
 
 # KEYS[1]: the limit's key prefix. ARGV: permits wanted, the limit.
 # Returns {granted, milliseconds left in the window}. Check and count in one step.
@@ -69,6 +86,34 @@ if grant > 0 then
   redis.call('PEXPIRE', key, 3000)
 end
 return {grant, 1000 - math.floor(tonumber(t[2]) / 1000)}
+"""
+
+
+# KEYS[1]: the service's slot hash, KEYS[2]: the live set. ARGV: this process' id, slots wanted,
+# the limit. Sums the fields of live processes (deletes the dead ones'), grants up to the rest.
+ACQUIRE = """
+local fields = redis.call('HGETALL', KEYS[1])
+local used = 0
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[1] or redis.call('ZSCORE', KEYS[2], fields[i]) then
+    used = used + tonumber(fields[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[3]) - used)
+if grant < 0 then grant = 0 end
+if grant > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], grant) end
+return grant
+"""
+
+# KEYS[1]: the slot hash; ARGV: this process' id, slots given back. Only while the field exists
+# (deleted: the process was taken for dead; its heartbeat restores it from what it holds).
+RELEASE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
+end
+return 0
 """
 
 
@@ -269,6 +314,99 @@ class SharedTokenBudget:
             resume()
 
 
+class SharedConcurrency:
+    """A service's concurrency limit counted in Redis (see the module docstring), in one process.
+
+    `ready` / `wait` as a `SharedBucket`'s; `take` holds a slot, `release` gives it back.
+    `granted` is non-zero only while the waiters of an answer are resumed: what they did not
+    take is given back at once."""
+
+    __slots__ = (
+        "dirty",
+        "full_until",
+        "granted",
+        "held",
+        "key",
+        "limit",
+        "limiter",
+        "local",
+        "pending",
+        "rate",
+        "waiters",
+    )
+
+    def __init__(self, limiter: SharedLimiter, key: str, limit: int) -> None:
+        self.limiter = limiter
+        self.key = CONC_PREFIX + key
+        self.limit = limit
+        self.rate = float(limit)
+        self.held = 0  # slots held through Redis (equals this process' field there)
+        self.local = 0  # slots held while Redis was down (the fall-back)
+        self.granted = 0
+        self.full_until = 0.0
+        self.pending = False
+        self.dirty = False  # a release did not reach Redis: set the field at the next heartbeat
+        self.waiters: list[Callable[[], None]] = []
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self.rate = float(limit)
+
+    def ready(self, now: float) -> bool:
+        if not self.limiter.up or self.granted > 0 or monotonic() < self.full_until:
+            return True
+        if not self.pending:
+            self.limiter.acquire(self)
+        return False
+
+    def wait(self, resume: Callable[[], None]) -> None:
+        self.waiters.append(resume)
+
+    def take(self, now: float) -> bool:
+        limiter = self.limiter
+        if not limiter.up:
+            limiter.fallbacks += 1
+            if self.held + self.local < fallback_rate(self.limit, limiter.live):
+                self.local += 1
+                return True
+            return False
+        if self.granted > 0:
+            self.granted -= 1
+            self.held += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.held > 0:
+            self.held -= 1
+            self.limiter.release(self, 1)
+        elif self.local > 0:
+            self.local -= 1
+
+    def retry_after(self) -> int:
+        return 1
+
+    def answered(self, want: int, grant: int) -> None:
+        """Redis granted `grant` of the `want` slots asked for (fewer: the limit is full)."""
+        self.pending = False
+        self.granted += grant
+        if grant < want:
+            self.full_until = monotonic() + FULL_S
+        self._resume()
+
+    def failed(self) -> None:
+        self.pending = False
+        self._resume()
+
+    def _resume(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for resume in waiters:
+            resume()
+        if self.granted > 0:  # not taken (a waiter refused by another limit, or gone)
+            self.limiter.release(self, self.granted)
+            self.granted = 0
+
+
 class SharedLimiter:
     """The Redis connection of one gateway process and its shared buckets, by limit key."""
 
@@ -282,9 +420,12 @@ class SharedLimiter:
         self.leases = 0
         self.buckets: dict[str, SharedBucket] = {}
         self.budgets: dict[str, SharedTokenBudget] = {}
+        self.slots: dict[str, SharedConcurrency] = {}
         self._client: Any = client
         self._script: Any = None
         self._tokens_script: Any = None
+        self._acquire_script: Any = None
+        self._release_script: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -300,6 +441,8 @@ class SharedLimiter:
             )
         self._script = self._client.register_script(LEASE)
         self._tokens_script = self._client.register_script(TOKENS)
+        self._acquire_script = self._client.register_script(ACQUIRE)
+        self._release_script = self._client.register_script(RELEASE)
         self._task = loop.create_task(self._heartbeat())
 
     async def stop(self) -> None:
@@ -341,9 +484,23 @@ class SharedLimiter:
             budget.set_limit(per_minute)
         return budget
 
+    def concurrency(self, key: str, limit: int) -> SharedConcurrency | None:
+        """The shared concurrency limit `key` ("concurrency:service:NAME"); None: no limit."""
+        if limit <= 0:
+            self.slots.pop(key, None)
+            return None
+        slots = self.slots.get(key)
+        if slots is None:
+            slots = self.slots[key] = SharedConcurrency(self, key, limit)
+        else:
+            slots.set_limit(limit)
+        return slots
+
     def keep_only(self, keys: set[str]) -> None:
         for key in [k for k in self.buckets if k not in keys]:
             del self.buckets[key]
+        for key in [k for k in self.slots if k not in keys]:
+            del self.slots[key]
         for key in [k for k in self.budgets if k not in keys]:
             del self.budgets[key]
 
@@ -373,6 +530,47 @@ class SharedLimiter:
             return
         self.leases += 1
         bucket.granted(sent, int(grant), int(ms_left))
+
+    def acquire(self, slots: SharedConcurrency) -> None:
+        """Ask Redis for concurrency slots for the requests waiting on `slots` (background)."""
+        loop = self._loop
+        if loop is None:
+            return
+        slots.pending = True
+        self._spawn(loop, self._acquire(slots))
+
+    async def _acquire(self, slots: SharedConcurrency) -> None:
+        want = max(len(slots.waiters), 1)  # read when sent: every request waiting by then
+        try:
+            grant = await asyncio.wait_for(
+                self._acquire_script(keys=[slots.key, LIVE_KEY], args=[self.id, want, slots.limit]),
+                TIMEOUT_S,
+            )
+        except Exception as exc:
+            self._down(exc)
+            slots.failed()
+            return
+        slots.answered(want, int(grant))
+
+    def release(self, slots: SharedConcurrency, n: int) -> None:
+        """Give `n` slots back in Redis (background); on failure the heartbeat sets the field."""
+        loop = self._loop
+        if loop is None or not self.up:
+            slots.dirty = True
+            return
+        self._spawn(loop, self._release(slots, n))
+
+    async def _release(self, slots: SharedConcurrency, n: int) -> None:
+        try:
+            await asyncio.wait_for(self._release_script(keys=[slots.key], args=[self.id, n]), TIMEOUT_S)
+        except Exception as exc:
+            slots.dirty = True
+            self._down(exc)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def add_tokens(self, budget: SharedTokenBudget, used: int) -> None:
         """Add `used` tokens to `budget`'s minute in Redis (0: read it), in the background."""
@@ -428,6 +626,13 @@ class SharedLimiter:
                 pipe.zadd(LIVE_KEY, {self.id: now})
                 pipe.zremrangebyscore(LIVE_KEY, "-inf", now - LIVE_S)
                 pipe.zcard(LIVE_KEY)
+                for slots in self.slots.values():
+                    # restore this process' field (taken for dead, Redis restarted empty), or,
+                    # after releases that did not reach Redis, set it to what it holds
+                    if slots.dirty or not self.up:
+                        pipe.hset(slots.key, self.id, slots.held)
+                    else:
+                        pipe.hsetnx(slots.key, self.id, slots.held)
                 result = await asyncio.wait_for(pipe.execute(), TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
@@ -437,6 +642,8 @@ class SharedLimiter:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             backoff = BACKOFF_MIN_S
+            for slots in self.slots.values():
+                slots.dirty = False
             self.live = max(int(result[2]), 1)
             if not self.up:
                 # connections pooled before the outage are dead: drop them, or the next leases
