@@ -31,7 +31,7 @@ class ClientBounds:
     max_head_bytes: int = 64 * 1024  # request line + headers (414 / 431); trailers likewise
     max_header_count: int = 100  # header lines (431)
     max_connections: int = 16384  # open client connections per listener
-    max_connections_per_client: int = 1024  # open client connections per client address
+    max_connections_per_client: int = 4096  # per client address: many callers share one NAT address
     max_response_head_bytes: int = 64 * 1024  # an instance's status line + headers (502)
 
 

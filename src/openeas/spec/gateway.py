@@ -77,7 +77,7 @@ class BoundsSpec(_Strict):
     max_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
     max_header_count: Annotated[int, Field(ge=8, le=10000)] = 100
     max_connections: Annotated[int, Field(ge=1)] = 16384
-    max_connections_per_client: Annotated[int, Field(ge=1)] = 1024
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 4096
     max_response_head_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
 
 
