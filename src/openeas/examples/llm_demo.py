@@ -33,5 +33,10 @@ def llm_demo_spec(extra_names: tuple[str, ...] = ()) -> dict[str, Any] | None:
         "metadata": {"name": LLM_DEMO_SERVICE, "instance": 1, "rpc": {"keepalive": 120000}},
         "processor": "llm",
         "model_path": str(gguf),
-        "model_config": {"served_model_name": [LLM_DEMO_MODEL, *extra_names], "n_ctx": 2048},
+        "model_config": {
+            "served_model_name": [LLM_DEMO_MODEL, *extra_names],
+            "n_ctx": 2048,
+            # a curl without max_tokens answers in seconds, not after 2,000 sampled tokens
+            "default_max_tokens": 256,
+        },
     }

@@ -192,6 +192,12 @@ class LlmService:
         self.pool = WorkerPool(backend.slots, options.max_queue_size)
         self.created = int(time.time())
         self.metrics = LlmMetrics(backend.engine_stats)
+        # model_config.default_max_tokens: the completion budget of a request that names none
+        # (0: the rest of the context, as vLLM does; a rambling sample then runs for minutes)
+        default = options.model_config.get("default_max_tokens", 0)
+        if not isinstance(default, int) or isinstance(default, bool) or default < 0:
+            raise SystemExit("model_config.default_max_tokens must be a whole number >= 0 (0: no default)")
+        self.default_max_tokens = default
 
     # ------------------------------------------------------------ checks
 
@@ -240,6 +246,8 @@ class LlmService:
                 "the length of the messages or completion."
             )
         max_tokens = requested if requested is not None else limit - len(prompt)
+        if requested is None and self.default_max_tokens:
+            max_tokens = min(max_tokens, self.default_max_tokens)
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise bad_request("stream must be true or false")
