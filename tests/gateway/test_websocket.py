@@ -167,26 +167,29 @@ def test_h2c_upgrade_is_forwarded_as_plain_http(ws_stack: WsStack) -> None:
 
 
 def test_idle_tunnel_is_closed_and_busy_one_is_not(ws_stack: WsStack) -> None:
-    """In-process gateway with a 1 s idle timeout (the sweep runs once a second)."""
+    """In-process gateway with a 2 s idle timeout (the sweep runs once a second)."""
     echo = ws_stack.echo
     snap = RoutingSnapshot(1, {"sock": route("sock", TOKEN, [echo.port])})
     after_stop = ExitStack()  # a session still open when the gateway stops
     with running_gateway(snap) as gw:
-        gw.call(lambda g: setattr(g, "idle_timeout_s", 1.0))
+        gw.call(lambda g: setattr(g, "idle_timeout_s", 2.0))
         url = gw.url("sock").replace("http://", "ws://")
         headers = {"Authorization": TOKEN}
+        start = len(echo.ended)
         with connect(url, additional_headers=headers, ping_interval=None) as busy:
             assert busy.recv(timeout=10) == "hello /"
-            for i in range(12):  # 3.6 s of a message every 0.3 s: never idle for 1 s
+            for i in range(12):  # 3.6 s of a message every 0.3 s: never idle for 2 s
                 busy.send(f"b{i}")
                 assert busy.recv(timeout=10) == f"b{i}"
                 time.sleep(0.3)
-        before = len(echo.ended)
+        # the busy session's end reaches the instance asynchronously: count it before the idle one
+        assert wait_for(lambda: len(echo.ended) == start + 1)
+        before = start + 1
         with connect(url, additional_headers=headers, ping_interval=None) as idle:
             assert idle.recv(timeout=10) == "hello /"
             t0 = time.monotonic()
             with pytest.raises(ConnectionClosed):
-                idle.recv(timeout=15)  # nothing sent: the gateway cuts it after 1-2 s
+                idle.recv(timeout=15)  # nothing sent: the gateway cuts it after 2-3 s
             assert time.monotonic() - t0 < 10
         assert wait_for(lambda: len(echo.ended) == before + 1)  # the instance side too
         # stopping the gateway closes an open tunnel
