@@ -84,6 +84,10 @@ class RayRuntime(Runtime):
         self.log_root = log_root
         self._connected_here = False
         if connect and not ray.is_initialized():
+            # ray.init installs SIGTERM/SIGINT handlers that exit at once with the signal number;
+            # the process that connects (openeas server) stops its gateways and instances on those
+            # signals itself, so its own handlers are put back afterwards.
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             ray.init(
                 address=address,
                 namespace=NAMESPACE,
@@ -92,6 +96,10 @@ class RayRuntime(Runtime):
                 configure_logging=False,
                 _node_ip_address=node_address,
             )
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    with contextlib.suppress(ValueError):  # not the main thread: Ray set none
+                        signal.signal(sig, handler)
             self._connected_here = True
         self._actor_class: Any = ray.remote(InstanceActor)
         self._live: dict[tuple[str, str], RayHandle] = {}
