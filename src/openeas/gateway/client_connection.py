@@ -37,7 +37,6 @@ LINGER_IDLE_S = 2.0
 LINGER_MAX_S = 10.0
 
 
-
 class GatewayHost(ExchangeHost, Protocol):
     """What a client connection uses of its gateway (`gateway.Gateway`)."""
 

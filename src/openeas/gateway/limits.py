@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 USAGE_TAIL = 4096  # response bytes kept (the last ones) to find the `usage` in
 _TOTAL = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
@@ -139,17 +139,27 @@ class SharedTokenLimit(SharedRate, TokenLimit, Protocol):
     """A tokens-per-minute limit counted in Redis (shared_limits.SharedTokenBudget)."""
 
 
-def keep_bucket(bucket: TokenBucket | None, rate: int) -> TokenBucket | None:
-    """The bucket for a limit of `rate` QPS under a new snapshot: `bucket` itself at the new rate
-    (its tokens carry over, so a swap neither refills nor drains it), a new full one when there
-    was none, None when there is no limit (`rate` <= 0). Every bucket of the gateway (service,
-    group, instance) is kept this way."""
-    if rate <= 0:
+L = TypeVar("L")
+
+
+def keep_limit(
+    current: L | None, value: int, make: Callable[[int], L], retune: Callable[[L, int], None]
+) -> L | None:
+    """The one rule by which every limit object survives a new snapshot: None when there is no
+    limit (`value` <= 0), `current` retuned to `value` when there was one (its state carries over,
+    so a swap neither refills nor drains it), else a new one made at `value`."""
+    if value <= 0:
         return None
-    if bucket is None:
-        return TokenBucket(rate)
-    bucket.set_rate(rate)
-    return bucket
+    if current is None:
+        return make(value)
+    retune(current, value)
+    return current
+
+
+def keep_bucket(bucket: TokenBucket | None, rate: int) -> TokenBucket | None:
+    """The bucket for a limit of `rate` QPS under a new snapshot (`keep_limit` for the local
+    service, group and instance buckets)."""
+    return keep_limit(bucket, rate, TokenBucket, TokenBucket.set_rate)
 
 
 class ServiceLimits:

@@ -52,10 +52,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar
 
-from openeas.gateway.limits import TokenBucket, TokenBudget
+from openeas.gateway.limits import TokenBucket, TokenBudget, keep_limit
+
+L = TypeVar("L")
 
 log = logging.getLogger("openeas.gateway")
 
@@ -462,39 +465,17 @@ class SharedLimiter:
     def bucket(self, key: str, limit: int) -> SharedBucket | None:
         """The shared bucket for limit `key` ("service:NAME", "group:NAME") at `limit` per
         second, kept across routing snapshots; None when there is no limit."""
-        if limit <= 0:
-            self.buckets.pop(key, None)
-            return None
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = SharedBucket(self, key, limit)
-        else:
-            bucket.set_rate(limit)
-        return bucket
+        return _kept(self.buckets, key, limit, partial(SharedBucket, self, key), SharedBucket.set_rate)
 
     def budget(self, key: str, per_minute: int) -> SharedTokenBudget | None:
         """The shared tokens-per-minute budget `key` ("tokens:service:NAME"); None: no limit."""
-        if per_minute <= 0:
-            self.budgets.pop(key, None)
-            return None
-        budget = self.budgets.get(key)
-        if budget is None:
-            budget = self.budgets[key] = SharedTokenBudget(self, key, per_minute)
-        else:
-            budget.set_limit(per_minute)
-        return budget
+        make = partial(SharedTokenBudget, self, key)
+        return _kept(self.budgets, key, per_minute, make, SharedTokenBudget.set_limit)
 
     def concurrency(self, key: str, limit: int) -> SharedConcurrency | None:
         """The shared concurrency limit `key` ("concurrency:service:NAME"); None: no limit."""
-        if limit <= 0:
-            self.slots.pop(key, None)
-            return None
-        slots = self.slots.get(key)
-        if slots is None:
-            slots = self.slots[key] = SharedConcurrency(self, key, limit)
-        else:
-            slots.set_limit(limit)
-        return slots
+        make = partial(SharedConcurrency, self, key)
+        return _kept(self.slots, key, limit, make, SharedConcurrency.set_limit)
 
     def keep_only(self, keys: set[str]) -> None:
         for key in [k for k in self.buckets if k not in keys]:
@@ -672,3 +653,15 @@ def _safe_url(url: str) -> str:
 def fallback_rate(limit: int, live: int) -> int:
     """The local limit while Redis is down: `limit` / live processes, at least 1."""
     return max(1, math.floor(limit / max(live, 1)))
+
+
+def _kept(
+    table: dict[str, L], key: str, value: int, make: Callable[[int], L], retune: Callable[[L, int], None]
+) -> L | None:
+    """`keep_limit` for a limit held in `table` under `key`: dropped from it when there is none."""
+    kept = keep_limit(table.get(key), value, make, retune)
+    if kept is None:
+        table.pop(key, None)
+    else:
+        table[key] = kept
+    return kept
