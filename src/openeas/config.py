@@ -12,6 +12,10 @@ DEFAULT_GATEWAY_PORT = 8880
 DEFAULT_VPC_PORT = 8881
 ADMIN_TOKEN_FILE = "admin_token"
 SERVER_FILE = "server.json"  # written by a running server: {"api": "http://...", "pid": N}
+# URLs that can hold a password travel to the processes openeas starts in these variables, never
+# on their command line (every local user reads command lines in ps and /proc/<pid>/cmdline)
+STORE_URL_ENV = "OPENEAS_STORE_URL"
+REDIS_URL_ENV = "OPENEAS_REDIS_URL"
 
 
 def default_data_dir() -> Path:

@@ -57,6 +57,8 @@ from openeas.config import (
     DEFAULT_API_PORT,
     DEFAULT_GATEWAY_PORT,
     DEFAULT_VPC_PORT,
+    REDIS_URL_ENV,
+    STORE_URL_ENV,
     ServerConfig,
     default_data_dir,
 )
@@ -404,12 +406,24 @@ VpcBind = Annotated[str, typer.Option("--vpc-bind", help="address the VPC listen
 InternetHost = Annotated[str, typer.Option("--internet-host", help="host name in Internet endpoints")]
 VpcHost = Annotated[str, typer.Option("--vpc-host", help="host name in VPC endpoints")]
 StoreUrl = Annotated[
-    str | None, typer.Option("--store-url", help="registry URL (default: SQLite in the data dir)")
+    str | None,
+    typer.Option(
+        "--store-url",
+        envvar=STORE_URL_ENV,
+        help=f"registry URL (default: ${STORE_URL_ENV}, else SQLite in the data dir; the variable "
+        "keeps a database password off the command line)",
+    ),
 ]
 Region = Annotated[str, typer.Option("--region", help="region name in API paths")]
 Grace = Annotated[float, typer.Option("--grace", help="seconds instances get between SIGTERM and SIGKILL")]
 RedisUrl = Annotated[  # async queue hook
-    str, typer.Option("--redis-url", help="Redis for gateway limits shared by all processes and Async queues")
+    str,
+    typer.Option(
+        "--redis-url",
+        envvar=REDIS_URL_ENV,
+        help=f"Redis for gateway limits shared by all processes and Async queues (default: "
+        f"${REDIS_URL_ENV}, which keeps a Redis password off the command line)",
+    ),
 ]
 RuntimeKind = Annotated[
     str, typer.Option("--runtime", help="where instances run: local (subprocesses here) or ray")

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.queue import registration
 from openeas.queue.backends import make_backend
 from openeas.runtime.local import free_port
@@ -121,15 +123,17 @@ class QueueServers:
     async def _start(self, svc: ServiceRecord) -> None:
         # the same port across restarts: gateways keep a valid route while it comes back
         port = self.ports.setdefault(svc.name, free_port())
-        args = [self.python, "-m", "openeas.queue", "--store-url", self.store_url, "--service", svc.name]
-        args += ["--port", str(port)]
+        args = [self.python, "-m", "openeas.queue", "--service", svc.name, "--port", str(port)]
+        # both URLs can hold a password: the environment, not argv (ps shows argv to everyone)
+        env = {k: v for k, v in os.environ.items() if k not in (STORE_URL_ENV, REDIS_URL_ENV)}
+        env[STORE_URL_ENV] = self.store_url
         if self.redis_url:
-            args += ["--redis-url", self.redis_url]
+            env[REDIS_URL_ENV] = self.redis_url
         out_dir = self.log_dir / svc.name
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "queue.log", "ab") as err:
             proc = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True
+                *args, stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True, env=env
             )
         failures = self._backoff.get(svc.name, (0, 0.0))[0]
         self.procs[svc.name] = _Proc(_settings_key(svc), proc, time.time(), failures)

@@ -6,10 +6,9 @@ auth, body size, limits) -> pick (pickers.py behind admission.pick_instance) -> 
 `gateway.Gateway` ties them together; `python -m openeas.gateway` runs one from the store.
 """
 
+from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.gateway.gateway import BindError, Gateway
 
-# how the control plane hands the store URL to a gateway process: the environment, not argv (a
-# PostgreSQL URL holds a password, and every local user sees command lines in ps)
-STORE_URL_ENV = "OPENEAS_STORE_URL"
-
-__all__ = ["STORE_URL_ENV", "BindError", "Gateway"]
+# how the control plane hands the store and Redis URLs to a gateway process: the environment, not
+# argv (both can hold a password, and every local user sees command lines in ps)
+__all__ = ["REDIS_URL_ENV", "STORE_URL_ENV", "BindError", "Gateway"]

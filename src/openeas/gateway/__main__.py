@@ -1,5 +1,9 @@
 """`python -m openeas.gateway --name NAME` (store URL in $OPENEAS_STORE_URL or --store-url): run one gateway.
 
+Both URLs that can hold a password (the store's, and Redis' for shared limits) are read from the
+environment ($OPENEAS_STORE_URL, $OPENEAS_REDIS_URL) when their flag is not given: the control
+plane passes them so, keeping them off the command line that every local user can read.
+
 Reads the gateway record NAME, binds its listeners (exit 2 with a message when one cannot be
 bound), serves the routing snapshot and follows the change feed, and prints
 
@@ -28,7 +32,7 @@ from dataclasses import replace
 
 import uvloop
 
-from openeas.gateway import STORE_URL_ENV
+from openeas.gateway import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
 from openeas.gateway.shared_limits import SharedLimiter
@@ -60,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--redis-url",
         default=None,
         help="count service and group QPS limits in Redis, shared by every gateway process and "
-        "replica (redis://HOST:PORT/DB; needs openeas[redis]); without it each process counts its own",
+        f"replica (redis://HOST:PORT/DB; needs openeas[redis]); default: ${REDIS_URL_ENV} (keeps a "
+        "Redis password off the command line); without either each process counts its own",
     )
     p.add_argument("--grace", type=float, default=10.0, help="seconds requests in flight get on SIGTERM")
     p.add_argument("--log-level", default="INFO", help="log level of the gateway's own messages (stderr)")
@@ -71,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.store_url = os.environ.get(STORE_URL_ENV)
         if not args.store_url:
             p.error(f"give the registry URL in ${STORE_URL_ENV} (or --store-url)")
+    if args.redis_url is None:
+        args.redis_url = os.environ.get(REDIS_URL_ENV) or None
     return args
 
 

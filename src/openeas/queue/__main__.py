@@ -1,4 +1,8 @@
-"""`python -m openeas.queue --store-url URL --service NAME [--redis-url URL]`: an Async service's queues.
+"""`python -m openeas.queue --service NAME` (URLs in the environment): an Async service's queues.
+
+The store URL (a PostgreSQL one holds a password) and the Redis URL (can hold one too) are read
+from the environment, which is how the control plane passes them (`--store-url` / `--redis-url`
+still override, for a person running it by hand): command lines are readable by every local user.
 
 It serves the queue API (what the gateway routes `<endpoint>` and `<endpoint>/sink` to) on
 `--port`, the operator endpoints (/metrics, /_queue/stats, /_queue/dead, /_queue/retry) on
@@ -27,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.queue import registration
 from openeas.queue.backends import make_backend
 from openeas.queue.dispatcher import Dispatcher, Target
@@ -45,15 +50,26 @@ ALL = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m openeas.queue", description=__doc__.splitlines()[0])
-    p.add_argument("--store-url", required=True, help="the registry's database URL")
+    p.add_argument(
+        "--store-url", default=None, help=f"the registry's database URL (default: ${STORE_URL_ENV})"
+    )
     p.add_argument("--service", required=True, help="the Async service whose queues this serves")
     p.add_argument(
-        "--redis-url", default="", help="keep the queues in Redis (default: the registry's database)"
+        "--redis-url",
+        default=None,
+        help=f"keep the queues in Redis (default: ${REDIS_URL_ENV}; neither: the registry's database)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="queue API port (0: any free one)")
     p.add_argument("--admin-port", type=int, default=0, help="operator endpoints port, on 127.0.0.1")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.store_url is None:
+        args.store_url = os.environ.get(STORE_URL_ENV)
+        if not args.store_url:
+            p.error(f"give the registry URL in ${STORE_URL_ENV} (or --store-url)")
+    if args.redis_url is None:
+        args.redis_url = os.environ.get(REDIS_URL_ENV, "")
+    return args
 
 
 def settings_for(registry: Registry, service: str) -> QueueSettings:
