@@ -20,6 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.procfs import stat_fields
 from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
 from openeas.spec import ServiceSpec
@@ -88,7 +89,8 @@ class LocalRuntime(Runtime):
         return free_port(self.host)
 
     def _env(self, spec: ServiceSpec, service: str, instance_id: str, port: int) -> dict[str, str]:
-        env = dict(os.environ)
+        # not the registry's or Redis' URL: they can hold passwords, and instances run user code
+        env = {k: v for k, v in os.environ.items() if k not in (STORE_URL_ENV, REDIS_URL_ENV)}
         env.setdefault("PYTHONUNBUFFERED", "1")  # so print() reaches the log as it happens
         bindir = str(Path(self.python).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
