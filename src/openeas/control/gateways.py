@@ -1,7 +1,7 @@
 """Gateway processes: one supervised process group per gateway (the shared one and dedicated ones).
 
 Each gateway runs as `python -m openeas.gateway --name NAME [--workers N]` (the store URL in
-$OPENEAS_STORE_URL, not on the command line) in its
+$OPENEAS_STORE_URL and the Redis URL in $OPENEAS_REDIS_URL, not on the command line) in its
 own session (process group), so load on, or a crash of, one gateway does not touch another: each
 has its own listeners, limits and counters. The supervisor
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openeas.control.errors import log_failure
-from openeas.gateway import STORE_URL_ENV
+from openeas.gateway import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.store import Registry
 
 log = logging.getLogger("openeas.control")
@@ -159,9 +159,16 @@ class GatewaySupervisor:
         ]
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
+        return cmd  # the store and Redis URLs travel in the environment: `environment()`
+
+    def environment(self) -> dict[str, str]:
+        """The gateway's environment: ours plus the store URL and the Redis URL (both can hold a
+        password; argv is readable by every local user in ps, the environment only by us)."""
+        env = {k: v for k, v in os.environ.items() if k not in (STORE_URL_ENV, REDIS_URL_ENV)}
+        env[STORE_URL_ENV] = self.store_url
         if self.settings.redis_url:  # [limits hook]
-            cmd += ["--redis-url", self.settings.redis_url]
-        return cmd
+            env[REDIS_URL_ENV] = self.settings.redis_url
+        return env
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -178,8 +185,7 @@ class GatewaySupervisor:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
                     *self.command(),
-                    # the store URL may hold a database password: environment, not argv (ps)
-                    env={**os.environ, STORE_URL_ENV: self.store_url},
+                    env=self.environment(),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
