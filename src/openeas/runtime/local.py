@@ -3,6 +3,7 @@
 Each instance runs its command line through `/bin/sh -c` in its own session (so its whole process
 tree can be signalled as one group), with the parent's environment plus the spec's `env`, plus
 `PORT` (a free loopback port it must listen on), `OPENEAS_SERVICE` and `OPENEAS_INSTANCE_ID`.
+`metadata.memory` is enforced by watching the group's RSS (runtime/memory_limit.py).
 stdout and stderr are appended to `<data_dir>/logs/<service>/<instance>.log`; the working
 directory is `<data_dir>/work/<service>`. The directory of the server's Python comes first on
 `PATH`, so `python3 ...` in a command runs the interpreter openeas is installed in.
@@ -23,6 +24,7 @@ from pathlib import Path
 from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.procfs import stat_fields
 from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
+from openeas.runtime.memory_limit import MemoryLimit
 from openeas.spec import ServiceSpec
 from openeas.spec.service import ProbeSpec
 
@@ -46,6 +48,7 @@ class LocalHandle(InstanceHandle):
         self.log_file = log_path
         self.exited: asyncio.Task[int] | None = None
         self.stopping = False  # stop() was called: it, not the exit watcher, cleans the group up
+        self.memory: MemoryLimit | None = None  # metadata.memory enforced (runtime/memory_limit.py)
 
 
 def instance_command(spec: ServiceSpec) -> str:
@@ -127,11 +130,15 @@ class LocalRuntime(Runtime):
                 start_new_session=True,
             )
         handle = LocalHandle(instance_id, service, self.host, port, process, log_path, time.time())
+        if spec.metadata.memory:
+            handle.memory = MemoryLimit(process.pid, spec.metadata.memory, log_path).start()
         handle.exited = asyncio.ensure_future(self._watch(handle))
         return handle
 
     async def _watch(self, handle: LocalHandle) -> int:
         code = await handle.process.wait()
+        if handle.memory is not None:
+            handle.memory.cancel()
         # The instance is its process group: when the leader dies on its own, nothing of it may
         # linger (a background child would hold the port and the next start would fail).
         if not handle.stopping:
@@ -139,6 +146,12 @@ class LocalRuntime(Runtime):
         with contextlib.suppress(OSError), open(handle.log_file, "ab") as log:
             log.write(f"{MARK} {_now()} {handle.instance_id} exited: {describe_exit(code)}\n".encode())
         return code
+
+    def describe_exit(self, handle: InstanceHandle, code: int) -> str:
+        memory = handle.memory if isinstance(handle, LocalHandle) else None
+        if memory is not None and memory.exceeded is not None:
+            return f"{memory.exceeded.describe()}: {describe_exit(code)}"
+        return describe_exit(code)
 
     # -- watch -----------------------------------------------------------------------------
     @staticmethod
