@@ -2,7 +2,8 @@
 
 Runs in its own thread (the store client is blocking) and hands each new snapshot to the event
 loop with `call_soon_threadsafe`, where the gateway swaps it in. When the store cannot be read,
-the gateway keeps serving the snapshot it has; one warning is logged per outage.
+the gateway keeps serving the snapshot it has; `StoreHealth` (gateway/store_health.py) logs one
+warning per outage and counts failures for /metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from openeas.gateway.snapshot import RoutingSnapshot, build_snapshot
+from openeas.gateway.store_health import StoreHealth
 from openeas.store import Registry
 
 log = logging.getLogger("openeas.gateway")
@@ -30,6 +32,7 @@ class SnapshotWatcher:
         *,
         version: int = -1,
         interval_s: float = POLL_INTERVAL_S,
+        health: StoreHealth | None = None,
     ) -> None:
         self.registry = registry
         self.gateway_name = gateway_name
@@ -39,7 +42,7 @@ class SnapshotWatcher:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="openeas-gateway-watcher", daemon=True)
-        self._failing = False
+        self.health = health or StoreHealth(registry)
 
     def start(self) -> None:
         self._thread.start()
@@ -51,29 +54,19 @@ class SnapshotWatcher:
     def poll_once(self) -> bool:
         """Check the feed once; True when a new snapshot was handed to the loop."""
         try:
+            self.health.check_file()  # SQLite: a removed or garbled file is a failure too
             version = self.registry.version()
             if version == self.version:
-                self._recovered()
+                self.health.ok()
                 return False
             snapshot = build_snapshot(self.registry, self.gateway_name)
         except Exception as exc:  # any store error: keep serving what we have
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "cannot read the store (%s); serving the last routing snapshot (version %d)",
-                    type(exc).__name__,
-                    self.version,
-                )
+            self.health.failed(exc, self.version)
             return False
-        self._recovered()
+        self.health.ok()
         self.version = snapshot.version
         self.loop.call_soon_threadsafe(self.apply, snapshot)
         return True
-
-    def _recovered(self) -> None:
-        if self._failing:
-            self._failing = False
-            log.warning("the store is readable again")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
