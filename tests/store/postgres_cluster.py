@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import free_port
@@ -29,8 +30,41 @@ def _as_db_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+@dataclass
+class PostgresServer:
+    """A running throwaway cluster that a test may stop and start again (same port, same data)."""
+
+    url: str
+    bindir: Path
+    data: Path
+    port: int
+    log: str
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
+        subprocess.run(
+            _as_db_user(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", self.log, "-w", "start"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)])
+            if ready.returncode == 0:
+                break
+            time.sleep(0.2)
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            _as_db_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            capture_output=True,
+        )
+
+
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
+def postgres_server() -> Iterator[PostgresServer]:
     bindir = find_pg_bin()
     if bindir is None:
         raise RuntimeError(
@@ -49,25 +83,17 @@ def postgres_cluster() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    log = str(root / "log")
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
-    subprocess.run(
-        _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", log, "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    server = PostgresServer(url, bindir, data, port, str(root / "log"))
+    server.start()
     try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)])
-            if ready.returncode == 0:
-                break
-            time.sleep(0.2)
-        yield url
+        yield server
     finally:
-        subprocess.run(
-            _as_db_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    with postgres_server() as server:
+        yield server.url

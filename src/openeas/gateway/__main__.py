@@ -37,6 +37,7 @@ from openeas.gateway.accesslog import AccessLog
 from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
 from openeas.gateway.shared_limits import SharedLimiter
 from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
+from openeas.gateway.store_health import StoreHealth
 from openeas.gateway.tls import server_context
 from openeas.gateway.watcher import SnapshotWatcher
 from openeas.spec import SpecError
@@ -45,6 +46,7 @@ from openeas.store import NotFound, Registry
 log = logging.getLogger("openeas.gateway")
 
 EXIT_USAGE = 2
+STORE_WAIT_S = 5.0  # a locked or unreachable PostgreSQL store: a reported failure after this long
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             open_files // 2,
         )
     try:
-        registry = Registry(args.store_url)
+        registry = Registry(args.store_url, wait_s=STORE_WAIT_S)
         record = registry.get_gateway(args.name)
     except NotFound:
         return _fail(f"there is no gateway named '{args.name}' in the store")
@@ -169,7 +171,10 @@ async def serve(
     except (BindError, TlsError) as exc:
         registry.close()
         return _fail(str(exc))
-    watcher = SnapshotWatcher(registry, args.name, gateway.set_snapshot, loop, version=snapshot.version)
+    gateway.store_health = health = StoreHealth(registry)
+    watcher = SnapshotWatcher(
+        registry, args.name, gateway.set_snapshot, loop, version=snapshot.version, health=health
+    )
     watcher.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -236,7 +241,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             os.close(ready_r)
             for s in reserved:
                 s.close()
-            registry = Registry(args.store_url)
+            registry = Registry(args.store_url, wait_s=STORE_WAIT_S)
 
             def announce(_line: str) -> None:
                 os.write(ready_w, b"r")

@@ -49,6 +49,7 @@ from openeas.gateway.routes import GroupEntry, RouteEntry, group_entries
 from openeas.gateway.routing import split_target
 from openeas.gateway.shared_limits import SharedBucket, SharedLimiter
 from openeas.gateway.snapshot import GatewaySettings, Listener, RoutingSnapshot, ServiceRoute, Upstream
+from openeas.gateway.store_health import StoreHealth
 from openeas.gateway.tls import TlsListener, server_context
 from openeas.gateway.upstream import prune_idle
 
@@ -135,6 +136,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.prometheus = prometheus_registry(self.metrics_snapshot)  # renders self.metrics at scrape time
         self.metrics_bound: Listener | None = None  # the metrics listener with its actual port
+        self.store_health: StoreHealth | None = None  # set by __main__: the store, on /metrics
         self.started = time.time()
         self.stopping = False
         self._servers: list[asyncio.Server] = []
@@ -487,6 +489,8 @@ class Gateway:
             mirror,
             redis,
             dict(self.connection_events),
+            self.store_health.metrics() if self.store_health is not None else {},
+            {"dropped": self.access_log.dropped} if self.access_log is not None else {},
         )
 
     def render_metrics(self, path: str) -> bytes:

@@ -184,6 +184,9 @@ class Snapshot:
     # --redis-url: up (0/1), fallbacks, outages, live (gateway processes); empty without it
     redis: Mapping[str, int] = field(default_factory=dict)
     connections: Mapping[str, int] = field(default_factory=dict)  # refused / cut by a bound (bounds.py)
+    # the store as the snapshot watcher sees it (store_health.py): up, failures, outages, last_ok
+    store: Mapping[str, float] = field(default_factory=dict)
+    access_log: Mapping[str, int] = field(default_factory=dict)  # with --access-log: dropped lines
 
 
 def stats_json(snap: Snapshot) -> bytes:
@@ -289,6 +292,35 @@ _REDIS_FAMILIES: tuple[tuple[str, type[GaugeMetricFamily] | type[CounterMetricFa
         GaugeMetricFamily,
         "openeas_gateway_live_processes",
         "Gateway processes seen in Redis in the last 3 s.",
+    ),
+)
+
+
+# the store as the gateway's snapshot watcher reads it (store_health.py; docs/security.md)
+_STORE_FAMILIES: tuple[tuple[str, type[GaugeMetricFamily] | type[CounterMetricFamily], str, str], ...] = (
+    (
+        "up",
+        GaugeMetricFamily,
+        "openeas_gateway_store_up",
+        "1 while the store can be read; 0: serving the last snapshot.",
+    ),
+    (
+        "failures",
+        CounterMetricFamily,
+        "openeas_gateway_store_failures_total",
+        "Reads of the store that failed (locked, unreachable, missing or corrupt).",
+    ),
+    (
+        "outages",
+        CounterMetricFamily,
+        "openeas_gateway_store_outages_total",
+        "Times the store became unreadable.",
+    ),
+    (
+        "last_ok",
+        GaugeMetricFamily,
+        "openeas_gateway_store_last_ok_seconds",
+        "Unix time of the last good read of the store.",
     ),
 )
 
@@ -411,6 +443,16 @@ def families(snap: Snapshot) -> list[Metric]:
     out.append(mirror)
     for key, family, metric, help_text in _REDIS_FAMILIES if snap.redis else ():
         out.append(family(metric, help_text, value=snap.redis.get(key, 0)))
+    for key, family, metric, help_text in _STORE_FAMILIES if snap.store else ():
+        out.append(family(metric, help_text, value=snap.store.get(key, 0)))
+    if snap.access_log:
+        out.append(
+            CounterMetricFamily(
+                "openeas_gateway_access_log_dropped_lines_total",
+                "Access log lines lost because the log could not be written (a full disk).",
+                value=snap.access_log.get("dropped", 0),
+            )
+        )
     return out
 
 

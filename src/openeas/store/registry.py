@@ -77,12 +77,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class Registry:
-    def __init__(self, url: str, change_keep: int = CHANGE_KEEP):
+    def __init__(self, url: str, change_keep: int = CHANGE_KEEP, wait_s: float | None = None):
+        """`wait_s`: on PostgreSQL, give up on a lock or a connection after that many seconds
+        (the gateway's reader: a table locked by another session must become a failure it
+        reports, not a wait for ever). SQLite always gives up after its busy_timeout (5 s)."""
         self.url = url
         if url.startswith("sqlite"):
             _private_sqlite_file(url)
         self.change_keep = change_keep
-        self.engine: Engine = create_engine(url, future=True)
+        connect_args: dict[str, Any] = {}
+        if wait_s is not None and url.startswith("postgresql"):
+            millis = int(wait_s * 1000)
+            connect_args = {"connect_timeout": max(1, int(wait_s)), "options": f"-c lock_timeout={millis}"}
+        self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
