@@ -1,0 +1,80 @@
+"""Kill local instance processes that the registry does not know: orphans of a crashed server.
+
+Instances run in their own sessions, so they outlive a control server killed with SIGKILL. The
+ones the registry has a row for are found again on the next start (`Reconciler.recover`). Two
+windows leave an instance with no row at all: between starting its process and writing its
+first row ("starting"), and between a delete committing (the service and its instance rows go in
+one transaction) and its instances being stopped (drain, then SIGTERM). A process from either
+would hold its port and memory for ever, serving nobody.
+
+So on start, before `recover`, the local runtime's processes are listed from /proc: a process
+whose environment carries `OPENEAS_INSTANCE_ID` and whose working directory is under this data
+dir's `work/` folder (the local runtime starts every instance there; another data dir's
+instances are not ours) is an instance of ours; its process group is killed when its id has no
+row in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from openeas.procfs import stat_fields
+from openeas.runtime.local import INSTANCE_ENV
+from openeas.store import Registry
+
+log = logging.getLogger("openeas.control")
+
+KILL_WAIT_S = 3.0
+
+
+def instance_processes(data_dir: Path) -> dict[int, tuple[str, int]]:
+    """pid -> (instance id, process group) of every process running a local instance of the
+    server whose data dir is `data_dir`."""
+    work = str((data_dir / "work").resolve()) + os.sep
+    marker = f"{INSTANCE_ENV}=".encode()
+    found: dict[int, tuple[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            if not (cwd + os.sep).startswith(work):
+                continue
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        ids = [v[len(marker) :] for v in environ.split(b"\0") if v.startswith(marker)]
+        fields = stat_fields(entry)
+        if ids and fields is not None and len(fields) > 2 and fields[0] not in ("Z", "X"):
+            found[int(entry)] = (ids[0].decode(errors="replace"), int(fields[2]))
+    return found
+
+
+async def sweep_orphans(data_dir: Path, registry: Registry) -> list[str]:
+    """Kill (SIGTERM, then SIGKILL) the process groups of instances with no row in `registry`.
+    Returns the instance ids that were killed."""
+    known = {row.id for row in await asyncio.to_thread(registry.list_instances)}
+    running = await asyncio.to_thread(instance_processes, data_dir)
+    groups = {pgid: instance for instance, pgid in running.values() if instance not in known}
+    if not groups:
+        return []
+    for pgid, instance in groups.items():
+        log.warning("instance %s (process group %d) has no row in the registry: stopping it", instance, pgid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + KILL_WAIT_S
+    while loop.time() < deadline:
+        left = await asyncio.to_thread(instance_processes, data_dir)
+        if not any(pgid in groups for _, pgid in left.values()):
+            break
+        await asyncio.sleep(0.1)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    return sorted(set(groups.values()))
