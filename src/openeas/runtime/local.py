@@ -115,9 +115,11 @@ class LocalRuntime(Runtime):
         cwd = self.work_dir(service)
         cwd.mkdir(parents=True, exist_ok=True)
         env = self._env(spec, service, instance_id, port)
-        with open(log_path, "ab") as log:
-            log.write(f"{MARK} {_now()} starting {instance_id} on port {port}: {command}\n".encode())
-            log.flush()
+        # unbuffered, and a failed write ignored: a full log disk must not keep instances from
+        # starting (nor leave bytes in a buffer whose flush would fail again at close)
+        with open(log_path, "ab", buffering=0) as log:
+            with contextlib.suppress(OSError):
+                log.write(f"{MARK} {_now()} starting {instance_id} on port {port}: {command}\n".encode())
             process = await asyncio.create_subprocess_exec(
                 "/bin/sh",
                 "-c",
