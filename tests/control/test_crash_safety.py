@@ -5,7 +5,8 @@ modifies and deletes services of its own, one request after the other), the serv
 with SIGKILL at a random moment, started again on the same data dir and store, and read back.
 Three rounds, then a clean stop. After each restart:
 
-- the registry reads whole: every service has a valid spec, a token, and its versions;
+- the registry reads whole: every service has a valid spec, a token, its versions, and the row
+  (token) of the group it names;
 - every answered request holds: a create that succeeded (201) exists with the token it returned, a
   modify that returned 200 is in the spec, a delete that returned 200 is gone; a request cut by
   the kill either happened whole or not at all;
@@ -36,6 +37,7 @@ import pytest
 
 from openeas.runtime.orphans import instance_processes
 from openeas.spec import parse_service_spec
+from openeas.store import Registry, sqlite_url
 from tests.harness import APP, Server, start_server, wait_for
 from tests.store.postgres_cluster import postgres_cluster
 
@@ -67,8 +69,9 @@ class Ledger:
 
 
 def spec_for(app: Path, name: str, label: str) -> dict[str, Any]:
+    group = {"group": f"g{name[1]}"} if int(name[1]) % 2 == 0 else {}  # threads 0 and 2: groups
     return {
-        "metadata": {"name": name, "instance": 1},
+        "metadata": {"name": name, "instance": 1, **group},
         "labels": {"gen": label},
         "containers": [
             {
@@ -141,14 +144,21 @@ def client_thread(
         api.close()
 
 
-def read_back(server: Server, ledger: Ledger) -> dict[str, dict[str, Any]]:
+def read_back(server: Server, ledger: Ledger, store_url: str) -> dict[str, dict[str, Any]]:
     """The services as the restarted server has them, checked whole and against the ledger;
     the ledger is then set to what was found (the cut requests resolved)."""
+    registry = Registry(store_url)  # the rows themselves: the API would make a missing group row
+    try:
+        group_tokens = {g.name: g.token for g in registry.list_groups()}
+    finally:
+        registry.close()
     with server.client() as api:
         views = {v["name"]: v for v in api.get(SERVICES).json()["services"]}
         for name, view in views.items():
             assert view["token"], f"{name} has no token"
             parse_service_spec({**view["spec"], "token": view["token"]})  # whole and valid
+            group = view["spec"]["metadata"].get("group")
+            assert group is None or group_tokens.get(group), f"{name}: group {group} has no row"
             versions = api.get(f"{SERVICES}/local/{name}/versions").json()["versions"]
             assert versions and versions[-1]["spec"]["labels"] == view["spec"]["labels"], (name, versions)
     for name, exp in ledger.expect.items():
@@ -236,6 +246,7 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
     ledger = Ledger()
     leftovers: list[int] = []
     with store_env(kind) as extra_env:
+        store_url = extra_env.get("OPENEAS_STORE_URL") or sqlite_url(data)
 
         def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
             with open(log_path, "wb") as log:
@@ -245,7 +256,7 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
             for rnd in range(ROUNDS):
                 server = start_server(data, spawn=spawn, timeout=90)
                 if rnd:
-                    check_instances(server, read_back(server, ledger))
+                    check_instances(server, read_back(server, ledger, store_url))
                 stop = threading.Event()
                 threads = [
                     threading.Thread(target=client_thread, args=(server, app, ledger, t, rnd, stop))
@@ -264,7 +275,7 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
                 assert not ledger.errors, ledger.errors
                 print(f"round {rnd}: {ledger.answered} answered, {ledger.cut} cut so far")
             server = start_server(data, spawn=spawn, timeout=90)
-            check_instances(server, read_back(server, ledger))
+            check_instances(server, read_back(server, ledger, store_url))
             assert ledger.answered >= ROUNDS * THREADS, "too few requests were answered to mean anything"
             assert server.stop() == 0, server.log()
         finally:

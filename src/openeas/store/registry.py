@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from openeas.store import migrate, schema
@@ -176,12 +178,21 @@ class Registry:
 
     # -- services --------------------------------------------------------------------------
     def create_service(
-        self, name: str, spec: dict[str, Any], token: str, gateway: str, note: str = "created"
+        self,
+        name: str,
+        spec: dict[str, Any],
+        token: str,
+        gateway: str,
+        note: str = "created",
+        group: tuple[str, str] | None = None,
     ) -> ServiceRecord:
-        """Insert a service and its version 1, in one transaction."""
+        """Insert a service and its version 1, in one transaction; `group` (name, token): the
+        row of the group the spec names, created in the same transaction if it has none (a
+        crash never leaves a member whose group has no token)."""
         now = time.time()
         try:
-            with self._write(("service", name)) as conn:
+            with self._write(("service", name), *([("group", group[0])] if group else [])) as conn:
+                self._ensure_group_row(conn, group, now)
                 _insert_version(conn, name, 1, spec, note, now)
                 conn.execute(
                     schema.services.insert().values(
@@ -213,16 +224,25 @@ class Registry:
             rows = conn.execute(select(schema.services).order_by(schema.services.c.name)).all()
         return [_service(r._mapping) for r in rows]
 
-    def update_service(self, name: str, *, version_note: str | None = None, **values: Any) -> ServiceRecord:
+    def update_service(
+        self,
+        name: str,
+        *,
+        version_note: str | None = None,
+        group: tuple[str, str] | None = None,
+        **values: Any,
+    ) -> ServiceRecord:
         """Update columns of a service. Passing `spec` bumps the revision; with `version_note`
-        too, the new spec is also kept as the next version (same transaction)."""
+        too, the new spec is also kept as the next version (same transaction); `group` as in
+        `create_service`."""
         now = values["updated_at"] = time.time()
         stmt = update(schema.services).where(schema.services.c.name == name)
         spec = values.get("spec")
         if spec is not None:
             values["spec"] = json.dumps(spec)
             stmt = stmt.values(revision=schema.services.c.revision + 1)
-        with self._write(("service", name)) as conn:
+        with self._write(("service", name), *([("group", group[0])] if group else [])) as conn:
+            self._ensure_group_row(conn, group, now)
             if version_note is not None and spec is not None:
                 latest = self._latest_version(conn, name)
                 if latest == 0:  # a service from before versions were kept: its spec becomes 1
@@ -237,6 +257,24 @@ class Registry:
             if conn.execute(stmt.values(**values)).rowcount == 0:
                 raise NotFound(name)
         return self.get_service(name)
+
+    def _ensure_group_row(self, conn: Connection, group: tuple[str, str] | None, now: float) -> None:
+        """Insert the row of group (name, token) unless it exists (a concurrent insert wins)."""
+        if group is None:
+            return
+        insert = pg_insert if self.is_postgres else sqlite_insert
+        conn.execute(
+            insert(schema.groups)
+            .values(
+                name=group[0],
+                token=group[1],
+                traffic_mode="auto",
+                weights="{}",
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
 
     # -- versions --------------------------------------------------------------------------
     @staticmethod

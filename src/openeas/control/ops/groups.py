@@ -1,7 +1,8 @@
 """The service-group operations of the control plane (eas-reference sections 2, 3 and 6).
 
 A group exists once a service names it in `metadata.group`: the service create and modify paths
-call `ensure_group_row` (a row with a generated token, traffic mode `auto`), and listing groups
+write its row (a generated token, traffic mode `auto`) in the service's own transaction
+(`group_row`; a crash cannot leave a member without its group's token), and listing groups
 makes the row of any group that lacks one (services from before groups existed). Members are
 the services whose spec names the group; a group with no member left is not listed (its row
 stays, so its token and weights come back with a member).
@@ -21,7 +22,7 @@ from openeas.control.endpoints import gateway_bases
 from openeas.control.errors import NotFoundError
 from openeas.gateway.groups import TRAFFIC_MODES, check_weight, effective_weights
 from openeas.spec import SpecError, new_token
-from openeas.store import GroupRecord, NotFound, Registry, ServiceRecord
+from openeas.store import GroupRecord, NotFound, ServiceRecord
 
 GROUP_FIELDS = ("traffic_mode", "weights", "token")
 
@@ -33,11 +34,11 @@ def group_of(spec: dict[str, Any]) -> str | None:
     return group if isinstance(group, str) and group else None
 
 
-def ensure_group_row(registry: Registry, spec: dict[str, Any]) -> None:
-    """Create the row of the group `spec` names, if it has none yet (blocking: run in a thread)."""
+def group_row(spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, fresh token) for the group a stored spec names: the registry writes its row in the
+    same transaction as the service if it has none yet (None: no group)."""
     group = group_of(spec)
-    if group is not None:
-        registry.ensure_group(group, new_token())
+    return (group, new_token()) if group is not None else None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from openeas.control.context import ControlContext
 from openeas.control.endpoints import gateway_bases
 from openeas.control.errors import ConflictError, InvalidRequestError, NotFoundError
-from openeas.control.ops.groups import ensure_group_row
+from openeas.control.ops.groups import group_row
 from openeas.control.ops.versions import current_version, rollback_spec, version_note
 from openeas.control.patches import apply_modify
 from openeas.spec import ServiceSpec, SpecError, deep_merge, new_token, parse_service_spec
@@ -208,7 +208,12 @@ class ServiceOps:
         token = spec.token or new_token()
         try:
             svc = await asyncio.to_thread(
-                self.registry.create_service, spec.name, stored, token, spec.gateway_name
+                self.registry.create_service,
+                spec.name,
+                stored,
+                token,
+                spec.gateway_name,
+                group=group_row(stored),
             )
         except AlreadyExists:
             raise ConflictError(
@@ -218,7 +223,6 @@ class ServiceOps:
                 name=spec.name,
             ) from None
         log.info("service %s created", spec.name)
-        await asyncio.to_thread(ensure_group_row, self.registry, svc.spec)
         self.ctx.reconciler.wake()
         return svc
 
@@ -277,11 +281,11 @@ class ServiceOps:
                 token=token,
                 gateway=spec.gateway_name,
                 version_note=(note or changed) if changed else None,
+                group=group_row(stored),
             )
         except NotFound:
             raise NotFoundError("ServiceNotFound", f"service '{svc.name}' was deleted meanwhile") from None
         log.info("service %s modified (revision %d)", svc.name, svc.revision)
-        await asyncio.to_thread(ensure_group_row, self.registry, svc.spec)
         self.ctx.reconciler.wake()
         return svc
 
