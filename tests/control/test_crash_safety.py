@@ -12,7 +12,9 @@ Three rounds, then a clean stop. After each restart:
   the kill either happened whole or not at all;
 - no orphan instance: once every service runs, the instance processes of this data dir are
   exactly the registry's instance rows (processes of deleted services and instances that had no
-  row yet were cleaned up on start), and every service answers through the gateway with its token.
+  row yet were cleaned up on start), the only queue server of the Async service is the new
+  server's (the killed server's was stopped), and every service answers through the gateway with
+  its token.
 
 The seed of the random kill moments is printed; set CRASH_SEED to replay one.
 """
@@ -39,6 +41,7 @@ from openeas.runtime.orphans import instance_processes
 from openeas.spec import parse_service_spec
 from openeas.store import Registry, sqlite_url
 from tests.harness import APP, Server, start_server, wait_for
+from tests.queue.harness import WORKER_APP
 from tests.store.postgres_cluster import postgres_cluster
 
 ROUNDS = 3
@@ -69,7 +72,7 @@ class Ledger:
 
 
 def spec_for(app: Path, name: str, label: str) -> dict[str, Any]:
-    group = {"group": f"g{name[1]}"} if int(name[1]) % 2 == 0 else {}  # threads 0 and 2: groups
+    group = {"group": f"g{name[1]}"} if name[1] in "02" else {}  # threads 0 and 2: in groups
     return {
         "metadata": {"name": name, "instance": 1, **group},
         "labels": {"gen": label},
@@ -182,8 +185,24 @@ def read_back(server: Server, ledger: Ledger, store_url: str) -> dict[str, dict[
     return views
 
 
-def check_instances(server: Server, views: dict[str, dict[str, Any]]) -> None:
-    """Every service runs and answers with its token; instance processes == instance rows."""
+def queue_servers(store_url: str) -> dict[int, int]:
+    """pid -> parent pid of the live queue servers of the registry at `store_url`."""
+    want = f"OPENEAS_STORE_URL={store_url}".encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                queue = b"openeas.queue" in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if queue and want in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    if stat[0] not in ("Z", "X"):
+                        found[int(entry)] = int(stat[1])
+    return found
+
+
+def check_instances(server: Server, views: dict[str, dict[str, Any]], store_url: str) -> None:
+    """Every service runs and answers with its token; instance processes == instance rows; one
+    queue server (the Async service's), this server's."""
 
     def all_running() -> bool:
         with server.client() as api:
@@ -208,7 +227,10 @@ def check_instances(server: Server, views: dict[str, dict[str, Any]]) -> None:
             }
         procs = {inst for inst, _ in instance_processes(server.data_dir).values()}
         raise AssertionError(f"orphans: {procs - rows}; rows without a process: {rows - procs}") from None
+    wait_for(lambda: list(queue_servers(store_url).values()) == [server.pid], 30, "one queue server, ours")
     for name, view in views.items():
+        if name == "queued":
+            continue  # its endpoint is its queue
         url = view["endpoints"]["internet"] + "/health"
         assert httpx.get(url, headers={"Authorization": view["token"]}, timeout=10).status_code == 200, name
 
@@ -255,8 +277,16 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
         try:
             for rnd in range(ROUNDS):
                 server = start_server(data, spawn=spawn, timeout=90)
-                if rnd:
-                    check_instances(server, read_back(server, ledger, store_url))
+                if rnd == 0:  # an Async service: its queue server outlives a SIGKILL too
+                    spec = spec_for(app, "queued", "0")
+                    spec["metadata"]["type"] = "Async"
+                    worker = f"{sys.executable} {WORKER_APP} $PORT 0.1 {tmp_path / 'q.log'}"
+                    spec["containers"][0]["command"] = worker
+                    with server.client() as api:
+                        token = api.post(SERVICES, json=spec).json()["token"]
+                    ledger.expect["queued"] = Expect(token, "0")
+                else:
+                    check_instances(server, read_back(server, ledger, store_url), store_url)
                 stop = threading.Event()
                 threads = [
                     threading.Thread(target=client_thread, args=(server, app, ledger, t, rnd, stop))
@@ -275,7 +305,7 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
                 assert not ledger.errors, ledger.errors
                 print(f"round {rnd}: {ledger.answered} answered, {ledger.cut} cut so far")
             server = start_server(data, spawn=spawn, timeout=90)
-            check_instances(server, read_back(server, ledger, store_url))
+            check_instances(server, read_back(server, ledger, store_url), store_url)
             assert ledger.answered >= ROUNDS * THREADS, "too few requests were answered to mean anything"
             assert server.stop() == 0, server.log()
         finally:

@@ -12,6 +12,11 @@ whose environment carries `OPENEAS_INSTANCE_ID` and whose working directory is u
 dir's `work/` folder (the local runtime starts every instance there; another data dir's
 instances are not ours) is an instance of ours; its process group is killed when its id has no
 row in the registry.
+
+Queue servers (one per Async service, `python -m openeas.queue`, in their own sessions too)
+outlive a killed server the same way, and the next one starts its own: the old one is found by
+its command line and the store URL in its environment, and stopped when its parent is no longer
+an openeas process (a live server's own queue servers are left alone).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import signal
 from pathlib import Path
 
+from openeas.config import STORE_URL_ENV
 from openeas.procfs import stat_fields
 from openeas.runtime.local import INSTANCE_ENV
 from openeas.store import Registry
@@ -78,3 +84,49 @@ async def sweep_orphans(data_dir: Path, registry: Registry) -> list[str]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
     return sorted(set(groups.values()))
+
+
+def orphan_queue_servers(store_url: str) -> list[int]:
+    """Queue server processes of the registry at `store_url` whose parent is not openeas."""
+    want = f"{STORE_URL_ENV}={store_url}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if b"openeas.queue" not in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0"):
+                continue
+            if want not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                continue
+            fields = stat_fields(entry)
+            # the control plane starts each in a session of its own (one typed in a shell is not
+            # a session leader and is left alone)
+            if fields is None or fields[0] in ("Z", "X") or fields[3] != entry:
+                continue
+            parent = Path(f"/proc/{fields[1]}/cmdline").read_bytes() if fields[1] != "0" else b""
+        except OSError:
+            continue
+        if b"openeas" not in parent:
+            found.append(int(entry))
+    return found
+
+
+async def sweep_queue_servers(store_url: str) -> list[int]:
+    """Stop (SIGTERM, then SIGKILL) the queue servers a killed server left. Returns their pids."""
+    pids = await asyncio.to_thread(orphan_queue_servers, store_url)
+    for pid in pids:
+        log.warning("queue server pid %d was left by a previous server: stopping it", pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + KILL_WAIT_S
+    while (
+        pids
+        and loop.time() < deadline
+        and set(pids) & set(await asyncio.to_thread(orphan_queue_servers, store_url))
+    ):
+        await asyncio.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    return pids
