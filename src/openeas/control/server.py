@@ -42,7 +42,7 @@ from openeas.procfs import pid_alive
 from openeas.runtime.base import Runtime
 from openeas.runtime.factory import make_runtime
 from openeas.runtime.local import LocalRuntime
-from openeas.runtime.orphans import sweep_orphans
+from openeas.runtime.orphans import sweep_orphans, sweep_queue_servers
 from openeas.spec import shared_gateway_spec
 from openeas.store import Registry, sqlite_url
 from openeas.store.leases import FencedRegistry
@@ -404,6 +404,7 @@ class ControlServer:
         await asyncio.to_thread(registry.put_gateway, SHARED, self._shared_spec)
         if isinstance(reconciler.runtime, LocalRuntime):  # instances with no row: a crash's orphans
             await sweep_orphans(reconciler.runtime.data_dir, registry)
+        await sweep_queue_servers(queues.store_url)  # a killed server's, before ours start
         await reconciler.recover()
         shared = gateways.start(SHARED)
         await self._start_dedicated(registry, gateways)
