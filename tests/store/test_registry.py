@@ -125,3 +125,22 @@ def test_versions_of_a_service_from_before_versions(tmp_path: Path) -> None:
     assert [(r.version, r.spec["x"]) for r in reg.list_versions("legacy")] == [(1, 1), (2, 2)]
     assert [(r.version, r.spec["x"]) for r in reg.list_versions("other")] == [(1, 1)]
     reg.close()
+
+
+def check_group_rows(reg: Registry) -> None:
+    """A service and the row of the group it names are one write; an existing row is kept."""
+    spec = {"metadata": {"name": "ga", "group": "grp"}}
+    reg.create_service("ga", spec, "t" * 20, "shared", group=("grp", "group-token-1" * 2))
+    assert reg.get_group("grp").token == "group-token-1" * 2
+    changes = reg.changes_since(reg.version() - 1)
+    assert changes.groups == {"grp"} and changes.services == {"ga"}
+    reg.create_service(
+        "gb", {"metadata": {"name": "gb", "group": "grp"}}, "u" * 20, "shared", group=("grp", "x" * 20)
+    )
+    assert reg.get_group("grp").token == "group-token-1" * 2  # the first row stays
+    reg.update_service("gb", spec={"metadata": {"name": "gb", "group": "grp2"}}, group=("grp2", "y" * 20))
+    assert reg.get_group("grp2").token == "y" * 20
+
+
+def test_group_row_written_with_the_service(reg: Registry) -> None:
+    check_group_rows(reg)

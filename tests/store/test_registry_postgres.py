@@ -9,7 +9,7 @@ import pytest
 from openeas.gateway.snapshot import build_snapshot
 from openeas.store import AlreadyExists, Registry
 from tests.store.postgres_cluster import postgres_cluster
-from tests.store.test_registry import _inst, check_versions
+from tests.store.test_registry import _inst, check_group_rows, check_versions
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,7 @@ def test_registry_on_postgres(pg_registry: Registry) -> None:
 
 def test_versions_on_postgres(pg_registry: Registry) -> None:
     check_versions(pg_registry)
+
+
+def test_group_row_written_with_the_service_on_postgres(pg_registry: Registry) -> None:
+    check_group_rows(pg_registry)
