@@ -61,6 +61,8 @@ def outage(gw: GatewayProc, registry: Registry, upstream: Upstream, name: str, b
     assert metric(gw, "openeas_gateway_store_outages_total") == outages + 1
     for _ in range(20):
         assert serves(gw, "echo"), f"a call failed while the store was {name}"
+    store = requests.get(f"http://{gw.metrics[0]}/stats", timeout=10).json()["store"]
+    assert store["up"] == 0 and store["outages"] == outages + 1, store
     assert "cannot read the store (" in gw.stderr_text()
     repair()
     back = f"the gateway to see the store back ({name})"

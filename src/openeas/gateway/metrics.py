@@ -216,6 +216,8 @@ def stats_json(snap: Snapshot) -> bytes:
         "services": services,
         "mirror": dict(snap.mirror),
         "redis": dict(snap.redis),
+        "store": dict(snap.store),  # up, failures, outages, last_ok (store_health.py)
+        "access_log": dict(snap.access_log),  # dropped (lines lost to a full disk)
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
