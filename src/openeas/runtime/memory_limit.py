@@ -15,7 +15,10 @@ Why RSS watching and not the alternatives (docs/spec.md "Memory limit"):
   it gets an allocation error (MemoryError) it may catch and keep running with, not a restart.
 The cost of watching: an instance can pass its limit for up to `interval_s` before it is killed
 (a sudden allocation is not stopped mid-way), and the limit counts the whole process group
-(children included, shared pages counted in each process).
+(children included, shared pages counted in each process). One `MemoryWatch` per runtime reads
+the stat file of every process once per interval, for all the instances it watches (a scan per
+instance would cost instances x processes reads; /proc/<pid>/task/*/children would be cheaper but
+needs a kernel built with CONFIG_PROC_CHILDREN, which this project's test machines lack).
 """
 
 from __future__ import annotations
@@ -32,22 +35,32 @@ from openeas.procfs import stat_fields
 from openeas.runtime.base import MARK
 
 MIB = 1024 * 1024
-WATCH_INTERVAL_S = 0.5  # one /proc scan per instance per interval
+WATCH_INTERVAL_S = 0.5  # one /proc scan per interval for every watched instance
 _RSS_FIELD = 21  # in stat_fields(): man 5 proc's field 24, resident set size in pages
 
 
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every live process in process group `pgid`, in bytes."""
+def rss_by_group(groups: set[int]) -> dict[int, int]:
+    """Resident memory, in bytes, of the live processes of each process group in `groups`
+    (groups with no live process are absent)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
+    wanted = {str(g): g for g in groups}
+    totals: dict[int, int] = {}
     with contextlib.suppress(OSError):
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             fields = stat_fields(entry)
-            if fields is not None and len(fields) > _RSS_FIELD and fields[2] == str(pgid):
-                total += int(fields[_RSS_FIELD]) * page
-    return total
+            if fields is None or len(fields) <= _RSS_FIELD or fields[0] in ("Z", "X"):
+                continue
+            group = wanted.get(fields[2])
+            if group is not None:
+                totals[group] = totals.get(group, 0) + int(fields[_RSS_FIELD]) * page
+    return totals
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every live process in process group `pgid`, in bytes."""
+    return rss_by_group({pgid}).get(pgid, 0)
 
 
 @dataclass(frozen=True)
@@ -61,36 +74,50 @@ class MemoryExceeded:
 
 
 class MemoryLimit:
-    """Watches one instance (its process group) and kills it when it passes `limit_mib`."""
+    """One watched instance (its process group); `exceeded` is set when it was killed."""
 
-    def __init__(self, pgid: int, limit_mib: int, log_path: Path, interval_s: float = WATCH_INTERVAL_S):
+    def __init__(self, watch: MemoryWatch, pgid: int, limit_mib: int, log_path: Path) -> None:
+        self.watch = watch
         self.pgid = pgid
         self.limit_mib = limit_mib
         self.log_path = log_path
-        self.interval_s = interval_s
         self.exceeded: MemoryExceeded | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> MemoryLimit:
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"memory limit {self.pgid}")
-        return self
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        """The instance exited: stop watching it."""
+        self.watch.limits.pop(self.pgid, None)
+
+    def kill(self, rss: int) -> None:
+        self.exceeded = MemoryExceeded(self.limit_mib, rss)
+        with contextlib.suppress(OSError), open(self.log_path, "ab") as log:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(f"{MARK} {when} {self.exceeded.describe()}: killing it\n".encode())
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
+
+
+class MemoryWatch:
+    """Watches every instance with a limit, with one /proc scan per interval (one per runtime)."""
+
+    def __init__(self, interval_s: float = WATCH_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.limits: dict[int, MemoryLimit] = {}  # process group -> its limit
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, pgid: int, limit_mib: int, log_path: Path) -> MemoryLimit:
+        """Start watching the instance whose process group is `pgid` (in a running loop)."""
+        limit = self.limits[pgid] = MemoryLimit(self, pgid, limit_mib, log_path)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="memory limits")
+        return limit
 
     async def _run(self) -> None:
-        limit = self.limit_mib * MIB
-        while True:
-            rss = await asyncio.to_thread(group_rss_bytes, self.pgid)
-            if rss == 0:
-                return  # the group is gone
-            if rss > limit:
-                self.exceeded = MemoryExceeded(self.limit_mib, rss)
-                with contextlib.suppress(OSError), open(self.log_path, "ab") as log:
-                    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                    log.write(f"{MARK} {when} {self.exceeded.describe()}: killing it\n".encode())
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.pgid, signal.SIGKILL)
-                return
+        while self.limits:
             await asyncio.sleep(self.interval_s)
+            watched = dict(self.limits)
+            totals = await asyncio.to_thread(rss_by_group, set(watched))
+            for pgid, limit in watched.items():
+                rss = totals.get(pgid, 0)
+                if rss > limit.limit_mib * MIB and self.limits.get(pgid) is limit:
+                    limit.kill(rss)
+                    limit.cancel()
