@@ -24,7 +24,7 @@ from pathlib import Path
 from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.procfs import stat_fields
 from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
-from openeas.runtime.memory_limit import MemoryLimit
+from openeas.runtime.memory_limit import MemoryLimit, MemoryWatch
 from openeas.spec import ServiceSpec
 from openeas.spec.service import ProbeSpec
 
@@ -74,6 +74,7 @@ class LocalRuntime(Runtime):
         self.host = host
         self.python = python
         self._recent_ports: deque[int] = deque(maxlen=256)  # not handed out twice in a row
+        self._memory = MemoryWatch()  # metadata.memory of every instance, one /proc scan at a time
 
     # -- paths -----------------------------------------------------------------------------
     def log_path(self, service: str, instance_id: str) -> Path:
@@ -133,7 +134,7 @@ class LocalRuntime(Runtime):
             )
         handle = LocalHandle(instance_id, service, self.host, port, process, log_path, time.time())
         if spec.metadata.memory:
-            handle.memory = MemoryLimit(process.pid, spec.metadata.memory, log_path).start()
+            handle.memory = self._memory.watch(process.pid, spec.metadata.memory, log_path)
         handle.exited = asyncio.ensure_future(self._watch(handle))
         return handle
 
