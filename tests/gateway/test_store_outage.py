@@ -159,6 +159,7 @@ def test_postgres_store_locked_and_stopped(tmp_path: Path) -> None:
                 conn.close()
 
             outage(gw, registry, upstream, "locked", lock, unlock)
+
             def restart() -> None:
                 pg.start()
                 registry.engine.dispose()  # our own pooled connections died with the server
