@@ -1,13 +1,18 @@
 """Gateway processes: one supervised process group per gateway (the shared one and dedicated ones).
 
 Each gateway runs as `python -m openeas.gateway --name NAME [--workers N]` (the store URL in
-$OPENEAS_STORE_URL, not on the command line) in its
-own session (process group), so load on, or a crash of, one gateway does not touch another: each
-has its own listeners, limits and counters. The supervisor
+$OPENEAS_STORE_URL, not on the command line) in its own session (process group), so load on, or
+a crash of, one gateway does not touch another: each has its own listeners, limits and counters.
+Its stdout and stderr go to `<log_dir>/<name>.log` (a file, not a pipe: the gateway outlives a
+server that is killed). The supervisor
 
-- reads the gateway's stdout for its ready line (`openeas-gateway NAME ready internet=h:p ...`),
-  which gives the real bound addresses (port 0 in the record works);
-- forwards the gateway's stderr to the server log and keeps its last lines for status messages;
+- adopts, on its first round, a gateway of the same name and registry that a previous server
+  left running on this machine with the same configuration (`OPENEAS_GATEWAY_CONFIG`, a
+  fingerprint of its command line and of the record's restart fields), and stops one with
+  another configuration (docs/distributed.md, "Adoption");
+- follows the output file for the gateway's ready line (`openeas-gateway NAME ready
+  internet=h:p ...`), which gives the real bound addresses (port 0 in the record works), and
+  forwards the rest to the server log, keeping the last lines for status messages;
 - restarts the gateway when it exits, with backoff (1 s doubling to 10 s, back to 1 s after 60 s
   of running); when it exits before it is ready with exit code 2 (a port taken, a certificate that
   cannot be loaded, an invalid record) or 3 times in a row, the status is Failed with the reason,

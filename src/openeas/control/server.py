@@ -2,10 +2,12 @@
 
 Startup: refuse a second server on the same data dir and ports that are taken (with a message
 saying which flag to change), create the admin token, the registry and the `shared` gateway
-record, bind the API socket, write `<data_dir>/server.json`, kill instances a previous server
-left behind, then run the API (uvicorn), the reconciler and the gateway process(es) in one
-asyncio loop. SIGINT/SIGTERM: stop the API, stop the instances (SIGTERM, then SIGKILL after the
-grace period; a second signal kills them at once), stop the gateway, remove server.json.
+record, bind the API socket (a gateway port that a gateway this registry's previous server left
+running listens on is fine), write `<data_dir>/server.json`, and once leading adopt the
+instances and gateways a previous server left running (docs/distributed.md, "Adoption"), then
+run the API (uvicorn), the reconciler and the gateway process(es) in one asyncio loop.
+SIGINT/SIGTERM: stop the API, stop the instances (SIGTERM, then SIGKILL after the grace period;
+a second signal kills them at once), stop the gateway, remove server.json.
 """
 
 from __future__ import annotations
