@@ -80,7 +80,7 @@ def restart_under_load(
     assert len(before) == instance_count and len(gateways) == 1
     identities = identify(sorted(before)) if identify else {}
 
-    with SteadyLoad(url, token, rate=RATE, seconds=20) as load:
+    with SteadyLoad(url, token, rate=RATE, seconds=120) as load:
         time.sleep(3)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
@@ -96,6 +96,8 @@ def restart_under_load(
             timeout=120,
         )
         again.wait_for(lambda: settled(again, "keep", instance_count), timeout=120, what="Running again")
+        time.sleep(2)  # and traffic on the adopted gateway and instances under the new server
+        load.stop()
     report = load.report()
     print("kill -9 and restart of the server:", report.describe())
     assert len(report.results) == report.planned, report.describe()

@@ -165,7 +165,7 @@ def test_failover_during_a_rolling_update_under_load_adopts_everything(tmp_path:
             patch = tmp_path / "v2.json"
             patch.write_text(json.dumps({"containers": v2}))
 
-            with SteadyLoad(url_, token, rate=50, seconds=35, keep_bodies=True) as load:
+            with SteadyLoad(url_, token, rate=50, seconds=150, keep_bodies=True) as load:
                 time.sleep(2)
                 revision = b.cli_json("modify", "roll", "-s", str(patch))["revision"]
                 b.wait_for(
@@ -187,6 +187,8 @@ def test_failover_during_a_rolling_update_under_load_adopts_everything(tmp_path:
                 assert took < 10, f"the second server led {took:.1f} s after the kill\n{b.log()}"
                 b.wait_for(lambda: settled(b, "roll", 2, revision), timeout=120, what="the update finished")
                 leftovers += [r["pid"] for r in instances(b, "roll") if r["pid"]]
+                time.sleep(2)  # and traffic on the new revision, under the new leader
+                load.stop()
             report = load.report()
             print("failover during a rolling update:", report.describe(), f"; led after {took:.1f} s")
             assert len(report.results) == report.planned, report.describe()
