@@ -61,11 +61,18 @@ def restart_under_load(
     server: Server,
     extra: list[str],
     identify: Callable[[list[str]], dict[str, str]] | None = None,
+    dedicated: bool = False,
 ) -> tuple[Server, dict[str, int]]:
     """Deploy, then kill -9 and restart `server` under load; asserts the load saw no failure
     and every instance kept its process (and, with `identify`, what it says of each instance
-    id). Returns the new server and the instances' pids."""
+    id). With `dedicated`, a dedicated gateway runs too and must be adopted as well. Returns the
+    new server and the instances' pids."""
     instance_count = 2
+    if dedicated:
+        listen = {"internet": f"127.0.0.1:{free_port()}", "intranet": f"127.0.0.1:{free_port()}"}
+        (tmp_path / "dedi.json").write_text(json.dumps({"name": "dedi", "listen": listen}))
+        view = server.cli_json("gateway", "create", str(tmp_path / "dedi.json"), "--wait")
+        assert view["status"] == "Running", view
     trace_dir = tmp_path / "trace"
     trace_dir.mkdir()
     trace = Trace(trace_dir)
@@ -77,7 +84,7 @@ def restart_under_load(
     server.wait_for(lambda: settled(server, "keep", instance_count), timeout=120, what="instances ready")
     before = {r["id"]: r["pid"] for r in instances(server, "keep")}
     gateways = gateway_pids(server)
-    assert len(before) == instance_count and len(gateways) == 1
+    assert len(before) == instance_count and len(gateways) == (2 if dedicated else 1)
     identities = identify(sorted(before)) if identify else {}
 
     with SteadyLoad(url, token, rate=RATE, seconds=120) as load:
@@ -107,10 +114,12 @@ def restart_under_load(
     assert after == before, (before, after)  # same instances, same processes
     for instance in before:
         assert len(trace.pids(instance)) == 1, f"{instance} started {trace.pids(instance)}"
-    assert gateway_pids(again) == gateways  # the gateway was adopted, not restarted
+    assert sorted(gateway_pids(again)) == sorted(gateways)  # gateways adopted, not restarted
     log = again.log()
     assert all(f"adopted instance {i}" in log for i in before), log
-    assert f"adopted pid {gateways[0]}" in log, log
+    assert all(f"adopted pid {pid} " in log for pid in gateways), log
+    if dedicated:
+        assert again.cli_json("gateway", "desc", "dedi")["status"] == "Running"
     if identify:
         assert identify(sorted(before)) == identities
     return again, before
@@ -122,7 +131,7 @@ def test_kill_9_and_restart_adopts_local_instances_and_the_gateway(tmp_path: Pat
     pids: list[int] = []
     try:
         pids = gateway_pids(server)
-        again, before = restart_under_load(tmp_path, server, [])
+        again, before = restart_under_load(tmp_path, server, [], dedicated=True)
         pids += list(before.values())
         # a clean stop of the new server stops what it adopted: nothing is left behind
         assert again.stop() == 0, again.log()

@@ -72,8 +72,8 @@ def test_live_instances_are_adopted_not_restarted_and_stay_in_routing(tmp_path: 
     async def scenario() -> None:
         fake = FakeRuntime()
         registry = registry_with(tmp_path, "web", spec("web", instance=3))
-        await left_running(registry, fake, "web", ["web-1-0", "web-1-1", "web-1-4"], revision=1)
-        fake.crash("web-1-1")  # died while no control plane ran
+        await left_running(registry, fake, "web", ["web-1-0", "web-1-7", "web-1-4"], revision=1)
+        fake.crash("web-1-7")  # died while no control plane ran (the highest index)
         # a row the previous plane was draining, and one of a service deleted meanwhile
         await left_running(registry, fake, "web", ["web-1-5"], revision=1, state="stopping")
         before = {h.instance_id: h for h in fake.live("web")}
@@ -81,7 +81,7 @@ def test_live_instances_are_adopted_not_restarted_and_stay_in_routing(tmp_path: 
             # adopted at once, still "ready" in the store: the gateways never lost them
             rows = {r.id: r for r in plane.rows("web")}
             assert rows["web-1-0"].state == rows["web-1-4"].state == "ready"
-            assert "web-1-1" not in rows
+            assert "web-1-7" not in rows
             await plane.running("web", 3)
             live = {h.instance_id: h for h in fake.live("web")}
             assert live["web-1-0"] is before["web-1-0"] and live["web-1-4"] is before["web-1-4"]
@@ -89,7 +89,7 @@ def test_live_instances_are_adopted_not_restarted_and_stay_in_routing(tmp_path: 
             # one replacement for the dead one, with an id never used before; the draining one ends
             assert fake.starts.count("web-1-0") == 1 and fake.starts.count("web-1-4") == 1
             new = [i for i in live if i not in before]
-            assert new == ["web-1-6"], (new, fake.starts)
+            assert new == ["web-1-8"], (new, fake.starts)
             assert "web-1-5" in fake.stops
             rows = {r.id: r for r in plane.rows("web")}
             assert rows["web-1-0"].restarts == 2  # its history came along

@@ -519,7 +519,8 @@ class Reconciler:
         removed; the next pass starts what is missing."""
         services = {svc.name: svc for svc in await asyncio.to_thread(self.registry.list_services)}
         adopted: set[str] = set()
-        for row in await asyncio.to_thread(self.registry.list_instances):
+        rows = await asyncio.to_thread(self.registry.list_instances)
+        for row in rows:
             svc = services.get(row.service)
             worker = await self._adopt(row, svc) if svc is not None else None
             if worker is None:
@@ -532,7 +533,7 @@ class Reconciler:
         for name in services:
             # ids stay unique: a new instance never takes the id of one that ran before
             used = [_index_of(i) for i in self.runtime.log_instances(name)]
-            used += [w.index for w in self._workers.get(name, [])]
+            used += [_index_of(row.id) for row in rows if row.service == name]
             self._next_index[name] = max([self._next_index.get(name, 0), *(i + 1 for i in used if i >= 0)])
         for svc in services.values():
             if svc.desired == "running" and svc.name not in adopted and svc.status != "Waiting":
