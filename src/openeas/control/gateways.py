@@ -237,7 +237,7 @@ class GatewaySupervisor:
             self._stderr_tail.clear()
             code: int | None = None
             fingerprint = await self.fingerprint()
-            left = find_gateway(self.name, self.store_url) if first else None
+            left = await asyncio.to_thread(find_gateway, self.name, self.store_url) if first else None
             first = False
             if left is not None and environ_value(left, CONFIG_ENV) == fingerprint:
                 self.adoptions += 1
