@@ -20,6 +20,13 @@ backoff. The store is written only when a state changes.
 The runtime is any `runtime.base.Runtime` (local subprocesses, Ray actors, the in-memory fake of
 tests/control/fake_runtime.py): the reconciler never knows which.
 
+On taking the lead (a server start, a failover) `recover` adopts the instances a previous control
+plane left running instead of restarting them: a worker supervises the same process (or Ray
+actor) from where it was, and only dead or unknown instances are replaced. Rows keep the
+revision of the spec their instance runs (also across restart-free changes), which is how a new
+leader tells current instances from old ones of a rolling update in progress
+(docs/distributed.md, "Adoption").
+
 Statuses are EAS's: Waiting (nothing ready yet), Running (the desired number ready), Scaling
 (count changing, or some not ready after having run), Stopped, Failed (an instance keeps
 exiting before it ever becomes ready).
