@@ -317,6 +317,9 @@ class GatewaySupervisor:
         self.adopted_pid = pid
         path = stdout_path(pid) or self.output_path
         offset = _last_start(path)
+        replayed = 0  # what it wrote before: read for its ready line only
+        with contextlib.suppress(OSError):
+            replayed = path.stat().st_size
         log.info("gateway %s: adopted pid %d left running by a previous server", self.name, pid)
         self.on_change()
 
@@ -324,7 +327,7 @@ class GatewaySupervisor:
             await wait_gone(pid)
             return None
 
-        return await self._follow(pid, gone(), path, offset)
+        return await self._follow(pid, gone(), path, offset, replayed)
 
     def _reason(self, code: int | None) -> str:
         said = [line for line in self._stderr_tail if line.startswith("openeas-gateway:")]
@@ -332,11 +335,11 @@ class GatewaySupervisor:
         return f"{exit_text(code)}: {detail}" if detail else exit_text(code)
 
     async def _follow(
-        self, pid: int, exited: Coroutine[Any, Any, int | None], path: Path, offset: int
+        self, pid: int, exited: Coroutine[Any, Any, int | None], path: Path, offset: int, replayed: int = 0
     ) -> int | None:
         self.ready_line = ""
         ended = asyncio.Event()
-        reader = asyncio.ensure_future(self._read_output(pid, path, offset, ended))
+        reader = asyncio.ensure_future(self._read_output(pid, path, offset, ended, replayed))
         try:
             code = await exited
         finally:
@@ -348,10 +351,13 @@ class GatewaySupervisor:
             await asyncio.wait_for(reader, 1.0)
         return code
 
-    async def _read_output(self, pid: int, path: Path, offset: int, ended: asyncio.Event) -> None:
+    async def _read_output(
+        self, pid: int, path: Path, offset: int, ended: asyncio.Event, replayed: int = 0
+    ) -> None:
         """Follow the gateway's output file from `offset`: its ready line, then its messages
         (into the server log, the last ones kept for status messages); a last read once the
-        process `ended`."""
+        process `ended`. Lines before `replayed` (an adopted gateway's past) are searched for the
+        ready line only."""
         pending = b""
         while True:
             done = ended.is_set()
@@ -361,17 +367,19 @@ class GatewaySupervisor:
                     chunk = f.read()
             except OSError:
                 chunk = b""
+            start = offset - len(pending)
             offset += len(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                self._output_line(pid, line.decode(errors="replace").rstrip())
+                start += len(line) + 1
+                self._output_line(pid, line.decode(errors="replace").rstrip(), quiet=start <= replayed)
             if done:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), 0.05 if not self.ready.is_set() else 0.5)
 
-    def _output_line(self, pid: int, text: str) -> None:
+    def _output_line(self, pid: int, text: str, quiet: bool = False) -> None:
         if not text:
             return
         if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
@@ -382,6 +390,8 @@ class GatewaySupervisor:
             self.ready.set()
             log.info("gateway %s ready (pid %d): %s", self.name, pid, text)
             self._set("Running", "")
+            return
+        if quiet:
             return
         self._stderr_tail.append(text)
         log.info("gateway %s: %s", self.name, text)
