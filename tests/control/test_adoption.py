@@ -52,6 +52,19 @@ def kill_groups(pids: list[int]) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def end_all(servers: list[Server | None], pids: list[int]) -> None:
+    """After a test, pass or fail: SIGKILL the servers still running, then every process group in
+    `pids` and every gateway a server's server.json names (a killed server leaves them)."""
+    for srv in servers:
+        if srv is not None and srv.proc.poll() is None:
+            terminate(srv.proc, signal.SIGKILL)
+    for srv in servers:
+        if srv is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pids = [*pids, *gateway_pids(srv)]
+    kill_groups(pids)
+
+
 def none_running(pids: list[int]) -> bool:
     return not any(running(pid) for pid in pids)
 
@@ -137,10 +150,7 @@ def test_kill_9_and_restart_adopts_local_instances_and_the_gateway(tmp_path: Pat
         assert again.stop() == 0, again.log()
         wait_for(lambda: none_running(pids), timeout=30, what="adopted processes stopped")
     finally:
-        for srv in (server, again):
-            if srv is not None and srv.proc.poll() is None:
-                terminate(srv.proc, signal.SIGKILL)
-        kill_groups(pids)
+        end_all([server, again], pids)
 
 
 @contextlib.contextmanager
@@ -205,9 +215,6 @@ def test_kill_9_and_restart_adopts_ray_actors(tmp_path: Path) -> None:
             assert again.stop() == 0, again.log()
             wait_for(lambda: none_running(pids), timeout=60, what="adopted processes stopped")
         finally:
-            for srv in (server, again):
-                if srv is not None and srv.proc.poll() is None:
-                    terminate(srv.proc, signal.SIGKILL)
-            kill_groups(pids)
+            end_all([server, again], pids)
     with contextlib.suppress(OSError):
         subprocess.run(["rm", "-rf", str(short)], check=False)

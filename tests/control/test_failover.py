@@ -17,9 +17,7 @@ Both check that nothing is left running at the end.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -31,7 +29,7 @@ from typing import Any
 import httpx
 
 from openeas.procfs import running
-from tests.control.test_adoption import gateway_pids, kill_groups, none_running
+from tests.control.test_adoption import end_all, gateway_pids, none_running
 from tests.e2e.load import SteadyLoad
 from tests.e2e.test_rolling_update import Trace, graceful_spec, instances, settled
 from tests.harness import Server, app_spec, clean_env, start_server, terminate, wait_for
@@ -84,7 +82,7 @@ def test_kill_9_of_the_leader_hands_over_within_10_s(tmp_path: Path) -> None:
             a_gateways = gateway_pids(a)
             row_pid = b.cli_json("instances", "ha")["instances"][0]["pid"]  # the instance's shell
             leftovers += a_gateways
-            leftovers.append(old_pid)
+            leftovers.append(row_pid)  # the instance's process group
 
             killed = time.monotonic()
             a.proc.send_signal(signal.SIGKILL)
@@ -121,13 +119,7 @@ def test_kill_9_of_the_leader_hands_over_within_10_s(tmp_path: Path) -> None:
             assert terminate(b.proc) == 0, b.log()
             wait_for(lambda: none_running(leftovers), timeout=30, what="nothing left after the stop")
         finally:
-            for pid in leftovers:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            if a.proc.poll() is None:
-                terminate(a.proc, signal.SIGKILL)
-            if b.proc.poll() is None:
-                terminate(b.proc, signal.SIGKILL)
+            end_all([a, b], leftovers)
 
 
 def started(trace: Trace, logs: list[Path]) -> dict[str, list[str]]:
@@ -207,8 +199,4 @@ def test_failover_during_a_rolling_update_under_load_adopts_everything(tmp_path:
             wait_for(lambda: none_running(leftovers), timeout=30, what="nothing left after the stop")
             assert not any(running(p) for p in leftovers)
         finally:
-            if a.proc.poll() is None:
-                terminate(a.proc, signal.SIGKILL)
-            if b.proc.poll() is None:
-                terminate(b.proc, signal.SIGKILL)
-            kill_groups(leftovers)
+            end_all([a, b], leftovers)
