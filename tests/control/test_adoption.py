@@ -8,8 +8,9 @@ dir and gateway ports.
 
 Measured: every request answered 200 (none failed, none missing); every instance kept its id
 and its process (one `P` line per instance in the trace: none was started twice; same pid in the
-store; on Ray the same actor id); the gateway kept its process (same pid); the new server's log
-says it adopted them. Then a clean stop of the new server leaves no instance or gateway process.
+store; on Ray the same actor id); the gateways kept their processes (same pids: the shared one,
+and locally a dedicated one too); the new server's log says it adopted them; locally, a
+dedicated gateway whose record was deleted while no server ran is stopped by the new server. Then a clean stop of the new server leaves no instance or gateway process.
 The two-server version (failover on PostgreSQL during a rolling update) is in
 tests/control/test_failover.py; the reconciler's adoption rules on the in-memory runtime in
 tests/control/test_adoption_unit.py.
@@ -29,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from openeas.control.gateways import find_gateway
 from openeas.procfs import running
+from openeas.store import Registry, sqlite_url
 from tests.cluster.hosts import Host, hosts
 from tests.cluster.ray_nodes import LEAN_ENV, _ray_bin, _wait_nodes
 from tests.e2e.load import SteadyLoad
@@ -78,14 +81,19 @@ def restart_under_load(
 ) -> tuple[Server, dict[str, int]]:
     """Deploy, then kill -9 and restart `server` under load; asserts the load saw no failure
     and every instance kept its process (and, with `identify`, what it says of each instance
-    id). With `dedicated`, a dedicated gateway runs too and must be adopted as well. Returns the
-    new server and the instances' pids."""
+    id). With `dedicated`, two dedicated gateways run too: `dedi` must be adopted as well, and
+    `gone`, whose record is deleted while no server runs, must be stopped by the new server.
+    Returns the new server and the instances' pids."""
     instance_count = 2
+    stray = 0
     if dedicated:
-        listen = {"internet": f"127.0.0.1:{free_port()}", "intranet": f"127.0.0.1:{free_port()}"}
-        (tmp_path / "dedi.json").write_text(json.dumps({"name": "dedi", "listen": listen}))
-        view = server.cli_json("gateway", "create", str(tmp_path / "dedi.json"), "--wait")
-        assert view["status"] == "Running", view
+        for name in ("dedi", "gone"):
+            listen = {"internet": f"127.0.0.1:{free_port()}", "intranet": f"127.0.0.1:{free_port()}"}
+            (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "listen": listen}))
+            view = server.cli_json("gateway", "create", str(tmp_path / f"{name}.json"), "--wait")
+            assert view["status"] == "Running", view
+        stray = find_gateway("gone", sqlite_url(server.data_dir)) or 0
+        assert stray in gateway_pids(server)
     trace_dir = tmp_path / "trace"
     trace_dir.mkdir()
     trace = Trace(trace_dir)
@@ -96,7 +104,7 @@ def restart_under_load(
     url, token = created["endpoints"]["internet"], created["token"]
     server.wait_for(lambda: settled(server, "keep", instance_count), timeout=120, what="instances ready")
     before = {r["id"]: r["pid"] for r in instances(server, "keep")}
-    gateways = gateway_pids(server)
+    gateways = [pid for pid in gateway_pids(server) if pid != stray]
     assert len(before) == instance_count and len(gateways) == (2 if dedicated else 1)
     identities = identify(sorted(before)) if identify else {}
 
@@ -106,6 +114,10 @@ def restart_under_load(
         server.proc.wait(10)
         time.sleep(1)  # no control plane at all: the gateway and the instances serve alone
         assert all(running(pid) for pid in [*before.values(), *gateways]), "killed with the server"
+        if stray:  # deleted while no server runs: its process is left to the next server
+            registry = Registry(sqlite_url(server.data_dir))
+            registry.delete_gateway("gone")
+            registry.close()
         again = start_server(
             server.data_dir,
             "--gateway-port",
@@ -133,6 +145,8 @@ def restart_under_load(
     assert all(f"adopted pid {pid} " in log for pid in gateways), log
     if dedicated:
         assert again.cli_json("gateway", "desc", "dedi")["status"] == "Running"
+        wait_for(lambda: not running(stray), timeout=30, what="the deleted gateway's process stopped")
+        assert f"stopping pid {stray} left by a previous server (no such gateway)" in again.log()
     if identify:
         assert identify(sorted(before)) == identities
     return again, before
