@@ -11,7 +11,9 @@ and its process (one `P` line per instance in the trace: none was started twice;
 store; on Ray the same actor id); the gateways kept their processes (same pids: the shared one,
 and locally a dedicated one too); the new server's log says it adopted them; locally, a
 dedicated gateway whose record was deleted while no server ran is stopped by the new server.
-Then a clean stop of the new server leaves no instance or gateway process. The two-server version (failover on PostgreSQL during a rolling update) is in
+Then a clean stop of the new server leaves no instance or gateway process.
+
+The two-server version (failover on PostgreSQL during a rolling update) is in
 tests/control/test_failover.py; the reconciler's adoption rules on the in-memory runtime in
 tests/control/test_adoption_unit.py.
 """
