@@ -34,6 +34,7 @@ class FakeRuntime(Runtime):
         self.fail_start: set[str] = set()  # services whose instances cannot start
         self.starts: list[str] = []  # instance ids, in start order (a restart appears again)
         self.stops: list[str] = []  # instance ids stop() was called for, in order
+        self.adoptions: list[str] = []  # instance ids adopt() re-attached to, in order
         self.handles: dict[str, FakeHandle] = {}  # the latest handle of each instance id
         self.logs: dict[tuple[str, str], list[str]] = {}
         self._ports = itertools.count(20000)
@@ -96,5 +97,27 @@ class FakeRuntime(Runtime):
     def log_instances(self, service: str) -> list[str]:
         return [i for (s, i) in reversed(list(self.logs)) if s == service]
 
+    async def adopt(
+        self,
+        instance_id: str,
+        service: str,
+        *,
+        pid: int | None = None,
+        host: str = "",
+        port: int = 0,
+        spec: ServiceSpec | None = None,
+    ) -> InstanceHandle | None:
+        """A live instance of `service` this fake started (a second reconciler on the same fake
+        stands for a restarted control plane)."""
+        handle = self.handles.get(instance_id)
+        if handle is None or handle.exited.done() or handle.service != service:
+            return None
+        self.adoptions.append(instance_id)
+        return handle
+
     async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
-        return False
+        handle = self.handles.get(instance_id)
+        if handle is None or handle.exited.done():
+            return False
+        await self.stop(handle, 0)
+        return True

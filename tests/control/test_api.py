@@ -282,7 +282,11 @@ def test_rolling_update_keeps_serving(api: httpx.Client, tmp_path: Path) -> None
     api.delete(f"{SVC}/local/rolling")
 
 
-def test_server_restart_replaces_leftover_instances(tmp_path: Path) -> None:
+def test_server_restart_adopts_leftover_instances(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves its instance and gateway running; the next one on the
+    data dir adopts the instance (same process). Its gateway ports differ (port 0 again), so the
+    left gateway runs another config: it is stopped, and the new one serves (the same ports:
+    tests/control/test_adoption.py)."""
     data = tmp_path / "data"
     first = start_server(data)
     with first.client() as api:
@@ -290,6 +294,7 @@ def test_server_restart_replaces_leftover_instances(tmp_path: Path) -> None:
         v = running(api, "survivor", 1)
         token = v["token"]
         old_pid = api.get(f"{SVC}/local/survivor/instances").json()["instances"][0]["pid"]
+    old_gateways = json.loads((data / "server.json").read_text())["gateway_pids"]
     # A second server on the same data dir is refused while the first runs.
     second = start_or_error(data)
     assert "already runs on data dir" in second
@@ -297,14 +302,16 @@ def test_server_restart_replaces_leftover_instances(tmp_path: Path) -> None:
     assert pid_alive(old_pid)
     third = start_server(data)
     try:
-        wait_for(lambda: not pid_alive(old_pid), timeout=5, what="the leftover instance killed")
         with third.client() as api:
             v = running(api, "survivor", 1)
             assert v["token"] == token
+            assert api.get(f"{SVC}/local/survivor/instances").json()["instances"][0]["pid"] == old_pid
             r = call(v["endpoints"]["internet"] + "/pid", token)
-            assert r.status_code == 200 and r.json()["pid"] != old_pid
+            assert r.status_code == 200
+        wait_for(lambda: not any(pid_alive(p) for p in old_gateways), timeout=15, what="old gateway gone")
     finally:
         assert third.stop() == 0
+    wait_for(lambda: not pid_alive(old_pid), timeout=15, what="the adopted instance stopped with the server")
 
 
 def start_or_error(data: Path) -> str:

@@ -8,6 +8,7 @@ of a non-200, so a test can say which requests failed and when. Request i carrie
 
     with SteadyLoad(url, token, rate=200, seconds=20) as load:   # starts in a thread
         ... change something under load ...
+        load.stop()              # optional: end the plan now (`planned` = what was started)
     report = load.report()                                        # waits for the end
     assert report.failures == [], report.describe()
 """
@@ -101,6 +102,7 @@ class SteadyLoad:
         self._report = LoadReport(planned=int(rate * seconds), rate=rate)
         self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
         self._error: BaseException | None = None
+        self._halt = threading.Event()
 
     def start(self) -> SteadyLoad:
         self._thread.start()
@@ -112,6 +114,8 @@ class SteadyLoad:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if kind is not None:  # the test failed under load: do not keep it waiting for the plan
+            self.stop()
         self._thread.join(timeout=self.seconds + self.timeout_s + 30)
 
     def report(self) -> LoadReport:
@@ -120,6 +124,11 @@ class SteadyLoad:
             raise RuntimeError(f"the load generator itself failed: {self._error!r}") from self._error
         self._report.results.sort(key=lambda r: r.started)
         return self._report
+
+    def stop(self) -> None:
+        """Start no more requests (those started finish): the plan ends here, so `planned` is
+        what was started. For a test that runs load "until something is over"."""
+        self._halt.set()
 
     @property
     def done_so_far(self) -> int:
@@ -141,6 +150,9 @@ class SteadyLoad:
                 delay = start + i / self.rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if self._halt.is_set():
+                    self._report.planned = i
+                    break
                 tasks.append(asyncio.create_task(self._one(client, i)))
             await asyncio.gather(*tasks)
 

@@ -180,6 +180,43 @@ def test_cleanup_stale_kills_only_its_own_instance(tmp_path: Path) -> None:
     run(main)
 
 
+def test_adopt_takes_over_only_its_own_live_instance(tmp_path: Path) -> None:
+    """A second runtime (a restarted server) adopts a running instance by pid: not another
+    instance's id or service, not a dead one; the adopted one is probed and stopped as if it
+    had been started here, and its end is seen although it is not this runtime's child."""
+
+    async def main() -> None:
+        first = LocalRuntime(tmp_path)
+        spec = spec_for(tmp_path, "kept", HTTP_APP, env=[{"name": "GREETING", "value": "hi"}])
+        handle = await first.start("kept-1-0", "kept", spec)
+        probe = ProbeSpec.model_validate({"http_get": {"path": "/health"}})
+        await until(lambda: _ok(first.probe(handle, probe)))
+        second = LocalRuntime(tmp_path / "elsewhere")  # another data dir: the log is found anyway
+
+        async def adopt(instance_id: str, service: str, pid: int | None = handle.pid) -> Any:
+            return await second.adopt(instance_id, service, pid=pid, host="127.0.0.1", port=handle.port)
+
+        assert await adopt("kept-1-1", "kept") is None  # the pid runs another instance
+        assert await adopt("kept-1-0", "other") is None
+        assert await adopt("kept-1-0", "kept", pid=os.getpid()) is None
+        adopted = await adopt("kept-1-0", "kept")
+        assert adopted is not None and adopted.pid == handle.pid and adopted.port == handle.port
+        assert (await second.probe(adopted, probe)).ok
+        assert second.exit_code(adopted) is None
+        assert any("listening on" in line for line in second.read_log("kept", "kept-1-0", 20))
+        code = await asyncio.wait_for(second.stop(adopted, 5), 10)
+        assert "status unknown" in second.describe_exit(adopted, code)
+        assert await asyncio.wait_for(first.wait(handle), 5) == -15  # it really ended
+        assert await adopt("kept-1-0", "kept") is None  # gone: nothing to adopt
+        assert "adopted by a new control plane" in "\n".join(first.read_log("kept", "kept-1-0", 20))
+
+    run(main)
+
+
+async def _ok(result: Coroutine[Any, Any, Any]) -> bool:
+    return bool((await result).ok)
+
+
 def test_tail_lines(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     path.write_text("".join(f"line {i}\n" for i in range(20000)))

@@ -3,11 +3,16 @@
 Each gateway runs as `python -m openeas.gateway --name NAME [--workers N]` (the store URL in
 $OPENEAS_STORE_URL and the Redis URL in $OPENEAS_REDIS_URL, not on the command line) in its
 own session (process group), so load on, or a crash of, one gateway does not touch another: each
-has its own listeners, limits and counters. The supervisor
+has its own listeners, limits and counters. Its stdout and stderr go to `<log_dir>/<name>.log` (a
+file, not a pipe: the gateway outlives a server that is killed). The supervisor
 
-- reads the gateway's stdout for its ready line (`openeas-gateway NAME ready internet=h:p ...`),
-  which gives the real bound addresses (port 0 in the record works);
-- forwards the gateway's stderr to the server log and keeps its last lines for status messages;
+- adopts, on its first round, a gateway of the same name and registry that a previous server
+  left running on this machine with the same configuration (`OPENEAS_GATEWAY_CONFIG`, a
+  fingerprint of its command line and of the record's restart fields), and stops one with
+  another configuration (docs/distributed.md, "Adoption");
+- follows the output file for the gateway's ready line (`openeas-gateway NAME ready
+  internet=h:p ...`), which gives the real bound addresses (port 0 in the record works), and
+  forwards the rest to the server log, keeping the last lines for status messages;
 - restarts the gateway when it exits, with backoff (1 s doubling to 10 s, back to 1 s after 60 s
   of running); when it exits before it is ready with exit code 2 (a port taken, a certificate that
   cannot be loaded, an invalid record) or 3 times in a row, the status is Failed with the reason,
@@ -23,23 +28,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from openeas.control.errors import log_failure
 from openeas.gateway import REDIS_URL_ENV, STORE_URL_ENV
-from openeas.store import Registry
+from openeas.procfs import (
+    all_pids,
+    cmdline,
+    environ_has,
+    environ_value,
+    group_leader,
+    running,
+    stdout_path,
+    wait_gone,
+)
+from openeas.runtime.base import MARK
+from openeas.store import NotFound, Registry
 
 log = logging.getLogger("openeas.control")
 
 EXIT_CONFIG = 2  # the gateway's exit code for a port it cannot bind, a bad record or certificate
+# set by the supervisor on the gateways it starts: the configuration they run (config_fingerprint)
+CONFIG_ENV = "OPENEAS_GATEWAY_CONFIG"
+# Record fields that only a restart of the gateway's processes applies (the rest it reads live).
+RESTART_FIELDS = (
+    "listen",
+    "enable_internet",
+    "enable_intranet",
+    "tls",
+    "ssl_redirect",
+    "workers",
+    "replicas",
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +87,7 @@ class SupervisorSettings:
 
 def exit_text(code: int | None) -> str:
     if code is None:
-        return "could not be started"
+        return "exit status unknown (adopted from a previous server, not our child)"
     return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
@@ -87,7 +118,11 @@ def process_group(pid: int) -> list[int]:
 
 
 class GatewaySupervisor:
-    """Runs one gateway process group and restarts it when it dies. `run()` is its task."""
+    """Runs one gateway process group and restarts it when it dies. `run()` is its task.
+
+    On its first round it looks for a gateway of the same name and registry that a previous
+    server left running on this machine (`find_gateway`): one started with the same
+    configuration (`config_fingerprint`) is adopted, not restarted; another is stopped first."""
 
     def __init__(
         self,
@@ -99,6 +134,7 @@ class GatewaySupervisor:
         python: str = sys.executable,
         on_change: Callable[[], None] = lambda: None,
         settings: SupervisorSettings | None = None,
+        registry: Registry | None = None,
     ):
         self.name = name
         self.store_url = store_url
@@ -107,13 +143,16 @@ class GatewaySupervisor:
         self.python = python
         self.on_change = on_change
         self.settings = settings or SupervisorSettings()
+        self.registry = registry  # to read the record's restart fields for the fingerprint
         self.status = "Creating"
         self.message = ""
         self.bound: dict[str, str] = {}  # kind -> host:port, from the ready line
         self.metrics: list[str] = []  # host:port of each process's metrics listener
         self.ready = asyncio.Event()
         self.ready_line = ""
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | None = None  # our child (None when adopted)
+        self.adopted_pid: int | None = None  # a gateway a previous server started, now ours
+        self.adoptions = 0
         self.starts = 0
         self._stopping = asyncio.Event()
         self._kick = asyncio.Event()  # cut a backoff short (restart)
@@ -123,7 +162,11 @@ class GatewaySupervisor:
     # -- state -----------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+        if self.proc is not None:
+            return self.proc.pid if self.proc.returncode is None else None
+        if self.adopted_pid is not None and running(self.adopted_pid):
+            return self.adopted_pid
+        return None
 
     def metrics_addresses(self) -> list[str]:
         """`host:port` of the metrics listener (GET /metrics, GET /stats) of every gateway
@@ -137,6 +180,11 @@ class GatewaySupervisor:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def output_path(self) -> Path:
+        """The gateway process's stdout and stderr (a file, so it outlives this server)."""
+        return self.log_dir / f"{self.name}.log"
 
     def _set(self, status: str, message: str) -> None:
         if self._stopping.is_set() and status != "Deleting":
@@ -170,37 +218,51 @@ class GatewaySupervisor:
             env[REDIS_URL_ENV] = self.settings.redis_url
         return env
 
+    async def fingerprint(self) -> str:
+        """What a running gateway must have been started with to be adopted: its command line
+        (the access log's path aside: it names the data dir of the server that started it) and
+        the fields of its record that only a restart applies."""
+        cmd = self.command()
+        cmd = [part for i, part in enumerate(cmd) if part != "--access-log" and cmd[i - 1] != "--access-log"]
+        record: dict[str, Any] = {}
+        if self.registry is not None:
+            with contextlib.suppress(NotFound):
+                spec = (await asyncio.to_thread(self.registry.get_gateway, self.name)).spec
+                record = {key: spec.get(key) for key in RESTART_FIELDS}
+        # the Redis URL is no argument but a gateway started without (or with another) is not ours
+        return config_fingerprint([*cmd, "redis", self.settings.redis_url or ""], record)
+
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
         backoff = s.backoff_initial_s
         failures = 0  # exits in a row before it was ready
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        first = True
         while not self._stopping.is_set():
             started = time.monotonic()
-            self.starts += 1
             self._restart = False
             self._stderr_tail.clear()
             code: int | None = None
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *self.command(),
-                    env=self.environment(),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.error("cannot start gateway %s: %s", self.name, exc)
-                self._stderr_tail.append(f"cannot start the gateway process: {exc}")
+            fingerprint = await self.fingerprint()
+            left = await asyncio.to_thread(find_gateway, self.name, self.store_url) if first else None
+            first = False
+            if left is not None and environ_value(left, CONFIG_ENV) == fingerprint:
+                self.adoptions += 1
+                code = await self._follow_adopted(left)
+                spawned = True
             else:
-                self.on_change()
-                code = await self._follow(self.proc)
+                if left is not None:
+                    log.info("gateway %s: stopping pid %d, left with another config", self.name, left)
+                    await stop_group(left, s.grace_s)
+                self.starts += 1
+                spawned, code = await self._spawn_and_follow(fingerprint)
             was_ready = self.ready.is_set()
             self.ready.clear()
             self.bound = {}
             self.metrics = []
+            self.proc = None
+            self.adopted_pid = None
             self.on_change()
             if self._stopping.is_set():
                 break
@@ -210,7 +272,7 @@ class GatewaySupervisor:
             if time.monotonic() - started > s.backoff_reset_s:
                 backoff = s.backoff_initial_s
             failures = 0 if was_ready else failures + 1
-            reason = self._reason(code)
+            reason = self._reason(code if spawned else None)
             if was_ready:
                 log.error("gateway %s exited (%s)", self.name, exit_text(code))
             else:
@@ -230,55 +292,123 @@ class GatewaySupervisor:
                 w.cancel()
             backoff = min(backoff * 2, s.backoff_max_s)
 
+    async def _spawn_and_follow(self, fingerprint: str) -> tuple[bool, int | None]:
+        """Start the gateway process and follow it until it exits: (started, exit code)."""
+        path = self.output_path
+        try:
+            with open(path, "ab") as out:
+                out.write(f"{MARK} {_now()} starting gateway {self.name}\n".encode())
+                out.flush()
+                offset = out.tell()
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.command(),
+                    env={**self.environment(), CONFIG_ENV: fingerprint},
+                    stdin=asyncio.subprocess.DEVNULL,
+                    # a file, not a pipe: the gateway outlives this server (and is adopted)
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            log.error("cannot start gateway %s: %s", self.name, exc)
+            self._stderr_tail.append(f"cannot start the gateway process: {exc}")
+            return False, None
+        self.on_change()
+        proc = self.proc
+        code = await self._follow(proc.pid, proc.wait(), path, offset)
+        return True, code
+
+    async def _follow_adopted(self, pid: int) -> int | None:
+        """Supervise gateway `pid` that a previous server started, as if we had (its exit
+        status cannot be known: it is not our child)."""
+        self.adopted_pid = pid
+        path = stdout_path(pid) or self.output_path
+        offset = _last_start(path)
+        replayed = 0  # what it wrote before: read for its ready line only
+        with contextlib.suppress(OSError):
+            replayed = path.stat().st_size
+        log.info("gateway %s: adopted pid %d left running by a previous server", self.name, pid)
+        self.on_change()
+
+        async def gone() -> int | None:
+            await wait_gone(pid)
+            return None
+
+        return await self._follow(pid, gone(), path, offset, replayed)
+
     def _reason(self, code: int | None) -> str:
         said = [line for line in self._stderr_tail if line.startswith("openeas-gateway:")]
         detail = (said or list(self._stderr_tail) or [""])[-1].removeprefix("openeas-gateway:").strip()
         return f"{exit_text(code)}: {detail}" if detail else exit_text(code)
 
-    async def _follow(self, proc: asyncio.subprocess.Process) -> int:
+    async def _follow(
+        self, pid: int, exited: Coroutine[Any, Any, int | None], path: Path, offset: int, replayed: int = 0
+    ) -> int | None:
         self.ready_line = ""
-        readers = [
-            asyncio.ensure_future(self._read_stdout(proc)),
-            asyncio.ensure_future(self._read_stderr(proc)),
-        ]
-        code = await proc.wait()
+        ended = asyncio.Event()
+        reader = asyncio.ensure_future(self._read_output(pid, path, offset, ended, replayed))
+        try:
+            code = await exited
+        finally:
+            ended.set()
         # Workers of a `--workers N` gateway outlive a parent that was killed: end the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        _, pending = await asyncio.wait(readers, timeout=1.0)
-        for task in pending:
-            task.cancel()
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(reader, 1.0)
         return code
 
-    async def _read_stdout(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            text = line.decode(errors="replace").rstrip()
-            if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
-                self.ready_line = text
-                bound = parse_ready_line(text)
-                self.metrics = metrics_list(bound.pop("metrics", ""))
-                self.bound = bound  # the data-plane listeners only
-                self.ready.set()
-                log.info("gateway %s ready (pid %d): %s", self.name, proc.pid, text)
-                self._set("Running", "")
-            elif text:
-                log.info("gateway %s: %s", self.name, text)
+    async def _read_output(
+        self, pid: int, path: Path, offset: int, ended: asyncio.Event, replayed: int = 0
+    ) -> None:
+        """Follow the gateway's output file from `offset`: its ready line, then its messages
+        (into the server log, the last ones kept for status messages); a last read once the
+        process `ended`. Lines before `replayed` (an adopted gateway's past) are searched for the
+        ready line only."""
+        pending = b""
+        while True:
+            done = ended.is_set()
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            start = offset - len(pending)
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                start += len(line) + 1
+                self._output_line(pid, line.decode(errors="replace").rstrip(), quiet=start <= replayed)
+            if done:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), 0.05 if not self.ready.is_set() else 0.5)
 
-    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            if text:
-                self._stderr_tail.append(text)
-                log.info("gateway %s: %s", self.name, text)
+    def _output_line(self, pid: int, text: str, quiet: bool = False) -> None:
+        if not text:
+            return
+        if not self.ready.is_set() and f"openeas-gateway {self.name} ready" in text:
+            self.ready_line = text
+            bound = parse_ready_line(text)
+            self.metrics = metrics_list(bound.pop("metrics", ""))
+            self.bound = bound  # the data-plane listeners only
+            self.ready.set()
+            log.info("gateway %s ready (pid %d): %s", self.name, pid, text)
+            self._set("Running", "")
+            return
+        if quiet:
+            return
+        self._stderr_tail.append(text)
+        log.info("gateway %s: %s", self.name, text)
 
     # -- control ---------------------------------------------------------------------------
     def _terminate(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
 
     def restart(self, workers: int, why: str) -> None:
         """Stop the running process (SIGTERM, requests in flight finish) and start a new one."""
@@ -293,16 +423,103 @@ class GatewaySupervisor:
             self.status, self.message = status, ""
             self.on_change()
         self._stopping.set()
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
+        pid = self.pid
+        if pid is None:
             return
-        self._terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), self.settings.grace_s + 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        if self.proc is not None:
+            proc = self.proc
+            self._terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), self.settings.grace_s + 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        else:
+            await stop_group(pid, self.settings.grace_s + 5)
+
+
+def config_fingerprint(command: list[str], record: dict[str, Any]) -> str:
+    data = json.dumps({"command": command, "record": record}, sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+def find_gateway(name: str, store_url: str) -> int | None:
+    """The pid of a gateway process `name` on this machine that a server supervisor started
+    for the registry `store_url` (leader of its own group), or None."""
+    for pid in all_pids():
+        argv = cmdline(pid)
+        if "openeas.gateway" not in argv or "--name" not in argv:
+            continue
+        i = argv.index("--name")
+        if argv[i + 1 : i + 2] != [name] or not group_leader(pid):
+            continue
+        if environ_value(pid, CONFIG_ENV) is not None and environ_has(pid, STORE_URL_ENV, store_url):
+            return pid
+    return None
+
+
+def supervised_gateways(store_url: str) -> dict[int, str]:
+    """Every gateway process a server supervisor started for `store_url` on this machine:
+    pid -> gateway name."""
+    found = {}
+    for pid in all_pids():
+        argv = cmdline(pid)
+        if "openeas.gateway" in argv and "--name" in argv and group_leader(pid):
+            i = argv.index("--name")
+            if (
+                i + 1 < len(argv)
+                and environ_value(pid, CONFIG_ENV) is not None
+                and environ_has(pid, STORE_URL_ENV, store_url)
+            ):
+                found[pid] = argv[i + 1]
+    return found
+
+
+async def stop_group(pid: int, grace_s: float) -> None:
+    """SIGTERM process group `pid` (not our child), SIGKILL it after `grace_s`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wait_gone(pid), grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def gateway_listeners(path: Path) -> dict[str, str]:
+    """The listeners in the ready line of the gateway process that writes `path` now (the last
+    one started there), kind -> host:port; empty before it is ready."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(_last_start(path))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return {}
+    ready = [line for line in text.splitlines() if line.startswith("openeas-gateway ") and " ready" in line]
+    if not ready:
+        return {}
+    bound = parse_ready_line(ready[-1])
+    bound.pop("metrics", None)
+    return bound
+
+
+def _last_start(path: Path) -> int:
+    """The offset after the last "starting gateway" line of an output file (0: none)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    offset = 0
+    at = 0
+    for line in data.splitlines(keepends=True):
+        at += len(line)
+        if line.startswith(MARK.encode()) and b" starting gateway " in line:
+            offset = at
+    return offset
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class GatewayManager:
@@ -342,7 +559,14 @@ class GatewayManager:
         """Start supervising gateway `name` (its record must be in the store)."""
         if name in self._supervisors:
             return self._supervisors[name]
-        sup = GatewaySupervisor(name, self.store_url, self.log_dir, workers=workers, settings=self.settings)
+        sup = GatewaySupervisor(
+            name,
+            self.store_url,
+            self.log_dir,
+            workers=workers,
+            settings=self.settings,
+            registry=self.registry,
+        )
         sup.on_change = lambda: self._changed(sup)
         self._supervisors[name] = sup
         self._tasks[name] = asyncio.get_running_loop().create_task(sup.run(), name=f"gateway {name}")
@@ -360,6 +584,14 @@ class GatewayManager:
         self._supervisors.pop(name, None)
         self._written.pop(name, None)
         self.on_pids()
+
+    async def stop_strays(self) -> None:
+        """Stop the gateway processes a previous server started for this registry on this
+        machine whose gateway this server does not run (its record was deleted meanwhile)."""
+        for pid, name in (await asyncio.to_thread(supervised_gateways, self.store_url)).items():
+            if name not in self._supervisors:  # a supervised one adopts or replaces its own
+                log.info("gateway %s: stopping pid %d left by a previous server (no such gateway)", name, pid)
+                await stop_group(pid, self.settings.grace_s)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(n) for n in list(self._supervisors)), return_exceptions=True)

@@ -20,6 +20,13 @@ backoff. The store is written only when a state changes.
 The runtime is any `runtime.base.Runtime` (local subprocesses, Ray actors, the in-memory fake of
 tests/control/fake_runtime.py): the reconciler never knows which.
 
+On taking the lead (a server start, a failover) `recover` adopts the instances a previous control
+plane left running instead of restarting them: a worker supervises the same process (or Ray
+actor) from where it was, and only dead or unknown instances are replaced. Rows keep the
+revision of the spec their instance runs (also across restart-free changes), which is how a new
+leader tells current instances from old ones of a rolling update in progress
+(docs/distributed.md, "Adoption").
+
 Statuses are EAS's: Waiting (nothing ready yet), Running (the desired number ready), Scaling
 (count changing, or some not ready after having run), Stopped, Failed (an instance keeps
 exiting before it ever becomes ready).
@@ -41,6 +48,7 @@ from openeas.control.errors import log_failure
 from openeas.control.rollout import plan_rollout
 from openeas.runtime.base import DEFAULT_GRACE_S, InstanceHandle, NotPlaceable, ProbeResult, Runtime
 from openeas.spec import ServiceSpec, SpecError, parse_service_spec
+from openeas.spec.service import ProbeSpec
 from openeas.store import InstanceRecord, NotFound, Registry, ServiceRecord
 
 log = logging.getLogger("openeas.control")
@@ -111,6 +119,9 @@ class Worker:
         runtime: Runtime,
         settings: ReconcilerSettings,
         on_change: Callable[[], None],
+        adopted: InstanceHandle | None = None,
+        adopted_state: str = "",
+        restarts: int = 0,
     ):
         self.id = instance_id
         self.service = service
@@ -125,11 +136,15 @@ class Worker:
         self.state = "starting"
         self.message = ""
         self.last_probe = ""  # the last failed probe, for status messages
-        self.restarts = 0
+        self.restarts = restarts
         self.consecutive_failures = 0  # for the backoff
         self.failures_before_ready = 0  # for Failed (crash loop)
         self.last_exit = ""
         self.handle: InstanceHandle | None = None
+        # an instance a previous control plane started, still running: the first run supervises
+        # it instead of starting one; `adopted_state` is its state in the store ("ready": it
+        # stays in routing, probed at once)
+        self._adopted = adopted
         self.forgotten = False  # the service is gone: write nothing more
         self.stop_requested = asyncio.Event()
         self._kick = asyncio.Event()  # cut a backoff short (`openeas start` on a failing service)
@@ -141,6 +156,12 @@ class Worker:
         # SIGTERM -> SIGKILL; the reconciler keeps it up to date with the service's spec
         self.grace_s = float(spec.metadata.eas.termination_grace_period)
         self._write_lock = asyncio.Lock()  # one store write at a time: "stopping" is never overtaken
+        if adopted is not None:
+            self.handle = adopted
+            self.state = "ready" if adopted_state == "ready" else "starting"
+            if self.state == "ready":  # in the gateways' snapshot already: no settling
+                self.ready_written_at = time.monotonic() - settings.settle_s
+                self._written = ("ready", "", restarts, adopted.pid, revision)
 
     # -- public ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +179,16 @@ class Worker:
         if handle is not None and self.runtime.exit_code(handle) is None:
             self.state = "stopping"
             await self._write("stopping", "")
+
+    async def confirm_revision(self, revision: int) -> None:
+        """The service's spec moved to `revision` without a change this instance must restart
+        for (a scale, a limit): its row says so, so that a control plane that takes over knows
+        it runs the current spec (docs/distributed.md, "Adoption")."""
+        if revision == self.revision:
+            return
+        self.revision = revision
+        if self._written is not None and not self.stop_requested.is_set():
+            await self._write(str(self._written[0]), str(self._written[1]), same_state=True)
 
     def kick(self) -> None:
         self.failures_before_ready = 0
@@ -203,6 +234,9 @@ class Worker:
         return float(min(s.backoff_max_s, delay))
 
     async def _one_run(self) -> str:
+        if self._adopted is not None:
+            handle, self._adopted = self._adopted, None
+            return await self._run_handle(handle, adopted_ready=self.state == "ready")
         try:
             handle = await self.runtime.start(self.id, self.service, self.spec)
         except NotPlaceable as exc:
@@ -221,12 +255,16 @@ class Worker:
         self.state = "starting"
         self.last_probe = ""
         await self._write("starting", "")
+        return await self._run_handle(handle, adopted_ready=False)
+
+    async def _run_handle(self, handle: InstanceHandle, adopted_ready: bool) -> str:
+        """Supervise one started (or adopted) instance until it exits, fails or is stopped."""
         self._exit = asyncio.ensure_future(self.runtime.wait(handle))
         stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self.stop_requested.wait())
         self._stop_wait = stop_wait
         ready_at: list[float] = []
         try:
-            outcome = await self._supervise(handle, ready_at)
+            outcome = await self._supervise(handle, ready_at, adopted_ready)
         finally:
             stop_wait.cancel()
         if outcome == "stop":
@@ -253,12 +291,15 @@ class Worker:
             self.failures_before_ready += 1
         log.warning("instance %s: %s", self.id, reason)
 
-    async def _supervise(self, handle: InstanceHandle, ready_at: list[float]) -> str:
+    async def _supervise(self, handle: InstanceHandle, ready_at: list[float], adopted_ready: bool) -> str:
         container = self.spec.containers[0] if self.spec.containers else None
         startup = container.startup_check if container else None
         readiness = container.health_check if container else None
         liveness = container.liveness_check if container else None
         s = self.settings
+        if adopted_ready:  # it passed its startup and readiness under the previous control plane
+            ready_at.append(time.monotonic())
+            return await self._steady(handle, readiness, liveness, probe_now=True)
 
         # 1. startup probe (k8s semantics: failing it failure_threshold times restarts)
         if startup is not None:
@@ -296,13 +337,18 @@ class Worker:
         self.state = "ready"
         self.last_probe = ""
         await self._write("ready", "")
+        return await self._steady(handle, readiness, liveness, probe_now=False)
 
-        # 3. steady state: readiness (ready <-> unready) and liveness (restart)
+    async def _steady(
+        self, handle: InstanceHandle, readiness: ProbeSpec | None, liveness: ProbeSpec | None, probe_now: bool
+    ) -> str:
+        """3. steady state: readiness (ready <-> unready) and liveness (restart)."""
+        s = self.settings
         period = readiness.period_seconds if readiness else s.ready_probe_s
         fail_limit = readiness.failure_threshold if readiness else 3
         ok_needed = readiness.success_threshold if readiness else 1
         now = time.monotonic()
-        next_ready = now + period
+        next_ready = now if probe_now else now + period
         next_live = now + (liveness.initial_delay_seconds or liveness.period_seconds) if liveness else None
         fails = oks = live_fails = 0
         while True:
@@ -381,13 +427,13 @@ class Worker:
         self.on_change()
 
     # -- the store -------------------------------------------------------------------------
-    async def _write(self, state: str, message: str) -> None:
+    async def _write(self, state: str, message: str, same_state: bool = False) -> None:
         async with self._write_lock:
-            await self._write_locked(state, message)
+            await self._write_locked(state, message, same_state)
 
-    async def _write_locked(self, state: str, message: str) -> None:
+    async def _write_locked(self, state: str, message: str, same_state: bool = False) -> None:
         handle = self.handle
-        key = (state, message, self.restarts, handle.pid if handle else None)
+        key = (state, message, self.restarts, handle.pid if handle else None, self.revision)
         if self.forgotten or key == self._written:
             return
         if self.stop_requested.is_set() and state != "stopping":
@@ -411,12 +457,20 @@ class Worker:
             self._written = key
         except Exception as exc:
             log_failure(log, f"instance {self.id}: cannot write state {state}", exc)
+        if same_state:  # the state did not change (a new revision only): routing is as it was
+            return
         if state == "ready":
             self.ready_written_at = time.monotonic()
             asyncio.get_running_loop().call_later(self.settings.settle_s, self.on_change)
         else:
             self.ready_written_at = None
         self.on_change()
+
+
+def _index_of(instance_id: str) -> int:
+    """The index in `<service>-<revision>-<index>`, or -1."""
+    tail = instance_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 class Reconciler:
@@ -459,14 +513,78 @@ class Reconciler:
 
     # -- server lifecycle ------------------------------------------------------------------
     async def recover(self) -> None:
-        """On server start: kill instances a previous server left behind and clear their rows."""
-        for row in await asyncio.to_thread(self.registry.list_instances):
-            if await self.runtime.cleanup_stale(row.id, row.pid):
-                log.info("killed instance %s (pid %s) left over from a previous run", row.id, row.pid)
-            await asyncio.to_thread(self.registry.delete_instance, row.id)
-        for svc in await asyncio.to_thread(self.registry.list_services):
-            if svc.desired == "running" and svc.status != "Waiting":
+        """On taking the lead (a server start, a failover): adopt the instances a previous control
+        plane left running, replace the rest.
+
+        An instance row is adopted when its service still wants instances, the runtime finds the
+        same instance still running (`Runtime.adopt`: same pid and instance id, or the same Ray
+        actor), and it was not already failed. It keeps its process, its state in the store (a
+        ready one stays in routing) and its restart count; its worker probes it at once. Its row's
+        revision says whether it runs the current spec (rows follow restart-free spec changes,
+        `Worker.confirm_revision`): if not, it is an old instance of a rolling update and the
+        update goes on. Every other row's instance is stopped (`cleanup_stale`) and the row
+        removed; the next pass starts what is missing."""
+        services = {svc.name: svc for svc in await asyncio.to_thread(self.registry.list_services)}
+        adopted: set[str] = set()
+        rows = await asyncio.to_thread(self.registry.list_instances)
+        for row in rows:
+            svc = services.get(row.service)
+            worker = await self._adopt(row, svc) if svc is not None else None
+            if worker is None:
+                if await self.runtime.cleanup_stale(row.id, row.pid):
+                    log.info("stopped instance %s (pid %s) left over from a previous run", row.id, row.pid)
+                await asyncio.to_thread(self.registry.delete_instance, row.id)
+                continue
+            adopted.add(row.service)
+            log.info("adopted instance %s (pid %s, %s)", row.id, row.pid, row.state)
+        for name in services:
+            # ids stay unique: a new instance never takes the id of one that ran before
+            used = [_index_of(i) for i in self.runtime.log_instances(name)]
+            used += [_index_of(row.id) for row in rows if row.service == name]
+            self._next_index[name] = max([self._next_index.get(name, 0), *(i + 1 for i in used if i >= 0)])
+        for svc in services.values():
+            if svc.desired == "running" and svc.name not in adopted and svc.status != "Waiting":
                 await asyncio.to_thread(self.registry.set_status, svc.name, "Waiting", "")
+
+    async def _adopt(self, row: InstanceRecord, svc: ServiceRecord) -> Worker | None:
+        """A worker supervising `row`'s instance if it can be adopted (see `recover`), else None."""
+        if svc.desired != "running" or row.state not in ("starting", "ready", "unready", "stopping"):
+            return None
+        try:
+            spec = parse_service_spec(svc.spec)
+            handle = await self.runtime.adopt(
+                row.id, row.service, pid=row.pid, host=row.host, port=row.port, spec=spec
+            )
+        except Exception as exc:
+            log_failure(log, f"instance {row.id}: cannot adopt it", exc)
+            return None
+        if handle is None:
+            return None
+        handle.started_at = row.started_at
+        # the current spec, when the row says it runs it; otherwise an old revision whose spec
+        # is not kept: a fingerprint that matches nothing, so the rolling update replaces it
+        current = row.revision == svc.revision
+        worker = Worker(
+            instance_id=row.id,
+            service=row.service,
+            index=_index_of(row.id),
+            revision=row.revision,
+            spec=spec,
+            fingerprint=runtime_fingerprint(svc.spec) if current else f"adopted at revision {row.revision}",
+            registry=self.registry,
+            runtime=self.runtime,
+            settings=self.settings,
+            on_change=self.wake,
+            adopted=handle,
+            adopted_state=row.state,
+            restarts=row.restarts,
+        )
+        worker.start()
+        if row.state == "stopping":  # it was being drained: finish that
+            self._stop_worker(worker)
+        else:
+            self._workers.setdefault(row.service, []).append(worker)
+        return worker
 
     async def run(self) -> None:
         while not self._closing:
@@ -553,6 +671,8 @@ class Reconciler:
         fingerprint = runtime_fingerprint(svc.spec)
         current = [w for w in workers if w.fingerprint == fingerprint]
         old = [w for w in workers if w.fingerprint != fingerprint]
+        # a restart-free change: the rows of the instances that run it say the new revision
+        await asyncio.gather(*(w.confirm_revision(svc.revision) for w in current))
 
         # Old instances that serve nothing (failed, starting, or new ones of an update that a
         # later modify replaced) go at once; ready ones go as the plan allows, oldest first.

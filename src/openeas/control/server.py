@@ -2,16 +2,19 @@
 
 Startup: refuse a second server on the same data dir and ports that are taken (with a message
 saying which flag to change), create the admin token, the registry and the `shared` gateway
-record, bind the API socket, write `<data_dir>/server.json`, kill instances a previous server
-left behind, then run the API (uvicorn), the reconciler and the gateway process(es) in one
-asyncio loop. SIGINT/SIGTERM: stop the API, stop the instances (SIGTERM, then SIGKILL after the
-grace period; a second signal kills them at once), stop the gateway, remove server.json.
+record, bind the API socket (a gateway port that a gateway this registry's previous server left
+running listens on is fine), write `<data_dir>/server.json`, and once leading adopt the
+instances and gateways a previous server left running (docs/distributed.md, "Adoption"), then
+run the API (uvicorn), the reconciler and the gateway process(es) in one asyncio loop.
+SIGINT/SIGTERM: stop the API, stop the instances (SIGTERM, then SIGKILL after the grace period;
+a second signal kills them at once), stop the gateway, remove server.json.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -30,7 +33,13 @@ from openeas.control.autoscaler import Autoscaler
 from openeas.control.context import ControlContext
 from openeas.control.eas_api import mount_eas_api
 from openeas.control.errors import log_failure
-from openeas.control.gateways import GatewayManager, GatewaySupervisor, SupervisorSettings
+from openeas.control.gateways import (
+    GatewayManager,
+    GatewaySupervisor,
+    SupervisorSettings,
+    gateway_listeners,
+    supervised_gateways,
+)
 from openeas.control.leadership import Leadership
 from openeas.control.ops import ControlOps
 from openeas.control.ops.gateways import gateway_processes
@@ -38,7 +47,7 @@ from openeas.control.queue_servers import QueueServers  # async queue hook
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
 from openeas.control.rest.app import create_app
 from openeas.control.telemetry import Telemetry
-from openeas.procfs import pid_alive
+from openeas.procfs import pid_alive, stdout_path
 from openeas.runtime.base import Runtime
 from openeas.runtime.factory import make_runtime
 from openeas.runtime.local import LocalRuntime
@@ -110,20 +119,19 @@ def check_no_other_server(data_dir: Path) -> None:
             f"another openeas server (pid {pid}, API {info.get('api')}) already runs on data dir "
             f"{data_dir}; stop it first, or give this one another --data-dir"
         )
-    # A stale file: a server that was killed. Its gateway may have outlived it.
-    for gpid in info.get("gateway_pids", []) or []:
-        if isinstance(gpid, int) and _is_our_gateway(gpid, data_dir):
-            log.info("stopping gateway pid %d left over from a previous server", gpid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(gpid, signal.SIGKILL)
+    # A stale file: a server that was killed. Its gateways and instances outlived it on purpose:
+    # this server adopts them once it leads (or replaces them when their config changed).
 
 
-def _is_our_gateway(pid: int, data_dir: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"openeas.gateway" in cmdline and any(str(data_dir).encode() in part for part in cmdline)
+def held_by_our_gateway(store_url: str, port: int) -> bool:
+    """True when a gateway that a server started for this registry, still running on this
+    machine (to be adopted), listens on `port`."""
+    for pid in supervised_gateways(store_url):
+        path = stdout_path(pid)
+        listeners = gateway_listeners(path) if path else {}
+        if any(address.rsplit(":", 1)[-1] == str(port) for address in listeners.values()):
+            return True
+    return False
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -143,8 +151,12 @@ def _port_problem(what: str, host: str, port: int, flag: str, exc: OSError) -> S
     return ServerError(f"cannot listen on {host}:{port} for the {what}: {why}; pick another port with {flag}")
 
 
-def check_ports(config: ServerConfig) -> tuple[socket.socket, ServerConfig]:
-    """Bind the API socket (kept) and check the gateway ports (released for the gateway).
+def check_ports(
+    config: ServerConfig, held: Callable[[int], bool] = lambda _port: False
+) -> tuple[socket.socket, ServerConfig]:
+    """Bind the API socket (kept) and check the gateway ports (released for the gateway). A
+    gateway port that `held` says a running gateway of ours listens on is fine: that gateway is
+    adopted, not started again.
 
     Port 0 means "any free port"; the returned config has the actual ports.
     """
@@ -160,7 +172,7 @@ def check_ports(config: ServerConfig) -> tuple[socket.socket, ServerConfig]:
         raise _port_problem("control API", config.api_host, config.api_port, "--api-port", exc) from None
     api.listen(128)
     ports = {"api_port": api.getsockname()[1]}
-    held = []
+    bound = []
     try:
         for host, port, what, flag, key in (
             (config.internet_bind, config.gateway_port, "Internet gateway", "--gateway-port", "gateway_port"),
@@ -169,14 +181,17 @@ def check_ports(config: ServerConfig) -> tuple[socket.socket, ServerConfig]:
             try:
                 sock = _bind(host, port)
             except OSError as exc:
+                if port and exc.errno == errno.EADDRINUSE and held(port):
+                    ports[key] = port
+                    continue
                 raise _port_problem(what, host, port, flag, exc) from None
-            held.append(sock)
+            bound.append(sock)
             ports[key] = sock.getsockname()[1]
     except ServerError:
         api.close()
         raise
     finally:
-        for sock in held:
+        for sock in bound:
             sock.close()
     return api, replace(config, **ports)
 
@@ -234,9 +249,9 @@ class ControlServer:
             raise ServerError(
                 f"cannot use data dir {data_dir}: {exc.strerror or exc}; pick another with --data-dir"
             ) from None
-        api_sock, self.config = check_ports(self.config)
+        store_url = self.config.store_url or sqlite_url(data_dir)
+        api_sock, self.config = check_ports(self.config, lambda port: held_by_our_gateway(store_url, port))
         cfg = self.config
-        store_url = cfg.store_url or sqlite_url(data_dir)
         try:
             registry = Registry(store_url)
             registry.create_schema()
@@ -408,6 +423,8 @@ class ControlServer:
         await reconciler.recover()
         shared = gateways.start(SHARED)
         await self._start_dedicated(registry, gateways)
+        # gateways a previous server left for records that are gone (deleted meanwhile)
+        await gateways.stop_strays()
         self._write_server_file(info)
         tasks += [
             asyncio.create_task(reconciler.run(), name="reconciler"),

@@ -111,6 +111,23 @@ class Runtime(abc.ABC):
         return describe_exit(code)
 
     @abc.abstractmethod
+    async def adopt(
+        self,
+        instance_id: str,
+        service: str,
+        *,
+        pid: int | None = None,
+        host: str = "",
+        port: int = 0,
+        spec: ServiceSpec | None = None,
+    ) -> InstanceHandle | None:
+        """Re-attach to instance `instance_id` of `service` that a previous control plane started
+        and that still runs (its row in the store gives `pid`, `host` and `port`), so it is
+        supervised as if this process had started it: same process, no restart. None when it is
+        gone or is not that instance any more (a reused pid); the caller then replaces it. `spec`,
+        when given, is what it runs (a runtime re-applies the limits it enforces itself)."""
+
+    @abc.abstractmethod
     async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
         """Kill an instance left behind by a previous control process, if it is still alive and
         really is that instance. Returns True when something was killed."""

@@ -7,6 +7,11 @@ tree can be signalled as one group), with the parent's environment plus the spec
 stdout and stderr are appended to `<data_dir>/logs/<service>/<instance>.log`; the working
 directory is `<data_dir>/work/<service>`. The directory of the server's Python comes first on
 `PATH`, so `python3 ...` in a command runs the interpreter openeas is installed in.
+
+Instances are not tied to the server's life: no PR_SET_PDEATHSIG, their own session, output to a
+file rather than a pipe. A server that was killed leaves them running, and the next one adopts
+them (`adopt`: same pid, recognised by the instance id in its environment); an adopted instance
+is not our child, so its exit is seen through a pidfd and its exit status is unknown.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections import deque
 from pathlib import Path
 
 from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
-from openeas.procfs import stat_fields
+from openeas.procfs import environ_has, group_leader, stat_fields, stdout_path, wait_gone
 from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
 from openeas.runtime.memory_limit import MemoryLimit, MemoryWatch
 from openeas.spec import ServiceSpec
@@ -30,25 +35,36 @@ from openeas.spec.service import ProbeSpec
 
 INSTANCE_ENV = "OPENEAS_INSTANCE_ID"
 SERVICE_ENV = "OPENEAS_SERVICE"
+UNKNOWN_EXIT = 0x7FFF  # what `wait` returns for an adopted instance: not our child, no status
 
 
 class LocalHandle(InstanceHandle):
+    """A local instance: its process group is led by `pid`. `process` is None for an instance
+    adopted from a previous control plane (not our child: watched through a pidfd, and its exit
+    status cannot be known)."""
+
     def __init__(
         self,
         instance_id: str,
         service: str,
         host: str,
         port: int,
-        process: asyncio.subprocess.Process,
+        pid: int,
         log_path: Path,
         started_at: float,
+        process: asyncio.subprocess.Process | None = None,
     ):
-        super().__init__(instance_id, service, host, port, process.pid, started_at)
+        super().__init__(instance_id, service, host, port, pid, started_at)
         self.process = process
+        self.group = pid  # started in a session of its own: the leader's pid is the group id
         self.log_file = log_path
         self.exited: asyncio.Task[int] | None = None
         self.stopping = False  # stop() was called: it, not the exit watcher, cleans the group up
         self.memory: MemoryLimit | None = None  # metadata.memory enforced (runtime/memory_limit.py)
+
+    @property
+    def adopted(self) -> bool:
+        return self.process is None
 
 
 def instance_command(spec: ServiceSpec) -> str:
@@ -75,6 +91,8 @@ class LocalRuntime(Runtime):
         self.python = python
         self._recent_ports: deque[int] = deque(maxlen=256)  # not handed out twice in a row
         self._memory = MemoryWatch()  # metadata.memory of every instance, one /proc scan at a time
+        # adopted instances whose log is not under our data dir (started by another server)
+        self._adopted_logs: dict[tuple[str, str], Path] = {}
 
     # -- paths -----------------------------------------------------------------------------
     def log_path(self, service: str, instance_id: str) -> Path:
@@ -132,28 +150,65 @@ class LocalRuntime(Runtime):
                 env=env,
                 start_new_session=True,
             )
-        handle = LocalHandle(instance_id, service, self.host, port, process, log_path, time.time())
+        handle = LocalHandle(
+            instance_id, service, self.host, port, process.pid, log_path, time.time(), process
+        )
         if spec.metadata.memory:
             handle.memory = self._memory.watch(process.pid, spec.metadata.memory, log_path)
         handle.exited = asyncio.ensure_future(self._watch(handle))
         return handle
 
+    async def adopt(
+        self,
+        instance_id: str,
+        service: str,
+        *,
+        pid: int | None = None,
+        host: str = "",
+        port: int = 0,
+        spec: ServiceSpec | None = None,
+    ) -> LocalHandle | None:
+        # The same instance: alive (not a zombie), still leading the group it was started in, and
+        # carrying our instance id in its environment (a reused pid carries another).
+        if not pid or not port or not group_leader(pid) or not _is_instance(pid, instance_id):
+            return None
+        if not environ_has(pid, SERVICE_ENV, service):
+            return None
+        # Its log is where the previous control plane put it (another data dir when a second
+        # server took over): its stdout says where.
+        log_file = stdout_path(pid) or self.log_path(service, instance_id)
+        handle = LocalHandle(instance_id, service, host or self.host, port, pid, log_file, time.time())
+        if spec is not None and spec.metadata.memory:
+            handle.memory = self._memory.watch(pid, spec.metadata.memory, log_file)
+        self._adopted_logs[(service, instance_id)] = log_file
+        with contextlib.suppress(OSError), open(log_file, "ab") as log:
+            log.write(f"{MARK} {_now()} {instance_id} (pid {pid}) adopted by a new control plane\n".encode())
+        handle.exited = asyncio.ensure_future(self._watch(handle))
+        return handle
+
     async def _watch(self, handle: LocalHandle) -> int:
-        code = await handle.process.wait()
+        if handle.process is not None:
+            code = await handle.process.wait()
+        else:
+            await wait_gone(handle.group)
+            code = UNKNOWN_EXIT
         if handle.memory is not None:
             handle.memory.cancel()
         # The instance is its process group: when the leader dies on its own, nothing of it may
         # linger (a background child would hold the port and the next start would fail).
         if not handle.stopping:
-            _kill_group(handle.process.pid, signal.SIGKILL)
+            _kill_group(handle.group, signal.SIGKILL)
+        how = self.describe_exit(handle, code)
         with contextlib.suppress(OSError), open(handle.log_file, "ab") as log:
-            log.write(f"{MARK} {_now()} {handle.instance_id} exited: {describe_exit(code)}\n".encode())
+            log.write(f"{MARK} {_now()} {handle.instance_id} exited: {how}\n".encode())
         return code
 
     def describe_exit(self, handle: InstanceHandle, code: int) -> str:
         memory = handle.memory if isinstance(handle, LocalHandle) else None
         if memory is not None and memory.exceeded is not None:
             return f"{memory.exceeded.describe()}: {describe_exit(code)}"
+        if isinstance(handle, LocalHandle) and handle.adopted and code == UNKNOWN_EXIT:
+            return "exited (status unknown: it was adopted from a previous control plane, not our child)"
         return describe_exit(code)
 
     # -- watch -----------------------------------------------------------------------------
@@ -185,7 +240,7 @@ class LocalRuntime(Runtime):
     async def stop(self, handle: InstanceHandle, grace_s: float = DEFAULT_GRACE_S) -> int:
         local = self._local(handle)
         assert local.exited is not None
-        pgid = local.process.pid
+        pgid = local.group
         if local.exited.done():
             _kill_group(pgid, signal.SIGKILL)
             return local.exited.result()
@@ -211,7 +266,8 @@ class LocalRuntime(Runtime):
 
     # -- logs ------------------------------------------------------------------------------
     def read_log(self, service: str, instance_id: str, tail: int) -> list[str]:
-        return tail_lines(self.log_path(service, instance_id), tail)
+        path = self._adopted_logs.get((service, instance_id)) or self.log_path(service, instance_id)
+        return tail_lines(path, tail)
 
     def log_instances(self, service: str) -> list[str]:
         folder = self.data_dir / "logs" / service
@@ -260,11 +316,7 @@ def _group_alive(pgid: int) -> bool:
 
 def _is_instance(pid: int, instance_id: str) -> bool:
     """True when process `pid` carries our instance id in its environment (pids get reused)."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"{INSTANCE_ENV}={instance_id}".encode() in environ.split(b"\0")
+    return environ_has(pid, INSTANCE_ENV, instance_id)
 
 
 def tail_lines(path: Path, count: int) -> list[str]:

@@ -71,7 +71,7 @@ class App:
 def main() -> None:
     uvicorn.run(
         App(),
-        host="127.0.0.1",
+        host=os.environ.get("HOST") or "127.0.0.1",  # the Ray runtime sets HOST: the node's address
         port=int(os.environ["PORT"]),
         log_level="warning",
         access_log=False,

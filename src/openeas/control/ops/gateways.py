@@ -27,22 +27,13 @@ from typing import Any
 from openeas.control.context import ControlContext
 from openeas.control.endpoints import KINDS, WILDCARD_HOSTS, access_enabled, split_hostport
 from openeas.control.errors import ConflictError, NotFoundError
-from openeas.control.gateways import GatewaySupervisor
+from openeas.control.gateways import RESTART_FIELDS, GatewaySupervisor
 from openeas.control.patches import apply_modify
 from openeas.spec import GatewaySpec, SpecError, parse_gateway_spec
 from openeas.spec.errors import FieldProblem
 from openeas.store import AlreadyExists, GatewayRecord, NotFound
 
 SHARED = "shared"
-RESTART_FIELDS = (
-    "listen",
-    "enable_internet",
-    "enable_intranet",
-    "tls",
-    "ssl_redirect",
-    "workers",
-    "replicas",
-)
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DOMAIN_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
 

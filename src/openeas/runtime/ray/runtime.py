@@ -7,7 +7,7 @@ address and port; probes, log tails and stop go through the actor.
 
 Actors are named (`openeas-instance-<id>` in Ray namespace `openeas`) and detached: they do not
 die with the driver, so a restarted control plane can find an instance again by its id
-(`cleanup_stale` uses this to stop what a previous control plane left behind).
+(`adopt` re-attaches to it; `cleanup_stale` stops one that is not wanted any more).
 
 An actor that dies (its worker killed, its node lost) ends its instance: the keeper on the node
 kills the instance's processes, and here `wait` returns -SIGKILL with `describe_exit` saying the
@@ -159,9 +159,20 @@ class RayRuntime(Runtime):
         self._started[key] = handle.started_at
         return handle
 
-    async def adopt(self, instance_id: str) -> RayHandle | None:
+    async def adopt(
+        self,
+        instance_id: str,
+        service: str | None = None,
+        *,
+        pid: int | None = None,
+        host: str = "",
+        port: int = 0,
+        spec: ServiceSpec | None = None,  # its limits are Ray resources, held by the actor
+    ) -> RayHandle | None:
         """Re-attach to instance `instance_id` when its actor still runs (a control plane that
-        restarted knows only the ids from the store); None when it is gone or not started."""
+        restarted knows only the ids from the store); None when it is gone or not started, or
+        runs another service than `service`. The actor, not the store row, says where it runs
+        (`pid`, `host`, `port` are not needed)."""
         import ray
 
         try:
@@ -169,7 +180,7 @@ class RayRuntime(Runtime):
             info: dict[str, Any] = await asyncio.wait_for(actor.info.remote(), CALL_TIMEOUT_S)
         except (ValueError, ray.exceptions.RayError, TimeoutError):
             return None
-        if not info:
+        if not info or (service is not None and info.get("service") != service):
             return None
         handle = RayHandle(instance_id, str(info["service"]), info, actor, time.time())
         handle.exited = asyncio.ensure_future(self._watch(handle))
