@@ -24,7 +24,7 @@ from tests.processors.test_llm import gguf, scrape
 __all__ = ["gguf"]  # the module fixture, shared with test_llm.py
 
 MODEL = "smollm2"
-MAX_TOKENS = 8  # per answer in the concurrency test: short, the one-at-a-time runs dominate its time
+MAX_TOKENS = 16  # per answer in the concurrency test: short, the one-at-a-time runs dominate its time
 QUESTIONS = [
     "What is the capital of France?",
     "Name three colours.",
