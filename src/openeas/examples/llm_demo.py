@@ -84,7 +84,7 @@ def install_llm_packages(report: Callable[[str], None]) -> str | None:
         lines: list[str] = []
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        reader = threading.Thread(target=lambda out=proc.stdout: lines.extend(out), daemon=True)
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
         while reader.is_alive():
             last = lines[-1].strip() if lines else "starting pip"
