@@ -99,6 +99,9 @@ class Level:
     ttft_p50_ms: float
     ttft_p99_ms: float
     errors: int
+    # completion tokens per CPU-second of the server process (all its threads): what a server
+    # makes of the CPU it got, which a busy shared machine changes far less than tokens/s
+    tokens_per_cpu_s: float | None = None
 
 
 def log(msg: str) -> None:
@@ -341,8 +344,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process `pid` and its threads so far (None: not known)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(
-    url: str, streams: int, per_stream: int, max_tokens: int, tokens: Tokens, headers: dict[str, str] | None
+    url: str,
+    streams: int,
+    per_stream: int,
+    max_tokens: int,
+    tokens: Tokens,
+    headers: dict[str, str] | None,
+    pid: int | None = None,
 ) -> Level:
     ttfts: list[float] = []
     counted: list[int] = []
@@ -367,13 +388,19 @@ def run_level(
                 if ttft == ttft:
                     ttfts.append(ttft)
 
+    cpu_before = cpu_seconds(pid)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(streams) as pool:
         list(pool.map(client, range(streams)))
     wall = time.perf_counter() - start
+    cpu_after = cpu_seconds(pid)
     total = sum(counted)
     p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
-    return Level(streams, len(counted), total, round(wall, 2), round(total / wall, 1), p50, p99, errors)
+    per_cpu = None
+    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
+        per_cpu = round(total / (cpu_after - cpu_before), 1)
+    rate = round(total / wall, 1)
+    return Level(streams, len(counted), total, round(wall, 2), rate, p50, p99, errors, per_cpu)
 
 
 def measure(
@@ -384,22 +411,24 @@ def measure(
     max_tokens: int,
     tokens: Tokens,
     headers: dict[str, str] | None = None,
+    pid: int | None = None,
 ) -> list[Level]:
     one_stream(url, "Say hello.", 8, headers)  # warm up (first decode allocates buffers)
     out = []
     for streams in levels:
         per_stream = max(2, requests_total // streams)
-        level = run_level(url, streams, per_stream, max_tokens, tokens, headers)
+        level = run_level(url, streams, per_stream, max_tokens, tokens, headers, pid)
         log(
-            f"{name} x{streams}: {level.tokens_per_s} tok/s, ttft p50 {level.ttft_p50_ms} ms "
-            f"p99 {level.ttft_p99_ms} ms ({level.requests} requests, {level.errors} errors)"
+            f"{name} x{streams}: {level.tokens_per_s} tok/s ({level.tokens_per_cpu_s} per CPU-s), ttft "
+            f"p50 {level.ttft_p50_ms} ms p99 {level.ttft_p99_ms} ms ({level.requests} requests, "
+            f"{level.errors} errors)"
         )
         out.append(level)
     return out
 
 
 @contextlib.contextmanager
-def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
+def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[tuple[str, int]]:
     # every server gets the OpenMP policy the openeas processor sets for itself (passive waiting):
     # with the default spinning, a busy machine makes each decode step wait for descheduled threads
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY=OMP_POLICY)
@@ -407,7 +436,7 @@ def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{target.port}"
     try:
         wait_ready(url, proc, 300)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -507,34 +536,35 @@ def table(results: dict[str, list[Level]]) -> str:
         "gateway": "openeas llm via the gateway",
     }
     rows = [
-        "| server | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | requests | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| server | streams | tokens/s | tokens per CPU-s | TTFT p50 ms | TTFT p99 ms | requests | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, levels in results.items():
         for lv in levels:
             rows.append(
-                f"| {names.get(name, name)} | {lv.streams} | {lv.tokens_per_s} | {lv.ttft_p50_ms} | "
+                f"| {names.get(name, name)} | {lv.streams} | {lv.tokens_per_s} | "
+                f"{'-' if lv.tokens_per_cpu_s is None else lv.tokens_per_cpu_s} | {lv.ttft_p50_ms} | "
                 f"{lv.ttft_p99_ms} | {lv.requests} | {lv.errors} |"
             )
     return "\n".join(rows)
 
 
 def ratios(results: dict[str, list[Level]], streams: int) -> list[str]:
-    def tps(name: str) -> float | None:
-        for lv in results.get(name, []):
-            if lv.streams == streams:
-                return lv.tokens_per_s
-        return None
+    def level(name: str) -> Level | None:
+        return next((lv for lv in results.get(name, []) if lv.streams == streams), None)
 
-    ours = tps("ours")
+    ours = level("ours")
     lines = []
     for ref, goal in (("python", 2.0), ("cpp", 0.9), ("ours-np1", 2.0)):
-        other = tps(ref)
-        if ours and other:
-            got = ours / other
+        other = level(ref)
+        if ours and other and other.tokens_per_s:
+            got = ours.tokens_per_s / other.tokens_per_s
+            per_cpu = ""
+            if ours.tokens_per_cpu_s and other.tokens_per_cpu_s:
+                per_cpu = f"; per CPU-second: {ours.tokens_per_cpu_s / other.tokens_per_cpu_s:.2f}x"
             lines.append(
-                f"- ours / {ref} at {streams} streams: **{got:.2f}x** (target >= {goal}x: "
-                f"{'met' if got >= goal else 'NOT met'})"
+                f"- ours / {ref} at {streams} streams: **{got:.2f}x** tokens/s (target >= {goal}x: "
+                f"{'met' if got >= goal else 'NOT met'}){per_cpu}"
             )
     return lines
 
@@ -586,9 +616,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for target in targets(names, gguf, args.threads, args.n_ctx, server):
                 log(f"starting {target.name}")
-                with started(procs, target, work) as url:
+                with started(procs, target, work) as (url, pid):
                     results[target.name] = measure(
-                        target.name, url, levels, args.requests, args.max_tokens, tokens
+                        target.name, url, levels, args.requests, args.max_tokens, tokens, None, pid
                     )
             if args.gateway:
                 log("starting an openeas server for the gateway run")
