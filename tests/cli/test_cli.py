@@ -159,11 +159,23 @@ def test_up_prints_a_curl_line_that_works(tmp_path: Path) -> None:
                "--gateway-port", "0", "--vpc-port", "0"]  # fmt: skip
     proc = subprocess.Popen(command, env=clean_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        out = _read_until(proc, "Press Ctrl-C", 60)
+        out = _read_until(proc, "Press Ctrl-C", 180)
         assert "Press Ctrl-C" in out, out + (proc.stderr.read().decode() if proc.poll() is not None else "")
         for label in ("Internet endpoint", "VPC endpoint", "Token"):
             assert label in out
-        curl = next(line for line in out.splitlines() if line.startswith("curl "))
+        # the headline: the real chat model (SmolLM2 on llama.cpp) answers its printed curl as is
+        assert "the chat model service smollm2_chat" in out, out
+        curls = [line for line in out.splitlines() if line.startswith("curl ")]
+        assert len(curls) == 2 and "/smollm2_chat/" in curls[0], curls
+        answer = subprocess.run(["sh", "-c", curls[0] + " -sS"], capture_output=True, text=True, timeout=120)
+        assert answer.returncode == 0, answer.stderr
+        chat = json.loads(answer.stdout)
+        assert chat["model"] == "smollm2" and chat["object"] == "chat.completion", chat
+        assert chat["choices"][0]["message"]["content"].strip(), chat
+        assert 0 < chat["usage"]["completion_tokens"] <= 256  # the demo's default_max_tokens
+        # and the echo demo, an extra service
+        curl = curls[1]
+        assert "/demo_chat/" in curl
         answer = subprocess.run(["sh", "-c", curl + " -sS"], capture_output=True, text=True, timeout=30)
         assert answer.returncode == 0, answer.stderr
         assert json.loads(answer.stdout)["choices"][0]["message"]["content"] == "You said: hello!"
@@ -171,7 +183,7 @@ def test_up_prints_a_curl_line_that_works(tmp_path: Path) -> None:
         assert token is not None
 
         # a second `up` on the same data dir reuses the running server and its demo service
-        again = subprocess.run(command, env=clean_env(data), capture_output=True, text=True, timeout=60)
+        again = subprocess.run(command, env=clean_env(data), capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stderr
         assert "already runs" in again.stdout and token.group(1) in again.stdout
 

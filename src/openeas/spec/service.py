@@ -338,7 +338,12 @@ class ServiceSpec(_Strict):
         return self.networking.gateway or "shared"
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.processor == "llm" and "worker_threads" not in self.metadata.rpc.model_fields_set:
+            # unset stays unset in the store: the gateway then follows model_config.n_parallel
+            # (also after a modify that changes n_parallel); see gateway/snapshot.py
+            data["metadata"]["rpc"].pop("worker_threads", None)
+        return data
 
     def warnings(self) -> list[str]:
         out = []

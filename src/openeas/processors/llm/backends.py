@@ -110,6 +110,9 @@ class LlamaCppBackend:
         threads = int(config.get("n_threads", cpu_count()))
         self.context_length = int(config.get("n_ctx", config.get("max_model_len", 4096)))
         n_batch = int(config.get("n_batch", 512))
+        # per-sequence KV streams (exact batched output) unless model_config.kv_unified; a cached
+        # prefix then costs a whole stream of n_ctx cells, so keep as many as run at once
+        unified = bool(config.get("kv_unified", False))
         try:
             options = EngineOptions(
                 n_parallel=slots,
@@ -117,10 +120,11 @@ class LlamaCppBackend:
                 n_batch=n_batch,
                 prefill_chunk=int(config.get("prefill_chunk", min(128, n_batch))),
                 prefix_cache_tokens=int(config.get("prefix_cache_tokens", self.context_length)),
-                prefix_cache_entries=int(config.get("prefix_cache_entries", 16)),
+                prefix_cache_entries=int(config.get("prefix_cache_entries", 16 if unified else slots)),
                 n_threads=threads,
                 n_threads_batch=int(config.get("n_threads_batch", threads)),
                 flash_attn=bool(config.get("flash_attn", True)),
+                kv_unified=unified,
             )
             options.check()
         except (TypeError, ValueError) as exc:

@@ -15,12 +15,17 @@ Newcomers join between steps; sequences that end (EOG, max_tokens, context full,
 seen by the reader, client gone) leave at the next step boundary and their cells are kept in
 the prefix cache (prefix_cache.py) or freed.
 
-The KV cache is unified (`kv_unified`): all sequences share one pool of cells, so a prompt
-prefix copied from another sequence (`llama_memory_seq_cp`) shares the cells instead of
-duplicating them. Its size is `n_ctx * n_parallel + prefix_cache_tokens` cells, so running
-sequences never run out of room whatever their lengths. A request whose prompt shares a long
-prefix with a sequence still reading that prefix waits for it (so eight requests with the same
-system prompt compute it once, not eight times at once).
+The KV cache is split into one stream per sequence id (`kv_unified` false, the default): each
+running sequence and each cached prefix owns `n_ctx` cells, and attention of a sequence reads only
+its own stream. That makes a sequence's logits bit-identical whatever else is in the batch (the
+CPU matrix products are row-independent; a unified cache's attention was not: greedy answers
+drifted at near-ties when batched). A prompt prefix is reused by copying the source stream
+(`llama_memory_seq_cp` over the whole stream, then the tail past the prefix is removed): a
+memory copy of n_ctx cells, far cheaper than computing the prefix. With `kv_unified` true all
+sequences share one pool of `n_ctx * n_parallel + prefix_cache_tokens` cells and a copied prefix
+shares the cells (no copy, less memory) but batched output may differ at numeric near-ties.
+A request whose prompt shares a long prefix with a sequence still reading that prefix waits for
+it (so eight requests with the same system prompt compute it once, not eight times at once).
 
 Sampling: temperature 0 is greedy (argmax, identical to the same prompt run alone); above 0
 each sequence has its own llama.cpp sampler chain (the same order as llama-cpp-python's
@@ -59,6 +64,7 @@ class EngineOptions:
     n_threads: int
     n_threads_batch: int
     flash_attn: bool
+    kv_unified: bool = False  # one shared cell pool (less memory) instead of a stream per sequence
 
     def check(self) -> None:
         for name in ("n_parallel", "n_ctx", "n_batch", "prefill_chunk", "n_threads", "n_threads_batch"):
@@ -117,10 +123,15 @@ class BatchEngine:
         self._is_eog = is_eog
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(model.vocab))
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = options.n_ctx * options.n_parallel + options.prefix_cache_tokens
         params.n_batch = params.n_ubatch = options.n_batch  # one ubatch per decode: all or nothing
         params.n_seq_max = options.n_parallel + options.prefix_cache_entries
-        params.kv_unified = True
+        params.kv_unified = options.kv_unified
+        if options.kv_unified:
+            params.n_ctx = options.n_ctx * options.n_parallel + options.prefix_cache_tokens
+            cache_tokens = options.prefix_cache_tokens
+        else:  # a stream of n_ctx cells per sequence id; a cached prefix fills one stream
+            params.n_ctx = options.n_ctx * params.n_seq_max
+            cache_tokens = options.n_ctx * options.prefix_cache_entries if options.prefix_cache_tokens else 0
         params.n_threads = options.n_threads
         params.n_threads_batch = options.n_threads_batch
         params.flash_attn_type = (
@@ -133,7 +144,7 @@ class BatchEngine:
         self._mem = self._ctx.memory
         self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
         self._free_ids = list(range(params.n_seq_max - 1, -1, -1))
-        self._cache = PrefixCache(options.prefix_cache_tokens, options.prefix_cache_entries)
+        self._cache = PrefixCache(cache_tokens, options.prefix_cache_entries)
         self._inbox: list[Generation] = []
         self._waiting: list[Generation] = []
         self._running: list[Generation] = []
@@ -234,7 +245,11 @@ class BatchEngine:
         seq.seq_id = self._free_ids.pop()
         reuse = min(have, len(seq.prompt) - 1)  # the last prompt token is evaluated for its logits
         if src >= 0 and reuse > 0:
-            self._lib.llama_memory_seq_cp(self._mem, src, seq.seq_id, 0, reuse)
+            if self.options.kv_unified:  # tag the same cells with one more sequence id
+                self._lib.llama_memory_seq_cp(self._mem, src, seq.seq_id, 0, reuse)
+            else:  # streams copy whole (llama.cpp's rule), then the tail past the prefix goes
+                self._lib.llama_memory_seq_cp(self._mem, src, seq.seq_id, -1, -1)
+                self._lib.llama_memory_seq_rm(self._mem, seq.seq_id, reuse, -1)
             seq.cached = seq.prompt[:reuse]
             self._reused += reuse
             if src in self._cache:

@@ -32,6 +32,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from openeas.processors.llm.backends import PROCESSOR, Backend, choose_backend, load_backend
+from openeas.processors.llm.defaults import DEFAULT_PARALLEL
 from openeas.processors.llm.metrics import CONTENT_TYPE, LlmMetrics
 from openeas.processors.llm.sampling import Sampling
 from openeas.processors.serving import (
@@ -50,10 +51,6 @@ from openeas.processors.serving import (
 )
 
 log = logging.getLogger("openeas.processors.llm")
-
-# llama.cpp sequences decoded together when model_config has no n_parallel: each costs n_ctx KV
-# cells, not a context (transformers keeps 1: each slot there is a thread running the model)
-DEFAULT_PARALLEL = 4
 
 
 # ---------------------------------------------------------------- generation -> text
