@@ -21,6 +21,7 @@ from openeas.gateway import Gateway
 from openeas.gateway.snapshot import build_snapshot, gateway_settings
 from openeas.gateway.watcher import SnapshotWatcher
 from openeas.store import Registry, sqlite_url
+from openeas.store.records import Changes
 from tests.gateway.harness import (
     Upstream,
     add_service,
@@ -222,6 +223,11 @@ class _FlakyRegistry(Registry):
             raise ConnectionError("store unreachable")
         return super().version()
 
+    def changes_since(self, since: int) -> Changes:  # what the watcher reads first
+        if self.down:
+            raise ConnectionError("store unreachable")
+        return super().changes_since(since)
+
 
 def test_in_process_gateway_keeps_serving_when_the_store_is_down(
     store: tuple[Registry, str, Path], upstream: Upstream, caplog: pytest.LogCaptureFixture
@@ -230,7 +236,7 @@ def test_in_process_gateway_keeps_serving_when_the_store_is_down(
     flaky = _FlakyRegistry(url)
     with in_process(flaky) as (gateway, loop):
         watcher = SnapshotWatcher(
-            flaky, "shared", gateway.set_snapshot, loop, version=gateway.snapshot.version
+            flaky, "shared", gateway.set_snapshot, loop, snapshot=gateway.snapshot
         )
         base = f"http://127.0.0.1:{gateway.bound[0].port}/api/predict"
         auth = {"Authorization": TOKEN}

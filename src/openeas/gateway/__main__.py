@@ -27,16 +27,24 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import uvloop
 
 from openeas.gateway import REDIS_URL_ENV, STORE_URL_ENV
 from openeas.gateway.accesslog import AccessLog
-from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, ready_line
+from openeas.gateway.gateway import BindError, Gateway, TlsError, bind_socket, hostport, ready_line
+from openeas.gateway.replica import ReplicaRegistration
 from openeas.gateway.shared_limits import SharedLimiter
-from openeas.gateway.snapshot import GatewaySettings, RoutingSnapshot, build_snapshot, gateway_settings
+from openeas.gateway.snapshot import (
+    GatewaySettings,
+    Listener,
+    RoutingSnapshot,
+    build_snapshot,
+    gateway_settings,
+    split_hostport,
+)
 from openeas.gateway.store_health import StoreHealth
 from openeas.gateway.tls import server_context
 from openeas.gateway.watcher import SnapshotWatcher
@@ -70,6 +78,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Redis password off the command line); without either each process counts its own",
     )
     p.add_argument("--grace", type=float, default=10.0, help="seconds requests in flight get on SIGTERM")
+    p.add_argument(
+        "--replica",
+        default=None,
+        metavar="NAME",
+        help="register in the store as replica NAME of the gateway and heartbeat (openeas gateway run)",
+    )
+    for kind, flag in (("internet", "internet"), ("intranet", "vpc")):
+        p.add_argument(
+            f"--{flag}-bind",
+            default=None,
+            metavar="HOST:PORT",
+            help=f"bind the {flag} listener here instead of the record's listen.{kind} (port 0: any free)",
+        )
+        p.add_argument(
+            f"--advertise-{flag}",
+            default=None,
+            metavar="URL",
+            help=f"the {flag} address this replica registers (behind NAT or a load balancer); "
+            "default: the bound one",
+        )
+    p.add_argument(
+        "--metrics-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="bind the metrics listener here (the control plane's telemetry must reach it)",
+    )
     p.add_argument("--log-level", default="INFO", help="log level of the gateway's own messages (stderr)")
     args = p.parse_args(argv)
     if args.workers < 1:
@@ -80,7 +114,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"give the registry URL in ${STORE_URL_ENV} (or --store-url)")
     if args.redis_url is None:
         args.redis_url = os.environ.get(REDIS_URL_ENV) or None
+    for flag in ("internet_bind", "vpc_bind", "metrics_bind"):
+        value = getattr(args, flag)
+        if value is not None and not _hostport_ok(value):
+            p.error(f"--{flag.replace('_', '-')} must be HOST:PORT (e.g. 10.0.0.5:9000), not {value!r}")
     return args
+
+
+def _hostport_ok(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
+
+
+def with_binds(settings: GatewaySettings, args: argparse.Namespace) -> GatewaySettings:
+    """`settings` with the listeners given by --internet-bind / --vpc-bind / --metrics-bind
+    (a replica binds its own machine's addresses, not the record's)."""
+    listeners = {lst.kind: lst for lst in settings.listeners}
+    for kind, value in (("internet", args.internet_bind), ("intranet", args.vpc_bind)):
+        if value is not None:
+            listeners[kind] = Listener(kind, *split_hostport(value))
+    metrics = settings.metrics
+    if args.metrics_bind is not None:
+        metrics = Listener("metrics", *split_hostport(args.metrics_bind))
+    ordered = tuple(listeners[k] for k in ("internet", "intranet") if k in listeners)
+    return replace(settings, listeners=ordered, metrics=metrics)
 
 
 def _fail(message: str) -> int:
@@ -125,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         return _fail(f"cannot read the store ({type(exc).__name__}); is --store-url right?")
     try:
-        settings = gateway_settings(record)
+        settings = with_binds(gateway_settings(record), args)
     except SpecError as exc:
         registry.close()
         return _fail(f"the record of gateway '{args.name}' is not valid: {exc}")
@@ -173,21 +230,50 @@ async def serve(
         return _fail(str(exc))
     gateway.store_health = health = StoreHealth(registry)
     watcher = SnapshotWatcher(
-        registry, args.name, gateway.set_snapshot, loop, version=snapshot.version, health=health
+        registry, args.name, gateway.set_snapshot, loop, snapshot=snapshot, health=health
     )
     watcher.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    replica = None
+    if args.replica and args.workers == 1:  # with several workers the parent registers
+        metrics = [gateway.metrics_bound] if gateway.metrics_bound is not None else []
+        replica = replica_registration(args, registry, gateway.bound, metrics)
+        try:
+            await loop.run_in_executor(None, replica.start)
+        except Exception as exc:
+            await gateway.stop(0)
+            await loop.run_in_executor(None, watcher.stop)
+            registry.close()
+            why = type(exc).__name__
+            return _fail(f"cannot register replica {args.replica} in the store ({why})")
     announce(gateway.ready_line())
     await stop.wait()
     log.info("stopping: letting requests in flight finish (up to %.0f s)", args.grace)
+    if replica is not None:
+        await loop.run_in_executor(None, replica.stop)  # first: callers' balancers stop sending here
     await gateway.stop(args.grace)
     await loop.run_in_executor(None, watcher.stop)
     if access_log is not None:
         access_log.close()
     registry.close()
     return 0
+
+
+def replica_registration(
+    args: argparse.Namespace, registry: Registry, bound: Sequence[Listener], metrics: Sequence[Listener]
+) -> ReplicaRegistration:
+    """The registration of this replica: its listeners by kind ("internet", "vpc") as callers
+    reach them (--advertise-* when given), and its metrics listeners."""
+    advertised = {"internet": args.advertise_internet, "intranet": args.advertise_vpc}
+    addresses = {}
+    for lst in bound:
+        kind = "vpc" if lst.kind == "intranet" else lst.kind
+        addresses[kind] = advertised.get(lst.kind) or hostport(lst)
+    return ReplicaRegistration(
+        registry, args.replica, args.name, addresses, ",".join(hostport(m) for m in metrics)
+    )
 
 
 # -- several worker processes --------------------------------------------------------------
@@ -252,6 +338,7 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             os._exit(code)
 
     children = {spawn(i): i for i in range(args.workers)}
+    replica: ReplicaRegistration | None = None
     ready = 0
     announced = False
     while children:
@@ -262,6 +349,15 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
             ready += len(os.read(ready_r, 64))
         if not announced and ready >= args.workers:
             announced = True
+            if args.replica:
+                replica = replica_registration(args, Registry(args.store_url), settings.listeners, metrics)
+                try:
+                    replica.start()
+                except Exception as exc:
+                    _stop_children(set(children))
+                    return _fail(
+                        f"cannot register replica {args.replica} in the store ({type(exc).__name__})"
+                    )
             print(ready_line(settings.name, settings.listeners, metrics), flush=True)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid and pid in children:
@@ -274,6 +370,9 @@ def _run_workers(args: argparse.Namespace, settings: GatewaySettings) -> int:
                 log.warning("worker %d exited (%d); starting another", pid, code)
                 time.sleep(0.5)
                 children[spawn(index)] = index
+    if replica is not None:
+        replica.stop()
+        replica.registry.close()
     _stop_children(set(children), grace=args.grace + 5)
     return 0
 

@@ -1,7 +1,10 @@
 """The routing snapshot: everything a gateway needs to serve, immutable, built from the store.
 
 A gateway never asks the control plane anything on the request path. It holds one
-RoutingSnapshot and replaces it whole (one reference swap) when the store's change feed moves.
+RoutingSnapshot and replaces it (one reference swap) when the store's change feed moves. It is
+built whole from the store at start (`build_snapshot`); afterwards only the services the feed
+names are read again (`snapshot_update.apply_changes`), so a status flip of one service out of
+10,000 costs one service's reads, not everyone's.
 The snapshot also carries the gateway's own settings (allow-lists, limits) read from its record,
 so those apply without a restart; listeners and TLS are bound at start only.
 """
@@ -9,6 +12,7 @@ so those apply without a restart; listeners and TLS are bound at start only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +24,7 @@ from openeas.queue import routing as queue_routing  # async queue hook
 from openeas.spec import SpecError, parse_gateway_spec
 from openeas.spec.gateway import GATEWAY_NAME_RE, SHARED_GROUP_QPS, SHARED_SERVICE_QPS
 from openeas.spec.service import RpcSpec
-from openeas.store import GatewayRecord, NotFound, Registry
+from openeas.store import GatewayRecord, GroupRecord, NotFound, Registry, ServiceRecord
 
 log = logging.getLogger("openeas.gateway")
 
@@ -137,17 +141,17 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
     spec = parse_gateway_spec(raw)
     listeners = []
     if spec.enable_internet and spec.listen.internet:
-        host, port = _split_hostport(spec.listen.internet)
+        host, port = split_hostport(spec.listen.internet)
         listeners.append(Listener("internet", host, port))
     if spec.enable_intranet and spec.listen.intranet:
-        host, port = _split_hostport(spec.listen.intranet)
+        host, port = split_hostport(spec.listen.intranet)
         listeners.append(Listener("intranet", host, port))
     tls = None
     if spec.tls is not None:
         tls = TlsSettings(spec.tls.cert, spec.tls.key, tuple(spec.tls.domains))
     metrics = DEFAULT_METRICS
     if spec.listen.metrics:
-        metrics = Listener("metrics", *_split_hostport(spec.listen.metrics))
+        metrics = Listener("metrics", *split_hostport(spec.listen.metrics))
     return GatewaySettings(
         name=record.name,
         listeners=tuple(listeners),
@@ -168,14 +172,7 @@ def gateway_settings(record: GatewayRecord) -> GatewaySettings:
 def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
     """Read the store once and build the routes of the services bound to `gateway`."""
     version = registry.version()
-    settings: GatewaySettings | None = None
-    settings_error: str | None = None
-    try:
-        settings = gateway_settings(registry.get_gateway(gateway))
-    except NotFound:
-        settings_error = f"the gateway record '{gateway}' is gone from the store"
-    except SpecError as exc:
-        settings_error = f"the gateway record '{gateway}' is not valid: {exc}"
+    settings, settings_error = read_settings(registry, gateway)
     ready: dict[str, list[Upstream]] = {}
     for inst in registry.list_instances():
         if inst.state == "ready":
@@ -183,57 +180,86 @@ def build_snapshot(registry: Registry, gateway: str) -> RoutingSnapshot:
     services = {}
     records = registry.list_services()
     queue_servers = queue_routing.async_upstreams(registry)  # async queue hook
+    running = {s.name for s in records if s.desired == "running"}
     for svc in records:
         if svc.gateway != gateway:
             continue
-        services[svc.name] = route = service_route(
-            svc.name,
-            svc.token,
-            svc.spec,
-            tuple(ready.get(svc.name, ())) if svc.desired == "running" else (),
-            svc.status,
+        services[svc.name] = route_of(
+            svc,
+            tuple(ready.get(svc.name, ())),
+            queue_servers.get(svc.name),
+            lambda mirror: mirror_route(mirror, ready, running),
         )
-        # async queue hook: callers of an Async service reach its queue server, not the instances
-        if queue_routing.is_async(svc.spec):
-            server = queue_servers.get(svc.name) if svc.desired == "running" else None
-            services[svc.name] = route = replace(
-                route,
-                upstreams=(Upstream(*server),) if server else (),
-                timeout_s=max(route.timeout_s, queue_routing.ROUTE_TIMEOUT_S),
-                worker_threads=queue_routing.ROUTE_IN_FLIGHT,
-                max_queue_size=queue_routing.ROUTE_WAITING,
-                instance_rate_limit=0,  # rpc.rate_limit is per instance, not per queue server
-                scale_from_zero=False,
-            )
-        if svc.old_token:
-            services[svc.name] = route = replace(route, old_token=svc.old_token.encode())
-        if svc.spec.get("mirror"):
-            running = {s.name for s in records if s.desired == "running"}
-            services[svc.name] = replace(route, mirror=mirror_route(svc.spec["mirror"], ready, running))
     return RoutingSnapshot(version, services, settings, settings_error, group_routes(registry, services))
+
+
+def read_settings(registry: Registry, gateway: str) -> tuple[GatewaySettings | None, str | None]:
+    """The gateway's settings from its record, or None and why they cannot be used."""
+    try:
+        return gateway_settings(registry.get_gateway(gateway)), None
+    except NotFound:
+        return None, f"the gateway record '{gateway}' is gone from the store"
+    except SpecError as exc:
+        return None, f"the gateway record '{gateway}' is not valid: {exc}"
+
+
+def route_of(
+    svc: ServiceRecord,
+    ready: tuple[Upstream, ...],
+    queue_server: tuple[str, str, int] | None,
+    mirror_of: Callable[[Any], MirrorRoute | None],
+) -> ServiceRoute:
+    """The route of one service record: `ready` its ready instances, `queue_server` its live
+    queue server (Async services), `mirror_of` the mirror of its spec with the targets' instances."""
+    running = svc.desired == "running"
+    route = service_route(svc.name, svc.token, svc.spec, ready if running else (), svc.status)
+    # async queue hook: callers of an Async service reach its queue server, not the instances
+    if queue_routing.is_async(svc.spec):
+        server = queue_server if running else None
+        route = replace(
+            route,
+            upstreams=(Upstream(*server),) if server else (),
+            timeout_s=max(route.timeout_s, queue_routing.ROUTE_TIMEOUT_S),
+            worker_threads=queue_routing.ROUTE_IN_FLIGHT,
+            max_queue_size=queue_routing.ROUTE_WAITING,
+            instance_rate_limit=0,  # rpc.rate_limit is per instance, not per queue server
+            scale_from_zero=False,
+        )
+    if svc.old_token:
+        route = replace(route, old_token=svc.old_token.encode())
+    if svc.spec.get("mirror"):
+        route = replace(route, mirror=mirror_of(svc.spec["mirror"]))
+    return route
 
 
 def group_routes(registry: Registry, services: dict[str, ServiceRoute]) -> dict[str, GroupRoute]:
     """The groups of the services routed here, with the token and weights of their store rows."""
+    members = group_members(services)
+    if not members:
+        return {}
+    rows = {g.name: g for g in registry.list_groups()}
+    return {name: group_route(name, names, rows.get(name)) for name, names in members.items()}
+
+
+def group_members(services: dict[str, ServiceRoute]) -> dict[str, list[str]]:
+    """group name -> the names of its services among `services`."""
     members: dict[str, list[str]] = {}
     for route in services.values():
         if route.group:
             members.setdefault(route.group, []).append(route.name)
-    if not members:
-        return {}
-    rows = {g.name: g for g in registry.list_groups()}
-    groups = {}
-    for name, names in members.items():
-        row = rows.get(name)
-        groups[name] = GroupRoute(
-            name=name,
-            token=row.token.encode() if row is not None else b"",
-            traffic_mode=row.traffic_mode if row is not None else "auto",
-            weights=dict(row.weights) if row is not None else {},
-            members=tuple(sorted(names)),
-            old_token=row.old_token.encode() if row is not None else b"",
-        )
-    return groups
+    return members
+
+
+def group_route(name: str, names: list[str], row: GroupRecord | None) -> GroupRoute:
+    """The route of group `name` with member services `names` and its store row (None: absent)."""
+    return GroupRoute(
+        name=name,
+        token=row.token.encode() if row is not None else b"",
+        traffic_mode=row.traffic_mode if row is not None else "auto",
+        weights=dict(row.weights) if row is not None else {},
+        members=tuple(sorted(names)),
+        old_token=row.old_token.encode() if row is not None else b"",
+    )
 
 
 def service_route(
@@ -300,6 +326,6 @@ def _policy_limit(policy: Any) -> int | None:
     return _int(policy.get("limit"), 1000, 1)
 
 
-def _split_hostport(text: str) -> tuple[str, int]:
+def split_hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)

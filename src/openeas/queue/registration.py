@@ -24,12 +24,13 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from openeas.store import schema
-from openeas.store.registry import VERSION_KEY
+from openeas.store.registry import CHANGE_CHANNEL, VERSION_KEY
 
 metadata = MetaData()
 
@@ -63,10 +64,17 @@ def create_table(engine: Engine) -> None:
     metadata.create_all(engine)
 
 
-def _bump_version(conn: Connection) -> None:
-    """Move the registry's change feed: gateways must re-read where this service's queues are."""
+def _bump_version(conn: Connection, service: str) -> None:
+    """Move the registry's change feed, naming `service`: gateways must re-read where its queues
+    are (only that service: they update their snapshot by the names the feed gives)."""
     meta = schema.meta
-    conn.execute(update(meta).where(meta.c.key == VERSION_KEY).values(value=meta.c.value + 1))
+    version = conn.execute(
+        update(meta).where(meta.c.key == VERSION_KEY).values(value=meta.c.value + 1).returning(meta.c.value)
+    ).scalar_one()
+    conn.execute(insert(schema.changes).values(version=version, kind="service", name=service))
+    if conn.dialect.name == "postgresql":
+        notify = text("SELECT pg_notify(:channel, :payload)")
+        conn.execute(notify, {"channel": CHANGE_CHANNEL, "payload": str(version)})
 
 
 def register(engine: Engine, service: str, url: str, admin_url: str, pid: int) -> None:
@@ -76,7 +84,7 @@ def register(engine: Engine, service: str, url: str, admin_url: str, pid: int) -
         values = {"url": url, "admin_url": admin_url, "pid": pid, "heartbeat": now}
         if conn.execute(update(queue_servers).where(c.service == service).values(**values)).rowcount == 0:
             conn.execute(insert(queue_servers).values(service=service, **values))
-        _bump_version(conn)
+        _bump_version(conn, service)
 
 
 def heartbeat(engine: Engine, service: str, pid: int) -> None:
@@ -91,7 +99,7 @@ def unregister(engine: Engine, service: str, pid: int) -> None:
     c = queue_servers.c
     with engine.begin() as conn:
         if conn.execute(delete(queue_servers).where(c.service == service, c.pid == pid)).rowcount:
-            _bump_version(conn)
+            _bump_version(conn, service)
 
 
 def lookup(engine: Engine, service: str) -> QueueServerRecord | None:

@@ -28,9 +28,20 @@ def async_upstreams(registry: Registry) -> dict[str, tuple[str, str, int]]:
     """service -> (upstream id, host, port) of each live queue server."""
     out = {}
     for name, rec in registration.all_servers(registry.engine).items():
-        if not rec.alive:
-            continue
-        hostport = rec.url.removeprefix("http://")
-        host, _, port = hostport.rpartition(":")
-        out[name] = (f"{name}~queue", host, int(port))
+        upstream = _upstream(rec)
+        if upstream is not None:
+            out[name] = upstream
     return out
+
+
+def async_upstream(registry: Registry, service: str) -> tuple[str, str, int] | None:
+    """(upstream id, host, port) of `service`'s live queue server, or None."""
+    rec = registration.lookup(registry.engine, service)
+    return _upstream(rec) if rec is not None else None
+
+
+def _upstream(rec: registration.QueueServerRecord) -> tuple[str, str, int] | None:
+    if not rec.alive:
+        return None
+    host, _, port = rec.url.removeprefix("http://").rpartition(":")
+    return (f"{rec.service}~queue", host, int(port))

@@ -158,12 +158,16 @@ class Registry:
             if version <= since:
                 return Changes(version)
             rows = conn.execute(
-                select(table.c.kind, table.c.name).where(table.c.version > since, table.c.version <= version)
+                select(table.c.version, table.c.kind, table.c.name).where(
+                    table.c.version > since, table.c.version <= version
+                )
             ).all()
             oldest = conn.execute(select(func.min(table.c.version))).scalar()
         names: dict[str, set[str]] = {"service": set(), "gateway": set(), "group": set()}
         full = oldest is None or int(oldest) > since + 1  # history before `oldest` is gone
-        for kind, name in rows:
+        # a version that recorded nothing (a writer that moved meta.version alone): rebuild whole
+        full = full or len({row[0] for row in rows}) < version - since
+        for _, kind, name in rows:
             if kind in names:
                 names[kind].add(str(name))
             else:
