@@ -1,4 +1,5 @@
-"""`openeas gateway create|list|desc|modify|delete`: dedicated gateways (and a look at the shared one).
+"""`openeas gateway create|list|desc|modify|delete`: dedicated gateways (and a look at the shared one);
+`openeas gateway run`: one replica of a gateway on this machine (several machines, docs/distributed.md).
 
 A gateway spec is JSON (docs/gateways.md):
 
@@ -12,6 +13,8 @@ spec is sent: the gateway process reads the files, from wherever the server runs
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,9 +38,11 @@ from openeas.cli.output import (
     read_patch,
     user_errors,
 )
+from openeas.gateway import STORE_URL_ENV
 
 gateway_app = typer.Typer(
-    help="Dedicated gateways: create, list, desc, modify, delete (the shared one is listed too).",
+    help="Dedicated gateways: create, list, desc, modify, delete (the shared one is listed too); "
+    "run: a replica of a gateway on this machine.",
     no_args_is_help=True,
 )
 
@@ -199,3 +204,76 @@ def delete(name: Name, json_out: JsonOut = False, data_dir: DataDir = None) -> N
         emit_json(out)
     else:
         print(f"gateway {name} deleted")
+
+
+@gateway_app.command("run")
+def run(
+    name: Annotated[str, typer.Option("--name", help="the gateway to serve ('shared' or a dedicated one)")],
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            help=f"the registry (postgresql+psycopg://...); better in ${STORE_URL_ENV} (argv shows in ps)",
+            show_default=False,
+        ),
+    ] = None,
+    internet_bind: Annotated[
+        str | None, typer.Option(help="Internet listener address (default: the record's)", show_default=False)
+    ] = None,
+    vpc_bind: Annotated[
+        str | None, typer.Option(help="VPC listener address (default: the record's)", show_default=False)
+    ] = None,
+    metrics_bind: Annotated[
+        str | None,
+        typer.Option(
+            help="metrics listener address; the control plane's telemetry must reach it", show_default=False
+        ),
+    ] = None,
+    advertise_internet: Annotated[
+        str | None,
+        typer.Option(help="the Internet address to register (NAT, load balancer)", show_default=False),
+    ] = None,
+    advertise_vpc: Annotated[
+        str | None, typer.Option(help="the VPC address to register (NAT, load balancer)", show_default=False)
+    ] = None,
+    replica_name: Annotated[
+        str | None,
+        typer.Option(help="this replica's name in the registry (default: HOSTNAME/BIND)", show_default=False),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="worker processes sharing the ports")] = 1,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis for QPS limits shared by every replica", show_default=False)
+    ] = None,
+    access_log: Annotated[
+        str | None, typer.Option(help="JSON access log file ('-': stderr)", show_default=False)
+    ] = None,
+    grace: Annotated[float, typer.Option(help="seconds requests in flight get on SIGTERM")] = 10.0,
+) -> None:
+    """Run one replica of a gateway on this machine, from the shared registry (PostgreSQL).
+
+    It serves the services bound to gateway NAME, follows the registry's change feed, registers
+    itself as a replica (addresses, metrics address, heartbeat: `openeas gateway desc NAME`) and
+    unregisters on SIGTERM. Put a load balancer or a DNS name in front of the replicas and set it
+    as the gateway's advertised address."""
+    if store_url:
+        os.environ[STORE_URL_ENV] = store_url  # handed on in-process: never on a child's argv
+    if not os.environ.get(STORE_URL_ENV):
+        typer.echo(f"Error: give the registry URL in ${STORE_URL_ENV} (or --store-url)", err=True)
+        raise typer.Exit(2)
+    replica = replica_name or f"{socket.gethostname()}/{internet_bind or vpc_bind or 'record-listeners'}"
+    argv = ["--name", name, "--replica", replica, "--workers", str(workers), "--grace", str(grace)]
+    options = {
+        "--internet-bind": internet_bind,
+        "--vpc-bind": vpc_bind,
+        "--metrics-bind": metrics_bind,
+        "--advertise-internet": advertise_internet,
+        "--advertise-vpc": advertise_vpc,
+        "--redis-url": redis_url,
+        "--access-log": access_log,
+    }
+    for flag, value in options.items():
+        if value is not None:
+            argv += [flag, value]
+    from openeas.gateway.__main__ import main as gateway_main
+
+    raise typer.Exit(gateway_main(argv))

@@ -17,6 +17,7 @@ by the running gateway from the store within ~100 ms; `advertise` only changes t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import ssl
@@ -31,7 +32,7 @@ from openeas.control.gateways import RESTART_FIELDS, GatewaySupervisor
 from openeas.control.patches import apply_modify
 from openeas.spec import GatewaySpec, SpecError, parse_gateway_spec
 from openeas.spec.errors import FieldProblem
-from openeas.store import AlreadyExists, GatewayRecord, NotFound
+from openeas.store import AlreadyExists, GatewayRecord, NotFound, ReplicaRecord
 
 SHARED = "shared"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -52,6 +53,7 @@ class GatewayDetails:
     record: GatewayRecord
     supervisor: GatewaySupervisor | None  # its processes; None before they are started
     services: list[str]  # bound to it
+    replicas: list[ReplicaRecord] = dataclasses.field(default_factory=list)  # `openeas gateway run` replicas
 
 
 def _overlap(host_a: str, host_b: str) -> bool:
@@ -83,7 +85,8 @@ class GatewayOps:
 
     async def details(self, record: GatewayRecord) -> GatewayDetails:
         services = (await self.bound_services()).get(record.name, [])
-        return GatewayDetails(record, self.manager.get(record.name), services)
+        replicas = await asyncio.to_thread(self.registry.list_replicas, record.name)
+        return GatewayDetails(record, self.manager.get(record.name), services, replicas)
 
     async def describe(self, name: str) -> GatewayDetails:
         return await self.details(await self.get(name))

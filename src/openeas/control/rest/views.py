@@ -118,6 +118,18 @@ def gateway_view(details: GatewayDetails, region: str) -> dict[str, Any]:
         # host:port of each gateway process's metrics listener (GET /metrics, GET /stats)
         "metrics": sup.metrics_addresses() if sup is not None else [],
         "pids": sup.pids() if sup is not None else [],
+        # replicas started with `openeas gateway run` anywhere (registered in the store)
+        "replicas": [
+            {
+                "name": r.name,
+                "addresses": r.addresses,
+                "metrics_address": r.metrics_address,
+                "started_at": r.started_at,
+                "heartbeat_at": r.heartbeat_at,
+                "up": r.up,
+            }
+            for r in details.replicas
+        ],
         "services": details.services,
         "spec": record.spec,
         "created_at": record.created_at,
