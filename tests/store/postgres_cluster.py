@@ -39,9 +39,10 @@ class PostgresServer:
     data: Path
     port: int
     log: str
+    listen: str = "127.0.0.1"  # the address it listens on (and the URL's host)
 
     def start(self) -> None:
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
+        opts = f"-c listen_addresses={self.listen} -p {self.port} -k {self.data} -c fsync=off"
         subprocess.run(
             _as_db_user(
                 [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", self.log, "-w", "start"]
@@ -51,7 +52,7 @@ class PostgresServer:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)])
+            ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", self.listen, "-p", str(self.port)])
             if ready.returncode == 0:
                 break
             time.sleep(0.2)
@@ -64,7 +65,9 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(listen: str = "127.0.0.1", trust_from: str | None = None) -> Iterator[PostgresServer]:
+    """A cluster listening on `listen`; `trust_from` (a CIDR): clients from there are let in
+    too (the cluster tests' other hosts), trusted like loopback."""
     bindir = find_pg_bin()
     if bindir is None:
         raise RuntimeError(
@@ -83,8 +86,11 @@ def postgres_server() -> Iterator[PostgresServer]:
         check=True,
         capture_output=True,
     )
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    server = PostgresServer(url, bindir, data, port, str(root / "log"))
+    if trust_from is not None:
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {trust_from} trust\n")
+    url = f"postgresql+psycopg://postgres@{listen}:{port}/postgres"
+    server = PostgresServer(url, bindir, data, port, str(root / "log"), listen)
     server.start()
     try:
         yield server
@@ -94,6 +100,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    with postgres_server() as server:
+def postgres_cluster(listen: str = "127.0.0.1", trust_from: str | None = None) -> Iterator[str]:
+    with postgres_server(listen, trust_from) as server:
         yield server.url

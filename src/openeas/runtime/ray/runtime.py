@@ -197,6 +197,11 @@ class RayRuntime(Runtime):
         except ray.exceptions.RayError as exc:
             handle.lost = f"its Ray actor was lost (worker or node died): {_first_line(exc)}"
             code = -int(signal.SIGKILL)
+            # Until Ray declares a lost node dead (missed heartbeats, ~20 s) the actor keeps its
+            # name, and the replacement, which takes the same name, could not start. Killing it
+            # frees the name now; what ran under it is gone or being ended by its keeper.
+            with contextlib.suppress(Exception):
+                ray.kill(handle.actor, no_restart=True)
         await self._keep_tail(handle)
         return code
 
