@@ -45,6 +45,7 @@ from openeas.control.ops import ControlOps
 from openeas.control.ops.gateways import gateway_processes
 from openeas.control.queue_servers import QueueServers  # async queue hook
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
+from openeas.control.replica_metrics import ReplicaMetrics
 from openeas.control.rest.app import create_app
 from openeas.control.telemetry import Telemetry
 from openeas.procfs import pid_alive, stdout_path
@@ -336,7 +337,8 @@ class ControlServer:
             on_pids=pids_changed,
         )
         self.gateways = gateways
-        telemetry = Telemetry(lambda: _metrics_addresses(gateways))
+        replicas = ReplicaMetrics(registry)  # `openeas gateway run` replicas, read like our gateways
+        telemetry = Telemetry(lambda: _metrics_addresses(gateways) + replicas.current())
         ctx = ControlContext(
             self.config, registry, reconciler, runtime, info.admin_token, gateways, telemetry=telemetry,
             leadership=leadership,
