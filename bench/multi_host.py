@@ -24,6 +24,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,8 @@ import os, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # head and body in one write (unbuffered: Nagle + delayed ACK = 40 ms each)
+    disable_nagle_algorithm = True
     def do_GET(self):
         body = b"ok"
         self.send_response(200)
@@ -52,8 +55,9 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-host = os.environ.get("HOST") or sys.argv[1]
-port = int(os.environ.get("PORT") or sys.argv[2])
+# argv: HOST PORT (the bench's own); else $PORT, and $HOST on Ray (the local runtime gives none)
+host = sys.argv[1] if len(sys.argv) > 2 else os.environ.get("HOST", "127.0.0.1")
+port = int(sys.argv[2] if len(sys.argv) > 2 else os.environ["PORT"])
 s = ThreadingHTTPServer((host, port), H)
 print("listening", s.server_address[1], flush=True)
 s.serve_forever()
@@ -107,6 +111,7 @@ def hop_latency(requests: int, work: Path) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     with hosts(("a", "b", "c")) as h:
         try:
+            (work / "hop").mkdir()
             registry = Registry(sqlite_url(work / "hop"))
             registry.create_schema()
             registry.put_gateway("shared", {"listen": {"internet": "127.0.0.1:0"}})
@@ -167,7 +172,7 @@ def hop_latency(requests: int, work: Path) -> dict[str, Any]:
                 terminate(proc, timeout=10)
 
 
-def instances_to_ready(count: int, work: Path) -> dict[str, Any]:
+def instances_to_ready(count: int, work: Path, runtimes: set[str]) -> dict[str, Any]:
     app = work / "tiny_instance.py"
     app.write_text(TINY_APP)
     spec = {
@@ -176,25 +181,31 @@ def instances_to_ready(count: int, work: Path) -> dict[str, Any]:
     }
     out: dict[str, Any] = {"instances": count}
 
-    def deploy(server_args: tuple[str, ...], data: Path) -> tuple[float, str, str]:
+    def deploy(server_args: tuple[str, ...], data: Path) -> dict[str, Any]:
         server = start_server(data, *server_args, timeout=120)
         try:
             before = load()
+            path = work / "many.json"
+            path.write_text(json.dumps(spec))
             started = time.monotonic()
-            server.deploy(spec, work, timeout=900)
+            server.cli("create", str(path))
+            while server.cli_json("desc", "many")["running_instances"] < count:  # ready ones
+                if time.monotonic() - started > 900:
+                    raise RuntimeError(f"{count} instances not ready after 900 s:\n{server.log()[-3000:]}")
+                time.sleep(1)
             took = time.monotonic() - started
             after = load()
             server.cli("delete", "many")
             time.sleep(5)
         finally:
             terminate(server.proc, timeout=180)
-        return took, before, after
+        return {"seconds": round(took, 1), "load_before": before, "load_after": after}
 
-    took, before, after = deploy((), work / "local")
-    out["local"] = {"seconds": round(took, 1), "load_before": before, "load_after": after}
-    with hosts(("a", "b")) as h, ray_cluster(h["a"], {h["b"]: {}}, worker_cpus=4) as ray:
-        took, before, after = deploy(("--runtime", "ray", "--ray-address", ray.address), work / "ray")
-    out["ray"] = {"seconds": round(took, 1), "load_before": before, "load_after": after}
+    if "local" in runtimes:
+        out["local"] = deploy((), work / "local")
+    if "ray" in runtimes:
+        with hosts(("a", "b")) as h, ray_cluster(h["a"], {h["b"]: {}}, worker_cpus=4) as ray:
+            out["ray"] = deploy(("--runtime", "ray", "--ray-address", ray.address), work / "ray")
     return out
 
 
@@ -203,17 +214,21 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=3000, help="timed requests per path (hop latency)")
     p.add_argument("--instances", type=int, default=50, help="instances to bring to ready (local, Ray)")
     p.add_argument("--out", default="bench-multi-host.json", help="where the results go (JSON)")
-    p.add_argument("--skip-instances", action="store_true", help="only the hop latency")
+    p.add_argument("--parts", default="hop,local,ray", help="which parts to run: hop, local, ray")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("python -m bench.multi_host needs root (it creates network namespaces)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what was started (finally blocks)
     with tempfile.TemporaryDirectory(prefix="oe-bench-mh-") as tmp:
         work = Path(tmp)
-        results: dict[str, Any] = {"cpus": os.cpu_count(), "hop_latency": hop_latency(args.requests, work)}
-        print(json.dumps(results["hop_latency"], indent=2), flush=True)
-        if not args.skip_instances:
-            results["instances_to_ready"] = instances_to_ready(args.instances, work)
+        parts = set(args.parts.split(","))
+        results: dict[str, Any] = {"cpus": os.cpu_count()}
+        if "hop" in parts:
+            results["hop_latency"] = hop_latency(args.requests, work)
+            print(json.dumps(results["hop_latency"], indent=2), flush=True)
+        if parts & {"local", "ray"}:
+            results["instances_to_ready"] = instances_to_ready(args.instances, work, parts)
             print(json.dumps(results["instances_to_ready"], indent=2), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -11,7 +11,8 @@ its change feed. Measured:
 - a 4-instance service deployed on A spreads 2 + 2 over B and C and reaches both replicas within
   seconds of `create --wait` returning; curl, the OpenAI SDK (plain and streaming) and the
   unmodified eas-prediction SDK succeed through both replicas; `openeas gateway desc shared
-  --json` lists both replicas up;
+  --json` lists both replicas up; the server's telemetry reads both replicas' /stats (it counts
+  the calls, which went through the replicas only);
 - a `metadata.resource` pin lands only on the matching node (B), through the server; `openeas
   delete` leaves no instance process or actor anywhere;
 - node loss: every Ray process of C is SIGKILLed while two callers send steady traffic to B's
@@ -219,6 +220,20 @@ def test_a_service_spreads_and_every_client_works_through_both_replicas(
     replicas = {tuple(sorted(r["addresses"].values())): r["up"] for r in view["replicas"]}
     expected = {r.host.ip for r in cluster.replicas.values()}
     assert {a[0].split(":")[0] for a in replicas} == expected and all(replicas.values()), view["replicas"]
+
+    # the telemetry reads the replicas' /stats too: the calls above went only through them
+    def telemetry_sees_replicas() -> bool:
+        with server.client() as api:
+            text = api.get("/metrics").text
+        gauges = dict(
+            line.rsplit(" ", 1)
+            for line in text.splitlines()
+            if line.startswith("openeas_telemetry_gateways_read")
+        )
+        seen = f'openeas_service_last_request_timestamp_seconds{{service="{SERVICE}"}}'
+        return gauges.get("openeas_telemetry_gateways_read") == "3.0" and seen in text
+
+    wait_for(telemetry_sees_replicas, timeout=30, what="the telemetry to read both replicas and A's gateway")
 
 
 def test_a_resource_pin_lands_only_on_its_node_and_delete_leaves_nothing(
