@@ -49,6 +49,7 @@ class SnapshotWatcher:
         self.loop = loop
         self.snapshot = snapshot if snapshot is not None else RoutingSnapshot(version=-1)
         self.version = snapshot.version if snapshot is not None else version
+        self.interval_s = interval_s
         self.feed = ChangeFeed(registry, poll_s=interval_s)
         self.updates = 0  # snapshots handed to the loop (the tests and the bench read it)
         self._failing = False  # the last look at the store failed: pace the retries
