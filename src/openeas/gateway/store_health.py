@@ -108,7 +108,6 @@ class StoreHealth:
     def ok(self) -> None:
         self.last_ok = time.time()
         if not self.up:
-            self.up = True
             log.warning(
                 "the store is readable again after %.1f s (%d failed reads; it was: %s)",
                 time.monotonic() - self._outage_started,
@@ -116,6 +115,7 @@ class StoreHealth:
                 self.reason,
             )
             self.reason = ""
+            self.up = True  # after the log line: whoever sees "up" on /metrics finds the line too
 
     def metrics(self) -> dict[str, float]:
         """For the gateway's metrics snapshot (gateway/metrics.py `Snapshot.store`)."""
