@@ -26,6 +26,7 @@ from openeas.control.ops import ControlOps
 from openeas.control.reconciler import Reconciler, ReconcilerSettings
 from openeas.spec import SpecError, shared_gateway_spec
 from openeas.store import InstanceRecord, Registry, sqlite_url
+from openeas.store.leases import FencedRegistry, try_lead
 from tests.control.fake_runtime import FakeRuntime
 
 FAST = ReconcilerSettings(
@@ -73,12 +74,15 @@ class Plane:
 
 
 @asynccontextmanager
-async def control_plane(tmp_path: Path, runtime: FakeRuntime | None = None) -> AsyncIterator[Plane]:
+async def control_plane(
+    tmp_path: Path, runtime: FakeRuntime | None = None, fence: Callable[[], int | None] | None = None
+) -> AsyncIterator[Plane]:
+    """`fence`: the reconciler writes as a leader holding that fencing token (None: not leading)."""
     registry = Registry(sqlite_url(tmp_path))
     registry.create_schema()
     registry.put_gateway("shared", shared_gateway_spec("127.0.0.1:0", "127.0.0.1:0", "", "").to_json())
     fake = runtime or FakeRuntime()
-    reconciler = Reconciler(registry, fake, FAST)
+    reconciler = Reconciler(FencedRegistry(registry, fence) if fence else registry, fake, FAST)
     gateways = GatewayManager(registry, sqlite_url(tmp_path), tmp_path / "logs")
     ctx = ControlContext(ServerConfig(data_dir=tmp_path), registry, reconciler, fake, "admin", gateways)
     task = asyncio.create_task(reconciler.run())
@@ -286,5 +290,26 @@ def test_bad_changes_raise_domain_errors_and_change_nothing(tmp_path: Path) -> N
                 await plane.ops.services.rollback("x", 7)
             assert missing.value.code == "VersionNotFound" and missing.value.extra["versions"] == [1]
             assert (await plane.ops.services.get("x")).revision == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_state_write_refused_while_fenced_is_written_once_the_lease_is_back(tmp_path: Path) -> None:
+    """A lease renewed late (a starved CPU) fences the leader's writes for a moment: an instance
+    that became ready meanwhile must not keep its `starting` row (out of routing) for good."""
+
+    async def scenario() -> None:
+        token: list[int | None] = [None]
+        fake = FakeRuntime(probes_before_ready=30)
+        async with control_plane(tmp_path, fake, fence=lambda: token[0]) as plane:
+            token[0] = try_lead(plane.registry, "single-server", 60.0)
+            await plane.ops.services.create(spec("svc"))
+            await plane.until(lambda: [r for r in plane.rows("svc") if r.state == "starting"], "starting")
+            token[0] = None  # the lease lapses: every write of the reconciler is refused
+            await plane.until(lambda: [h for h in fake.live("svc") if h.probes > 32], "probed ready")
+            await asyncio.sleep(0.3)  # several probe periods of the ready instance, all fenced
+            assert [r.state for r in plane.rows("svc")] == ["starting"]
+            token[0] = try_lead(plane.registry, "single-server", 60.0)  # the lease back
+            await plane.until(lambda: [r for r in plane.rows("svc") if r.state == "ready"], "row ready")
 
     asyncio.run(scenario())

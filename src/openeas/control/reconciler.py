@@ -149,6 +149,7 @@ class Worker:
         self.stop_requested = asyncio.Event()
         self._kick = asyncio.Event()  # cut a backoff short (`openeas start` on a failing service)
         self._written: tuple[object, ...] | None = None
+        self._unwritten: tuple[str, str] | None = None  # a state whose write failed: retried
         self.ready_written_at: float | None = None
         self._exit: asyncio.Future[Any] | None = None
         self._stop_wait: asyncio.Future[Any] | None = None
@@ -356,6 +357,8 @@ class Worker:
             if out := await self._pause(max(0.0, due - time.monotonic())):
                 return out
             now = time.monotonic()
+            if self._unwritten is not None:  # else the row would keep a stale state for good
+                await self._write(*self._unwritten)
             if now >= next_ready:
                 next_ready = now + period
                 res = await self._race(self.runtime.probe(handle, readiness))
@@ -455,8 +458,10 @@ class Worker:
         try:
             await asyncio.to_thread(self.registry.put_instance, record)
             self._written = key
-        except Exception as exc:
+            self._unwritten = None
+        except Exception as exc:  # the store away, or fenced while the lease is renewed late
             log_failure(log, f"instance {self.id}: cannot write state {state}", exc)
+            self._unwritten = (state, message)  # `_steady` writes it again each probe period
         if same_state:  # the state did not change (a new revision only): routing is as it was
             return
         if state == "ready":
