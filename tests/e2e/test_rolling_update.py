@@ -223,7 +223,9 @@ def test_versions_and_rollback_through_the_cli(server: Server, work: Path) -> No
     patch = work / "v2.json"
     patch.write_text(json.dumps({"containers": graceful_spec("ver", trace_dir, 2, "v2")["containers"]}))
     server.cli("modify", "ver", "-s", str(patch), "--wait", timeout=180)
-    assert answers() == {"v2"}
+    # Running means the old instances are out of routing in the store; each gateway applies that
+    # with its next snapshot (a poll of 100 ms, longer on a loaded machine): at most a few seconds
+    server.wait_for(lambda: answers() == {"v2"}, timeout=5, what="only v2 answering")
     # scaling and a token change are not versions
     server.cli("scale", "ver", "3", "--wait", timeout=180)
     server.cli("modify", "ver", "-D", "token=TokenOfVersions0123456789", "--wait", timeout=180)

@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from openeas.control.gateways import GatewaySupervisor, SupervisorSettings
+from openeas.gateway import REDIS_URL_ENV
 from openeas.gateway.shared_limits import HEARTBEAT_S, LIVE_S, lease_size
 from openeas.store import Registry, sqlite_url
 from tests.gateway.harness import GatewayProc, Upstream, add_service, free_port, make_registry, start_gateway
@@ -325,8 +326,10 @@ def test_redis_down_falls_back_then_exact_again(replicas: tuple[list[GatewayProc
 
 
 def test_the_server_supervisor_passes_the_redis_url(tmp_path: Path) -> None:
-    """The control plane's hook: a gateway it runs gets `--redis-url` when the settings hold one."""
-    url = "redis://127.0.0.1:6390/0"
+    """The control plane's hook: a gateway it runs gets the Redis URL when the settings hold one,
+    in its environment (a Redis URL can hold a password; argv is readable by every local user)."""
+    url = "redis://:pw@127.0.0.1:6390/0"
     sup = GatewaySupervisor("g", "sqlite:///x", tmp_path, settings=SupervisorSettings(redis_url=url))
-    assert sup.command()[-2:] == ["--redis-url", url]
-    assert "--redis-url" not in GatewaySupervisor("g", "sqlite:///x", tmp_path).command()
+    assert sup.environment()[REDIS_URL_ENV] == url
+    assert not any("6390" in part for part in sup.command())
+    assert REDIS_URL_ENV not in GatewaySupervisor("g", "sqlite:///x", tmp_path).environment()

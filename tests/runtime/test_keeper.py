@@ -69,6 +69,13 @@ def sleeping(word: str) -> list[int]:
     return out
 
 
+def members(tag: str) -> tuple[list[int], list[int]]:
+    """The tree's child and escapee, once both have exec'd `sleep` (the shell echoes "started"
+    right after forking them, which can be before)."""
+    assert wait_for(lambda: len(sleeping(f"{tag}0")) == 1 and len(sleeping(f"{tag}1")) == 1)
+    return sleeping(f"{tag}0"), sleeping(f"{tag}1")
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -113,8 +120,7 @@ def test_leader_exit_kills_the_rest_and_reports_the_status(tmp_path: Path) -> No
 def test_parent_death_kills_the_group_and_the_escapee(tmp_path: Path) -> None:
     parent, keeper, leader = start(tmp_path, "wait", "72")
     try:
-        child, escapee = sleeping("720"), sleeping("721")
-        assert len(child) == 1 and len(escapee) == 1
+        child, escapee = members("72")
         assert os.getsid(escapee[0]) != os.getsid(leader)  # it left the instance's session
         parent.send_signal(signal.SIGKILL)
         parent.wait()
@@ -128,8 +134,7 @@ def test_a_parent_that_kills_its_direct_children_still_leaves_nothing(tmp_path: 
     """Ray's normal worker exit SIGKILLs the worker's direct children: the keeper is not one."""
     parent, keeper, leader = start(tmp_path, "wait", "73")
     try:
-        child, escapee = sleeping("730"), sleeping("731")
-        assert len(child) == 1 and len(escapee) == 1
+        child, escapee = members("73")
         parent.send_signal(signal.SIGUSR1)
         parent.wait(10)
         assert wait_for(lambda: not any(alive(p) for p in (leader, keeper, child[0], escapee[0])))
