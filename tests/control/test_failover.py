@@ -56,6 +56,22 @@ def status(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def kill_and_wait_for_lead(a: Server, b: Server) -> float:
+    """SIGKILL leader `a`; the seconds until `b` leads, which must be under 10."""
+    killed = time.monotonic()
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+
+    def b_leads() -> bool:
+        leader = b.client().get("/api/v2/control/servers").json()["leader"]
+        return isinstance(leader, dict) and leader["api"] == b.api
+
+    wait_for(b_leads, timeout=20, what="the second server to lead", every=0.2)
+    took = time.monotonic() - killed
+    assert took < 10, f"the second server led {took:.1f} s after the kill\n{b.log()}"
+    return took
+
+
 def test_kill_9_of_the_leader_hands_over_within_10_s(tmp_path: Path) -> None:
     with postgres_cluster() as url:
         a = start_server(tmp_path / "a", "--store-url", url)
@@ -84,17 +100,7 @@ def test_kill_9_of_the_leader_hands_over_within_10_s(tmp_path: Path) -> None:
             leftovers += a_gateways
             leftovers.append(row_pid)  # the instance's process group
 
-            killed = time.monotonic()
-            a.proc.send_signal(signal.SIGKILL)
-            a.proc.wait(10)
-
-            def b_leads() -> bool:
-                leader = b.client().get("/api/v2/control/servers").json()["leader"]
-                return isinstance(leader, dict) and leader["api"] == b.api
-
-            wait_for(b_leads, timeout=20, what="the second server to lead", every=0.2)
-            took = time.monotonic() - killed
-            assert took < 10, f"the second server led {took:.1f} s after the kill\n{b.log()}"
+            kill_and_wait_for_lead(a, b)
             # the CLI, given both addresses, finds the one that answers
             view = status(env)
             assert view["leader"]["api"] == b.api and view["this"] == view["leader"]["id"]
@@ -166,17 +172,7 @@ def test_failover_during_a_rolling_update_under_load_adopts_everything(tmp_path:
                     what="a v2 instance started by the leader",
                 )
                 leftovers += [r["pid"] for r in instances(b, "roll") if r["pid"]]
-                killed = time.monotonic()
-                a.proc.send_signal(signal.SIGKILL)
-                a.proc.wait(10)
-
-                def b_leads() -> bool:
-                    leader = b.client().get("/api/v2/control/servers").json()["leader"]
-                    return isinstance(leader, dict) and leader["api"] == b.api
-
-                wait_for(b_leads, timeout=20, what="the second server to lead", every=0.2)
-                took = time.monotonic() - killed
-                assert took < 10, f"the second server led {took:.1f} s after the kill\n{b.log()}"
+                took = kill_and_wait_for_lead(a, b)
                 b.wait_for(lambda: settled(b, "roll", 2, revision), timeout=120, what="the update finished")
                 leftovers += [r["pid"] for r in instances(b, "roll") if r["pid"]]
                 time.sleep(2)  # and traffic on the new revision, under the new leader
