@@ -67,6 +67,11 @@ def test_instance_leaking_past_its_memory_limit_is_restarted_with_a_clear_messag
         assert reason in server.log()
         # a new instance serves again, in a new process
         server.wait_for(lambda: instance()["state"] == "ready" and instance()["restarts"] >= 1, 60, "restart")
-        assert call.get(endpoint + "/pid", timeout=10).json()["pid"] != old_pid
+        # the gateways route to it on their next snapshot (a 503 until then), so wait for a 200
+        def new_pid_serves() -> bool:
+            reply = call.get(endpoint + "/pid", timeout=10)
+            return reply.status_code == 200 and reply.json()["pid"] != old_pid
+
+        server.wait_for(new_pid_serves, 10, "the gateway to route to the restarted instance")
         call.close()
         api.close()
