@@ -427,6 +427,25 @@ def measure(
     return out
 
 
+FIRST_TOKEN_MAX_TOKENS = (1, 2, 16)
+
+
+def first_token_by_max_tokens(url: str, headers: dict[str, str] | None, rounds: int) -> dict[int, float]:
+    """Median time to first token (ms) of a one-at-a-time streamed chat with max_tokens 1, 2 and
+    16, interleaved, the same cached prompt: a server that sends the first token's text as soon as
+    it is decoded shows about the same time for all three; one that holds it back until the next
+    token is decoded shows 2 and 16 later than 1."""
+    session = requests.Session()
+    times: dict[int, list[float]] = {n: [] for n in FIRST_TOKEN_MAX_TOKENS}
+    one_stream(url, "Say hello.", 2, headers, session)  # the prompt cached, the connection open
+    for _ in range(rounds):
+        for n in FIRST_TOKEN_MAX_TOKENS:
+            ttft = one_stream(url, "Say hello.", n, headers, session)[1]
+            if ttft == ttft:
+                times[n].append(ttft)
+    return {n: round(statistics.median(v) * 1000, 1) for n, v in times.items() if v}
+
+
 @contextlib.contextmanager
 def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[tuple[str, int]]:
     # every server gets the OpenMP policy the openeas processor sets for itself (passive waiting):
@@ -569,6 +588,19 @@ def ratios(results: dict[str, list[Level]], streams: int) -> list[str]:
     return lines
 
 
+def first_token_lines(first_token: dict[str, dict[int, float]]) -> list[str]:
+    """One line per server: its first token's time at max_tokens 1, 2, 16 (one at a time)."""
+    lines = []
+    for name, by_n in first_token.items():
+        if 1 not in by_n or not by_n[1]:
+            continue
+        later = ", ".join(f"{n}: {by_n[n]} ms ({by_n[n] / by_n[1]:.2f}x)" for n in sorted(by_n) if n != 1)
+        lines.append(
+            f"- time to first token by max_tokens ({name}, one at a time, median): 1: {by_n[1]} ms, {later}"
+        )
+    return lines
+
+
 def write_docs(section: str) -> None:
     text = DOCS.read_text()
     block = f"{BEGIN}\n{section}\n{END}"
@@ -589,6 +621,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-ctx", type=int, default=512, help="context per sequence")
     ap.add_argument("--gateway", action="store_true", help="also run `ours` through an openeas gateway")
     ap.add_argument("--probes", type=int, default=200, help="pairs for the gateway's TTFT share (0: none)")
+    ap.add_argument(
+        "--first-token-rounds",
+        type=int,
+        default=10,
+        help="one-at-a-time requests per max_tokens (1, 2, 16) for the first-token check (0: none)",
+    )
     ap.add_argument("--merge", action="store_true", help="keep other targets' results in bench/out/llm.json")
     ap.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the LLM section of docs/benchmarks.md"
@@ -609,6 +647,7 @@ def main(argv: list[str] | None = None) -> None:
     before = machine()
     results: dict[str, list[Level]] = {}
     share: GatewayShare | None = None
+    first_token: dict[str, dict[int, float]] = {}
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         work = Path(tmp)
@@ -620,6 +659,11 @@ def main(argv: list[str] | None = None) -> None:
                     results[target.name] = measure(
                         target.name, url, levels, args.requests, args.max_tokens, tokens, None, pid
                     )
+                    if args.first_token_rounds:
+                        first_token[target.name] = first_token_by_max_tokens(
+                            url, None, args.first_token_rounds
+                        )
+                        log(f"{target.name}: time to first token by max_tokens: {first_token[target.name]}")
             if args.gateway:
                 log("starting an openeas server for the gateway run")
                 results["gateway"], share = through_gateway(
@@ -652,6 +696,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine_after": after,
         "results": {k: [asdict(lv) for lv in v] for k, v in results.items()},
         "gateway_share": asdict(share) if share else None,
+        "first_token_ms_by_max_tokens": first_token,
     }
     (OUT / "llm.json").write_text(json.dumps(data, indent=2))
     top = max(levels)
@@ -660,6 +705,7 @@ def main(argv: list[str] | None = None) -> None:
             table(results),
             "",
             *ratios(results, top),
+            *first_token_lines(first_token),
             *(
                 [
                     f"- gateway share of time to first token ({share.pairs} pairs, one at a time, one-"
