@@ -440,7 +440,11 @@ def first_token_by_max_tokens(url: str, headers: dict[str, str] | None, rounds: 
     one_stream(url, "Say hello.", 2, headers, session)  # the prompt cached, the connection open
     for _ in range(rounds):
         for n in FIRST_TOKEN_MAX_TOKENS:
-            ttft = one_stream(url, "Say hello.", n, headers, session)[1]
+            try:
+                ttft = one_stream(url, "Say hello.", n, headers, session)[1]
+            except requests.ConnectionError:  # llama-server may close a kept-alive connection
+                session = requests.Session()
+                ttft = one_stream(url, "Say hello.", n, headers, session)[1]
             if ttft == ttft:
                 times[n].append(ttft)
     return {n: round(statistics.median(v) * 1000, 1) for n, v in times.items() if v}
