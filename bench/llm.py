@@ -49,6 +49,7 @@ from typing import Any
 import requests
 
 from bench.procs import ProcessSet, free_port
+from openeas.processors.llm.backends import OMP_POLICIES
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -57,7 +58,7 @@ DOCS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- llm-bench:begin -->", "<!-- llm-bench:end -->"
 SECTION_BEGIN, SECTION_END = "<!-- llm-section:begin -->", "<!-- llm-section:end -->"  # see bench/report.py
 MODEL = "smollm2"
-OMP_POLICY = "PASSIVE"
+OMP_POLICY = "bounded"  # what the openeas processor sets for itself, given to every server
 TOPICS = (
     "a lighthouse",
     "a lost key",
@@ -452,9 +453,9 @@ def first_token_by_max_tokens(url: str, headers: dict[str, str] | None, rounds: 
 
 @contextlib.contextmanager
 def started(procs: ProcessSet, target: Target, work: Path) -> Iterator[tuple[str, int]]:
-    # every server gets the OpenMP policy the openeas processor sets for itself (passive waiting):
-    # with the default spinning, a busy machine makes each decode step wait for descheduled threads
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY=OMP_POLICY)
+    # every server gets the OpenMP wait policy the openeas processor sets for itself (a bounded
+    # spin, then sleep: backends.OMP_POLICIES), so all run llama.cpp's barriers the same way
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **OMP_POLICIES[OMP_POLICY]}
     proc = procs.spawn(target.name, target.argv, work / f"{target.name}.log", env=env)
     url = f"http://127.0.0.1:{target.port}"
     try:

@@ -86,6 +86,14 @@ def _render_template(template: str, messages: Sequence[Mapping[str, str]], bos: 
 # ---------------------------------------------------------------- llama.cpp
 
 
+# model_config.omp_wait_policy -> the libgomp environment it sets (see LlamaCppBackend)
+OMP_POLICIES: Mapping[str, Mapping[str, str]] = {
+    "bounded": {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "10000"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+}
+
+
 class LlamaCppBackend:
     """A GGUF model on llama.cpp: one model, one context, `n_parallel` sequences decoded together
     by the batch engine (batching.py), which also reuses KV cells of shared prompt prefixes."""
@@ -93,15 +101,21 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def __init__(self, path: Path, config: Mapping[str, Any], slots: int) -> None:
-        # llama.cpp's OpenMP threads spin at each of the hundreds of barriers of a decode step by
-        # default. When the CPUs are shared (with this process's HTTP thread, the gateway, other
-        # instances) a spinner waits for a descheduled peer: a step took 0.5-4 s instead of 20 ms
-        # on a busy 2-core machine, and the HTTP thread could not send the token just decoded.
-        # Passive waiting sleeps instead. Read when libgomp loads, so set before the import.
-        policy = str(config.get("omp_wait_policy", "passive")).upper()
-        if policy not in ("PASSIVE", "ACTIVE"):
-            fail_start(f"model_config.omp_wait_policy must be passive or active, got {policy.lower()!r}")
-        os.environ.setdefault("OMP_WAIT_POLICY", policy)
+        # llama.cpp's OpenMP threads meet at each of the hundreds of barriers of a decode step.
+        # Spinning without bound there (libgomp's ACTIVE) starves the rest of the process on
+        # shared CPUs: a step took 0.5-4 s instead of 20 ms on a busy 2-core machine, and the
+        # HTTP thread could not send the token just decoded. Sleeping at once (PASSIVE) pays a
+        # futex wake-up per barrier: 16 batched streams made half the tokens/s. "bounded" (the
+        # default) spins about 0.1 ms, then sleeps: 1.7-1.9x PASSIVE's tokens/s at 16 streams on
+        # an idle 2-core machine and no worse with both cores busy (docs/benchmarks.md). An
+        # OMP_WAIT_POLICY in the environment wins. Read when libgomp loads: set before the import.
+        policy = str(config.get("omp_wait_policy", "bounded")).lower()
+        if policy not in OMP_POLICIES:
+            fail_start(
+                f"model_config.omp_wait_policy must be one of {', '.join(OMP_POLICIES)}, got {policy!r}"
+            )
+        if "OMP_WAIT_POLICY" not in os.environ:
+            os.environ.update(OMP_POLICIES[policy])
         self._llama_cpp = llama_cpp = require("llama_cpp", extra="llm", processor=PROCESSOR)
         from llama_cpp import _internals
         from llama_cpp._logger import set_verbose
