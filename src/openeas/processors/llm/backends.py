@@ -62,25 +62,40 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _render_template(template: str, messages: Sequence[Mapping[str, str]], bos: str, eos: str) -> str:
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+class ChatTemplate:
+    """A Jinja chat template, compiled on first use and kept (compiling it for every request took
+    ~4 ms of the event loop per chat on a 2-core machine, while token streams waited)."""
 
-    env = ImmutableSandboxedEnvironment(
-        loader=jinja2.BaseLoader(),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=["jinja2.ext.loopcontrols"],
-    )
-    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._compiled: Any = None
 
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
+    def render(self, messages: Sequence[Mapping[str, str]], bos: str, eos: str) -> str:
+        if self._compiled is None:
+            self._compiled = self._compile()  # a template that fails to compile fails each chat
+        return str(
+            self._compiled.render(
+                messages=list(messages), add_generation_prompt=True, bos_token=bos, eos_token=eos
+            )
+        )
 
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=list(messages), add_generation_prompt=True, bos_token=bos, eos_token=eos
-    )
+    def _compile(self) -> Any:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=["jinja2.ext.loopcontrols"],
+        )
+        env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.source)
 
 
 # ---------------------------------------------------------------- llama.cpp
@@ -152,10 +167,11 @@ class LlamaCppBackend:
         except Exception as exc:
             fail_start(f"llama.cpp cannot load {path}: {exc}")
         metadata = self._model.metadata()
-        self._template = str(config.get("chat_template") or metadata.get("tokenizer.chat_template") or "")
-        if not self._template:
+        template = str(config.get("chat_template") or metadata.get("tokenizer.chat_template") or "")
+        if not template:
             log.warning("%s has no chat template; using ChatML", path.name)
-            self._template = CHATML_TEMPLATE
+            template = CHATML_TEMPLATE
+        self._chat = ChatTemplate(template)
         self._bos = self._token_text(self._model.token_bos())
         self._eos = self._token_text(self._model.token_eos())
         self.model_name = str(metadata.get("general.name", path.stem))
@@ -166,7 +182,7 @@ class LlamaCppBackend:
         return str(self._model.token_get_text(token))
 
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
-        return _render_template(self._template, messages, self._bos, self._eos)
+        return self._chat.render(messages, self._bos, self._eos)
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return list(self._model.tokenize(text.encode("utf-8"), add_special, True))
@@ -232,6 +248,7 @@ class TransformersBackend:
                 eos.update(int(v) for v in value)
         self._eos = frozenset(eos)
         self._template = config.get("chat_template") or getattr(self._tok, "chat_template", None)
+        self._chatml = ChatTemplate(CHATML_TEMPLATE)  # when the tokenizer has no template
         self.model_name = path.name
 
     def render_chat(self, messages: Sequence[Mapping[str, str]]) -> str:
@@ -243,7 +260,7 @@ class TransformersBackend:
             )
         bos = self._tok.bos_token or ""
         eos = self._tok.eos_token or ""
-        return _render_template(CHATML_TEMPLATE, messages, bos, eos)
+        return self._chatml.render(messages, bos, eos)
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return list(self._tok(text, add_special_tokens=add_special)["input_ids"])
