@@ -420,9 +420,8 @@ def combine(streams: int, rounds: list[Round]) -> Level:
     wall = sum(r.wall_s for r in rounds)
     ttfts = [t for r in rounds for t in r.ttfts]
     cpus = [r.cpu_s for r in rounds]
-    per_cpu = None
-    if all(c is not None for c in cpus) and sum(c or 0.0 for c in cpus) > 0:
-        per_cpu = round(total / sum(c or 0.0 for c in cpus), 1)
+    cpu = sum(c for c in cpus if c is not None)
+    per_cpu = round(total / cpu, 1) if None not in cpus and cpu > 0 else None
     p50, p99 = (round(percentile(ttfts, q) * 1000, 1) for q in (0.5, 0.99))
     requests_done = sum(len(r.counted) for r in rounds)
     errors = sum(r.errors for r in rounds)
@@ -694,9 +693,10 @@ def main(argv: list[str] | None = None) -> None:
     share: GatewayShare | None = None
     first_token: dict[str, dict[int, float]] = {}
     OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         work = Path(tmp)
         procs = ProcessSet()
+        stack = contextlib.ExitStack()  # the servers' `started`, closed before procs
         try:
             # every server is up for the whole run (an idle one uses no CPU); the levels' rounds
             # go round them (interleaved)
