@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.load import SteadyLoad
-from tests.harness import Server, app_command, service_spec
+from tests.harness import Server, app_command, service_spec, wait_for
 
 # What this 2-core box sustains next to other test suites: see docs/traffic.md. The load
 # generator is one Python thread; above this rate it falls behind its own clock.
@@ -170,6 +170,14 @@ def test_killed_instance_fails_only_its_requests_in_flight(server: Server, work:
 
     with SteadyLoad(url, token, rate=RATE / 2, seconds=10) as load, Sampler(server, "kill") as sampler:
         server.wait_for(lambda: trace.served(victim) >= 50, timeout=60, what="traffic on the victim")
+        # Kill while the victim has requests open (each takes 0.1 s): a stall of this loaded box
+        # can leave it idle for a moment, and a kill then would prove nothing.
+        wait_for(
+            lambda: len(trace.unfinished(victim)) >= 2,
+            timeout=30,
+            what="requests open on the victim",
+            every=0.01,
+        )
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         server.wait_for(lambda: len(trace.pids(victim)) == 2, timeout=60, what="the victim restarted")
