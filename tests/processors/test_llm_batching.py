@@ -240,21 +240,16 @@ def test_running_sequences_hold_the_lowest_slots_in_order(gguf: Path) -> None:
         long_a = engine.submit(prompt(QUESTIONS[3]), greedy, 40, threading.Event())
         short = engine.submit(prompt(QUESTIONS[0]), greedy, 2, threading.Event())
         long_c = engine.submit(prompt(QUESTIONS[4]), greedy, 40, threading.Event())
-        wait_running = time.monotonic() + 30
-        while long_c.seq_id < 0 and time.monotonic() < wait_running:
-            time.sleep(0.001)
-        assert (long_a.seq_id, short.seq_id, long_c.seq_id) == (0, 1, 2)
         assert len(list(drain(short))) == 2
         # its slot is free (its cells are a cache entry there): the newcomer takes it, not slot 3
         newcomer = engine.submit(prompt(QUESTIONS[6]), greedy, 20, threading.Event())
-        while newcomer.seq_id < 0 and time.monotonic() < wait_running:
-            time.sleep(0.001)
-        assert newcomer.seq_id == 1
         for seq in (long_a, long_c, newcomer):
             assert list(drain(seq))
     finally:
         backend.close()
     assert len(recorder.batches) > 10
+    # read from the batches, not from seq_id (which a finished sequence resets at once)
+    assert set().union(*recorder.batches) == {0, 1, 2}, "a sequence got an id beyond the lowest free slot"
     for ids in recorder.batches:
         assert ids == sorted(ids), f"a batch out of slot order: {ids}"
     # once the newcomer ran, the steps decoded slots 0, 1 and 2 together
