@@ -115,7 +115,7 @@ class FakeRuntime(Runtime):
         self.adoptions.append(instance_id)
         return handle
 
-    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+    async def cleanup_stale(self, instance_id: str, pid: int | None, service: str = "") -> bool:
         handle = self.handles.get(instance_id)
         if handle is None or handle.exited.done():
             return False

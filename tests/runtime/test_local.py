@@ -213,6 +213,37 @@ def test_adopt_takes_over_only_its_own_live_instance(tmp_path: Path) -> None:
     run(main)
 
 
+def test_an_instance_without_a_pid_in_its_row_is_found_by_its_ids_in_its_registry_only(
+    tmp_path: Path,
+) -> None:
+    """A server killed between starting an instance and writing its pid leaves a row without one:
+    another server of the same registry (another data dir) finds the instance by its ids and
+    registry id, adopts or stops it; a runtime of another registry, or of none, never does."""
+
+    async def main() -> None:
+        first = LocalRuntime(tmp_path / "a", registry_id="5eed")
+        spec = spec_for(tmp_path, "kept", HTTP_APP, env=[{"name": "GREETING", "value": "hi"}])
+        handle = await first.start("kept-1-0", "kept", spec)
+        probe = ProbeSpec.model_validate({"http_get": {"path": "/health"}})
+        await until(lambda: _ok(first.probe(handle, probe)))
+        other_registry = LocalRuntime(tmp_path / "c", registry_id="0dd")
+        unmarked = LocalRuntime(tmp_path / "d")
+        for runtime in (other_registry, unmarked):
+            assert await runtime.adopt("kept-1-0", "kept") is None
+            assert not await runtime.cleanup_stale("kept-1-0", None, "kept")
+        second = LocalRuntime(tmp_path / "b", registry_id="5eed")
+        assert second.find("kept-1-0", "other") is None and second.find("kept-1-1", "kept") is None
+        adopted = await second.adopt("kept-1-0", "kept")  # no pid, no port: as the row has them
+        assert adopted is not None and (adopted.pid, adopted.port) == (handle.pid, handle.port)
+        assert (await second.probe(adopted, probe)).ok
+        third = LocalRuntime(tmp_path / "e", registry_id="5eed")
+        assert await third.cleanup_stale("kept-1-0", None, "kept")
+        assert await asyncio.wait_for(first.wait(handle), 5) == -15
+        assert third.find("kept-1-0", "kept") is None
+
+    run(main)
+
+
 async def _ok(result: Coroutine[Any, Any, Any]) -> bool:
     return bool((await result).ok)
 

@@ -238,6 +238,12 @@ class Worker:
         if self._adopted is not None:
             handle, self._adopted = self._adopted, None
             return await self._run_handle(handle, adopted_ready=self.state == "ready")
+        # The row before the instance: a leader killed after starting it but before writing its
+        # pid leaves a row by which the next leader still finds the instance (Runtime.adopt
+        # without a pid), instead of starting a second one beside it under the same id.
+        self.handle = None
+        self.state = "starting"
+        await self._write("starting", "")
         try:
             handle = await self.runtime.start(self.id, self.service, self.spec)
         except NotPlaceable as exc:
@@ -536,7 +542,7 @@ class Reconciler:
             svc = services.get(row.service)
             worker = await self._adopt(row, svc) if svc is not None else None
             if worker is None:
-                if await self.runtime.cleanup_stale(row.id, row.pid):
+                if await self.runtime.cleanup_stale(row.id, row.pid, row.service):
                     log.info("stopped instance %s (pid %s) left over from a previous run", row.id, row.pid)
                 await asyncio.to_thread(self.registry.delete_instance, row.id)
                 continue

@@ -321,6 +321,8 @@ class ControlServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         runtime = self.runtime_factory(self.config)
+        if isinstance(runtime, LocalRuntime):  # marks our instances (LocalRuntime.find)
+            runtime.registry_id = await asyncio.to_thread(registry.identity)
         self.leadership = leadership = Leadership(registry, info.api_url)
         # the reconciler's writes carry the leader's fencing token (refused once another leads)
         reconciler = Reconciler(FencedRegistry(registry, leadership.fence), runtime, self.settings)

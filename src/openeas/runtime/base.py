@@ -128,9 +128,10 @@ class Runtime(abc.ABC):
         when given, is what it runs (a runtime re-applies the limits it enforces itself)."""
 
     @abc.abstractmethod
-    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+    async def cleanup_stale(self, instance_id: str, pid: int | None, service: str = "") -> bool:
         """Kill an instance left behind by a previous control process, if it is still alive and
-        really is that instance. Returns True when something was killed."""
+        really is that instance (of `service`; found without `pid` where the runtime can: a
+        row written before its instance's pid). Returns True when something was killed."""
 
     def output_lines(self, service: str, instance_id: str, count: int) -> list[str]:
         """The last `count` lines the instance itself wrote (the runtime's MARK lines left out),

@@ -2,7 +2,8 @@
 
 Each instance runs its command line through `/bin/sh -c` in its own session (so its whole process
 tree can be signalled as one group), with the parent's environment plus the spec's `env`, plus
-`PORT` (a free loopback port it must listen on), `OPENEAS_SERVICE` and `OPENEAS_INSTANCE_ID`.
+`PORT` (a free loopback port it must listen on), `OPENEAS_SERVICE`, `OPENEAS_INSTANCE_ID` and
+`OPENEAS_REGISTRY_ID` (the registry's `identity`, when the server gave it one).
 `metadata.memory` is enforced by watching the group's RSS (runtime/memory_limit.py).
 stdout and stderr are appended to `<data_dir>/logs/<service>/<instance>.log`; the working
 directory is `<data_dir>/work/<service>`. The directory of the server's Python comes first on
@@ -11,7 +12,9 @@ directory is `<data_dir>/work/<service>`. The directory of the server's Python c
 Instances are not tied to the server's life: no PR_SET_PDEATHSIG, their own session, output to a
 file rather than a pipe. A server that was killed leaves them running, and the next one adopts
 them (`adopt`: same pid, recognised by the instance id in its environment); an adopted instance
-is not our child, so its exit is seen through a pidfd and its exit status is unknown.
+is not our child, so its exit is seen through a pidfd and its exit status is unknown. A server
+killed between starting an instance and writing its pid leaves a row without one: the next
+leader finds that instance by its ids in /proc (`find`), not by pid.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from collections import deque
 from pathlib import Path
 
 from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
-from openeas.procfs import environ_has, group_leader, stat_fields, stdout_path, wait_gone
+from openeas.procfs import (
+    all_pids,
+    environ_has,
+    environ_value,
+    group_leader,
+    stat_fields,
+    stdout_path,
+    wait_gone,
+)
 from openeas.runtime.base import DEFAULT_GRACE_S, MARK, InstanceHandle, ProbeResult, Runtime, describe_exit
 from openeas.runtime.memory_limit import MemoryLimit, MemoryWatch
 from openeas.spec import ServiceSpec
@@ -35,6 +46,7 @@ from openeas.spec.service import ProbeSpec
 
 INSTANCE_ENV = "OPENEAS_INSTANCE_ID"
 SERVICE_ENV = "OPENEAS_SERVICE"
+REGISTRY_ENV = "OPENEAS_REGISTRY_ID"
 UNKNOWN_EXIT = 0x7FFF  # what `wait` returns for an adopted instance: not our child, no status
 
 
@@ -85,8 +97,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalRuntime(Runtime):
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", python: str = sys.executable):
+    def __init__(
+        self, data_dir: Path, host: str = "127.0.0.1", python: str = sys.executable, registry_id: str = ""
+    ):
         self.data_dir = data_dir
+        # Registry.identity(): marks our instances, so that `find` never picks another registry's
+        self.registry_id = registry_id
         self.host = host
         self.python = python
         self._recent_ports: deque[int] = deque(maxlen=256)  # not handed out twice in a row
@@ -122,6 +138,8 @@ class LocalRuntime(Runtime):
         env["PORT"] = str(port)
         env[SERVICE_ENV] = service
         env[INSTANCE_ENV] = instance_id
+        if self.registry_id:
+            env[REGISTRY_ENV] = self.registry_id
         return env
 
     async def start(
@@ -168,9 +186,14 @@ class LocalRuntime(Runtime):
         port: int = 0,
         spec: ServiceSpec | None = None,
     ) -> LocalHandle | None:
+        if not pid:  # started, but killed before its pid was written: look for it
+            found = self.find(instance_id, service)
+            if found is None:
+                return None
+            pid, port = found
         # The same instance: alive (not a zombie), still leading the group it was started in, and
         # carrying our instance id in its environment (a reused pid carries another).
-        if not pid or not port or not group_leader(pid) or not _is_instance(pid, instance_id):
+        if not port or not group_leader(pid) or not _is_instance(pid, instance_id):
             return None
         if not environ_has(pid, SERVICE_ENV, service):
             return None
@@ -254,7 +277,27 @@ class LocalRuntime(Runtime):
         _kill_group(pgid, signal.SIGKILL)
         return await asyncio.shield(local.exited)
 
-    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+    def find(self, instance_id: str, service: str) -> tuple[int, int] | None:
+        """(pid, port) of the running instance `instance_id` of `service` that a server of this
+        registry started on this machine (any data dir), or None. Only with a registry id: ids
+        alone could name another registry's instance."""
+        if not self.registry_id:
+            return None
+        for pid in all_pids():
+            if (
+                environ_has(pid, INSTANCE_ENV, instance_id)
+                and environ_has(pid, REGISTRY_ENV, self.registry_id)
+                and environ_has(pid, SERVICE_ENV, service)
+                and group_leader(pid)
+            ):
+                port = environ_value(pid, "PORT") or ""
+                return (pid, int(port)) if port.isdigit() else None
+        return None
+
+    async def cleanup_stale(self, instance_id: str, pid: int | None, service: str = "") -> bool:
+        if not pid and service:
+            found = self.find(instance_id, service)
+            pid = found[0] if found else None
         if not pid or not _is_instance(pid, instance_id):
             return False
         _kill_group(pid, signal.SIGTERM)

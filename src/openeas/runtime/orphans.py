@@ -1,11 +1,11 @@
 """Kill local instance processes that the registry does not know: orphans of a crashed server.
 
 Instances run in their own sessions, so they outlive a control server killed with SIGKILL. The
-ones the registry has a row for are found again on the next start (`Reconciler.recover`). Two
-windows leave an instance with no row at all: between starting its process and writing its
-first row ("starting"), and between a delete committing (the service and its instance rows go in
-one transaction) and its instances being stopped (drain, then SIGTERM). A process from either
-would hold its port and memory for ever, serving nobody.
+ones the registry has a row for are found again on the next start (`Reconciler.recover`; a row
+is written before its instance starts). One window leaves an instance with no row at all:
+between a delete committing (the service and its instance rows go in one transaction) and its
+instances being stopped (drain, then SIGTERM). Such a process would hold its port and memory for
+ever, serving nobody.
 
 So on start, before `recover`, the local runtime's processes are listed from /proc: a process
 whose environment carries `OPENEAS_INSTANCE_ID` and whose working directory is under this data

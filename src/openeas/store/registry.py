@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from openeas.store.records import (
 )
 
 VERSION_KEY = "version"
+IDENTITY_KEY = "identity"  # a random number drawn once per registry (`identity`)
 CHANGE_CHANNEL = "openeas_changes"  # PostgreSQL NOTIFY channel; the payload is the new version
 CHANGE_KEEP = 10_000  # versions of change history kept; a reader further behind rebuilds whole
 REPLICA_HEARTBEAT_S = 5.0  # how often a gateway replica should heartbeat
@@ -104,6 +106,24 @@ class Registry:
             row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == VERSION_KEY)).first()
             if row is None:
                 conn.execute(schema.meta.insert().values(key=VERSION_KEY, value=1))
+
+    def identity(self) -> str:
+        """A random id drawn once for this registry, the same for every server that opens it.
+
+        Local instances carry it in their environment, so that a server taking the lead finds
+        the processes of this registry that another server on the machine started (its
+        `work/` folder differs) without ever touching another registry's."""
+        with self.engine.begin() as conn:
+            insert = pg_insert if self.is_postgres else sqlite_insert
+            conn.execute(
+                insert(schema.meta)
+                .values(key=IDENTITY_KEY, value=secrets.randbits(62))
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            value = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == IDENTITY_KEY)
+            ).scalar_one()
+        return f"{int(value):x}"
 
     def close(self) -> None:
         self.engine.dispose()

@@ -274,7 +274,7 @@ class RayRuntime(Runtime):
         self._live.pop((handle.service, handle.instance_id), None)
         return code
 
-    async def cleanup_stale(self, instance_id: str, pid: int | None) -> bool:
+    async def cleanup_stale(self, instance_id: str, pid: int | None, service: str = "") -> bool:
         """Stop the actor (and so the instance) a previous control plane left running."""
         import ray
 
