@@ -80,3 +80,41 @@ def test_a_swapped_snapshot_routes_at_once(upstreams: tuple[Upstream, Upstream])
         assert sorted(names) == ["a"] * 3 + ["b"] * 3
         gw.install(RoutingSnapshot(4, {}))
         assert requests.get(gw.url("svc", "/echo"), headers=AUTH, timeout=5).status_code == 404
+
+
+def test_a_service_that_loses_instances_keeps_answering(upstreams: tuple[Upstream, Upstream]) -> None:
+    """The picker (and its round-robin cursor) is kept across snapshots; with the cursor past the
+    new, shorter instance list the next pick read past its end and the request got a 400 (CI:
+    node C's 2 of 4 instances gone, tests/cluster/test_three_hosts.py)."""
+    a, b = upstreams
+    four = route("svc", TOKEN, [a.port, b.port, a.port, b.port])
+    with running_gateway(RoutingSnapshot(1, {"svc": four})) as gw, requests.Session() as session:
+        for _ in range(3):  # the cursor now at the 4th instance
+            assert session.get(gw.url("svc", "/echo"), headers=AUTH, timeout=5).status_code == 200
+        gw.install(RoutingSnapshot(2, {"svc": route("svc", TOKEN, [a.port, b.port])}))
+        answers = [session.get(gw.url("svc", "/echo"), headers=AUTH, timeout=5) for _ in range(4)]
+        assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+        assert sorted(r.json()["name"] for r in answers) == ["a", "a", "b", "b"]
+
+
+class _BrokenPicker:
+    """A picker with a bug: the gateway must blame itself (500), not the client (400)."""
+
+    wants_body = False
+
+    def pick(self, *_: object) -> None:
+        raise RuntimeError("a bug in a picker")
+
+
+def test_a_bug_while_handling_a_request_is_a_500_and_the_gateway_goes_on(
+    upstreams: tuple[Upstream, Upstream],
+) -> None:
+    a, _ = upstreams
+    snap = RoutingSnapshot(1, {"svc": route("svc", TOKEN, [a.port]), "ok": route("ok", TOKEN, [a.port])})
+    with running_gateway(snap) as gw:
+        gw.call(lambda g: setattr(g.routes[b"svc"], "picker", _BrokenPicker()))
+        broken = requests.post(gw.url("svc", "/echo"), data=b"hi", headers=AUTH, timeout=5)
+        assert broken.status_code == 500, broken.text
+        assert broken.json()["code"] == 500 and "bug" in broken.json()["message"]
+        assert requests.get(gw.url("ok", "/echo"), headers=AUTH, timeout=5).status_code == 200
+        assert gw.call(lambda g: g.metrics_snapshot()).services["svc"].rejected == {"internal": 1}

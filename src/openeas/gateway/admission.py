@@ -350,6 +350,11 @@ def bad_request(message: str | None = None) -> Reject:
     return Reject(400, message or errors.MSG_BAD_REQUEST, close=True)
 
 
+def internal_error() -> Reject:
+    """The gateway's own code failed on this request: not the client's fault (never a 400)."""
+    return Reject(500, errors.MSG_INTERNAL, close=True)
+
+
 def body_too_large(max_body_bytes: int) -> Reject:
     return Reject(413, errors.msg_too_large(max_body_bytes), close=True)
 

@@ -202,8 +202,11 @@ class ClientConnection(asyncio.Protocol):
                 self._parse_error(cause.verdict)
             else:
                 if cause is not None and not isinstance(cause, _StopParsing):
-                    log.warning("error while handling a request: %r", cause)  # a bug: say so
-                if not self.ignore_input:  # else: we stopped the parser ourselves
+                    # a bug of ours in a callback, not bad bytes: 500, and say so in the log
+                    log.error("error while handling a request", exc_info=cause)
+                    if not self.ignore_input:
+                        self._parse_error(admission.internal_error())
+                elif not self.ignore_input:  # else: we stopped the parser ourselves
                     rule = framing.parser_error_rule(str(exc))
                     self._parse_error(admission.framing(rule) if rule is not None else None)
         self.in_feed = False

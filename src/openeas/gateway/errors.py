@@ -25,6 +25,7 @@ REASONS: dict[int, str] = {
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     450: "Queue Full",
+    500: "Internal Server Error",
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -182,6 +183,10 @@ def msg_connect_timeout(service: str) -> str:
 
 
 MSG_BAD_REQUEST = "the request is not valid HTTP/1.x; the connection is closed."
+MSG_INTERNAL = (
+    "the gateway failed while handling this request (a bug, written to the gateway's log); "
+    "the connection is closed. Retry, and report the log's traceback if it persists."
+)
 
 
 def msg_acl_denied(address: str, gateway: str, kind: str) -> str:

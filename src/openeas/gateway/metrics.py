@@ -67,6 +67,7 @@ REJECT_REASONS: dict[int, str] = {
     429: "rate",
     431: "head_too_large",
     450: "queue",
+    500: "internal",
     501: "bad_request",
     502: "bad_response",
     503: "unavailable",
@@ -428,7 +429,7 @@ def families(snap: Snapshot) -> list[Metric]:
     rejected = CounterMetricFamily(
         "openeas_gateway_rejected_total",
         "Requests the gateway answered itself with an error, by reason "
-        "(auth, acl, size, rate, queue, timeout, method, not_found, unavailable, bad_request).",
+        "(auth, acl, size, rate, queue, timeout, method, not_found, unavailable, bad_request, internal).",
         labels=["service", "reason"],
     )
     for name, st in stats:

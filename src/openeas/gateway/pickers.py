@@ -95,6 +95,8 @@ class LeastOutstanding(Picker):
         if n == 0:
             return None
         start = self.next
+        if start >= n:  # the picker outlives snapshots: the service may have lost instances since
+            start = 0
         self.next = start + 1 if start + 1 < n else 0
         best: C | None = None
         best_key = 0
