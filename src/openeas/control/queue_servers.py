@@ -70,6 +70,7 @@ class QueueServers:
     _backoff: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (failures, retry_at)
     ports: dict[str, int] = field(default_factory=dict)
     known: set[str] = field(default_factory=set)  # Async services seen in the last pass
+    reserved_ports: set[int] = field(default_factory=set)  # the server's own: its gateways bind them later
 
     def load(self, service: str) -> QueueLoad | None:
         return self.loads.get(service)
@@ -122,7 +123,9 @@ class QueueServers:
 
     async def _start(self, svc: ServiceRecord) -> None:
         # the same port across restarts: gateways keep a valid route while it comes back
-        port = self.ports.setdefault(svc.name, free_port())
+        port = self.ports.get(svc.name)
+        if port is None:
+            port = self.ports[svc.name] = free_port(avoid=self.reserved_ports)
         args = [self.python, "-m", "openeas.queue", "--service", svc.name, "--port", str(port)]
         # both URLs can hold a password: the environment, not argv (ps shows argv to everyone)
         env = {k: v for k, v in os.environ.items() if k not in (STORE_URL_ENV, REDIS_URL_ENV)}

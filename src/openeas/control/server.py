@@ -321,8 +321,12 @@ class ControlServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         runtime = self.runtime_factory(self.config)
-        if isinstance(runtime, LocalRuntime):  # marks our instances (LocalRuntime.find)
-            runtime.registry_id = await asyncio.to_thread(registry.identity)
+        # Ports this server picked (`--gateway-port 0`...) that its gateways bind only later: the
+        # kernel would hand them out again meanwhile, to an instance or a queue server
+        reserved = {self.config.api_port, self.config.gateway_port, self.config.vpc_port}
+        if isinstance(runtime, LocalRuntime):
+            runtime.registry_id = await asyncio.to_thread(registry.identity)  # LocalRuntime.find
+            runtime.reserved_ports = reserved
         self.leadership = leadership = Leadership(registry, info.api_url)
         # the reconciler's writes carry the leader's fencing token (refused once another leads)
         reconciler = Reconciler(FencedRegistry(registry, leadership.fence), runtime, self.settings)
@@ -350,7 +354,9 @@ class ControlServer:
         # scales through the service layer, like `POST .../scale`; wakes at once on held requests
         ctx.autoscaler = autoscaler = Autoscaler(registry, telemetry, ControlOps(ctx).services.scale)
         # async queue hook: a queue server per Async service; the autoscaler reads their backlog
-        queues = QueueServers(registry, store_url, self.data_dir / "logs", self.config.redis_url)
+        queues = QueueServers(
+            registry, store_url, self.data_dir / "logs", self.config.redis_url, reserved_ports=reserved
+        )
         autoscaler.queues = queues
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         await leadership.attempt()  # the first round before serving: on SQLite this server leads now

@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Collection
 from pathlib import Path
 
 from openeas.config import REDIS_URL_ENV, STORE_URL_ENV
@@ -90,10 +91,16 @@ def instance_command(spec: ServiceSpec) -> str:
     return spec.containers[0].entry
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port free now on `host`, not one of `avoid`: ports this server picked for processes that
+    bind them later (its gateways), which the kernel would hand out again until they do."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OSError(f"no free port on {host} outside {sorted(avoid)[:10]}")
 
 
 class LocalRuntime(Runtime):
@@ -103,6 +110,7 @@ class LocalRuntime(Runtime):
         self.data_dir = data_dir
         # Registry.identity(): marks our instances, so that `find` never picks another registry's
         self.registry_id = registry_id
+        self.reserved_ports: set[int] = set()  # the server's own (free_port's `avoid`)
         self.host = host
         self.python = python
         self._recent_ports: deque[int] = deque(maxlen=256)  # not handed out twice in a row
@@ -120,11 +128,11 @@ class LocalRuntime(Runtime):
     # -- start -----------------------------------------------------------------------------
     def _port(self) -> int:
         for _ in range(50):
-            port = free_port(self.host)
+            port = free_port(self.host, self.reserved_ports)
             if port not in self._recent_ports:
                 self._recent_ports.append(port)
                 return port
-        return free_port(self.host)
+        return free_port(self.host, self.reserved_ports)
 
     def _env(self, spec: ServiceSpec, service: str, instance_id: str, port: int) -> dict[str, str]:
         # not the registry's or Redis' URL: they can hold passwords, and instances run user code
