@@ -336,3 +336,6 @@ def test_kill_9_during_changes_loses_nothing(kind: str, tmp_path: Path) -> None:
             for _pid, (_, pgid) in instance_processes(data).items():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
+            for pid in queue_servers(store_url):  # each leads its own session
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
