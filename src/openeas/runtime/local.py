@@ -127,12 +127,12 @@ class LocalRuntime(Runtime):
 
     # -- start -----------------------------------------------------------------------------
     def _port(self) -> int:
-        for _ in range(50):
-            port = free_port(self.host, self.reserved_ports)
-            if port not in self._recent_ports:
-                self._recent_ports.append(port)
-                return port
-        return free_port(self.host, self.reserved_ports)
+        try:
+            port = free_port(self.host, self.reserved_ports.union(self._recent_ports))
+        except OSError:  # every pick was a recent port: any but the server's own
+            return free_port(self.host, self.reserved_ports)
+        self._recent_ports.append(port)
+        return port
 
     def _env(self, spec: ServiceSpec, service: str, instance_id: str, port: int) -> dict[str, str]:
         # not the registry's or Redis' URL: they can hold passwords, and instances run user code
